@@ -1,0 +1,320 @@
+package linger
+
+import (
+	"container/heap"
+	"errors"
+	"math"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// newBackend returns the event loop, unless LINGER_BACKEND=portable asks for
+// the portable backend (used to compare the two).
+func newBackend(c *Closer) backend {
+	if os.Getenv("LINGER_BACKEND") == "portable" {
+		return portable{c}
+	}
+	return &loop{c: c, wake: math.MaxInt64}
+}
+
+// loop holds every lingering socket of a Closer in one epoll set, served by
+// one goroutine that runs only while something lingers.
+//
+// The epoll descriptor is itself registered with the Go runtime's poller
+// (an epoll descriptor is readable while it has events ready), so the
+// goroutine parks in the runtime like any network read instead of holding an
+// OS thread in epoll_wait, and the timer heap's earliest deadline is simply
+// the read deadline of that descriptor.
+//
+// All fields are guarded by Closer.mu.
+type loop struct {
+	c      *Closer
+	ep     *os.File // nil while nothing lingers
+	rc     syscall.RawConn
+	byFD   []*entry // lingering entries indexed by descriptor
+	timers timerHeap
+	wake   int64 // the deadline set on ep, or MaxInt64
+	events [128]unix.EpollEvent
+}
+
+func (l *loop) detach(tcp *net.TCPConn) (handle, error) {
+	fd, err := detachFD(tcp)
+	return handle{fd: fd}, err
+}
+
+func (l *loop) newEntry(h handle) *entry { return &entry{fd: int32(h.fd), heapIdx: -1} }
+
+func (l *loop) closeNow(h handle) { unix.Close(h.fd) }
+
+func (l *loop) start(e *entry) {
+	c := l.c
+	if l.ep == nil {
+		if err := l.open(); err != nil {
+			c.release(e, Plain, -1, err)
+			unix.Close(int(e.fd))
+			return
+		}
+	}
+	// The bytes the peer has acknowledged so far are the baseline against
+	// which IdleTimeout sees progress.
+	if ti, err := unix.GetsockoptTCPInfo(int(e.fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+		e.acked = ti.Bytes_acked
+	}
+	// Level-triggered: whatever is left unread after a round of draining
+	// reports again, so one busy peer cannot starve the others.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: e.fd}
+	if err := unix.EpollCtl(l.fd(), unix.EPOLL_CTL_ADD, int(e.fd), &ev); err != nil {
+		// ENOSPC (fs.epoll.max_user_watches) or ENOMEM: a plain close.
+		c.release(e, Plain, -1, os.NewSyscallError("epoll_ctl", err))
+		unix.Close(int(e.fd))
+		l.maybeClose()
+		return
+	}
+	for int(e.fd) >= len(l.byFD) {
+		l.byFD = append(l.byFD, nil)
+	}
+	l.byFD[e.fd] = e
+	e.hard = e.start + int64(c.cfg.MaxHold)
+	e.lastActive = e.start
+	e.deadline = min(e.start+int64(c.cfg.IdleTimeout), e.hard)
+	heap.Push(&l.timers, e)
+	l.rearm()
+}
+
+func (l *loop) fd() int { return int(l.ep.Fd()) }
+
+// open creates the epoll set and starts the goroutine that serves it.
+func (l *loop) open() error {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return os.NewSyscallError("epoll_create1", err)
+	}
+	// os.NewFile registers a descriptor with the runtime's poller only if it
+	// is already non-blocking.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return os.NewSyscallError("fcntl", err)
+	}
+	ep := os.NewFile(uintptr(epfd), "linger-epoll")
+	rc, err := ep.SyscallConn()
+	if err == nil {
+		// SetReadDeadline fails if the runtime did not take the descriptor.
+		err = ep.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		ep.Close()
+		return err
+	}
+	l.ep, l.rc, l.wake = ep, rc, math.MaxInt64
+	l.c.wg.Add(1)
+	go l.run(ep, rc)
+	return nil
+}
+
+// rearm moves ep's read deadline to the earliest timer, if that is earlier
+// than the one set. Moving it later is left to the loop, which wakes at the
+// old deadline and finds nothing due.
+func (l *loop) rearm() {
+	if len(l.timers) == 0 {
+		return
+	}
+	if d := l.timers[0].deadline; d < l.wake {
+		l.wake = d
+		l.ep.SetReadDeadline(l.c.epoch.Add(time.Duration(d)))
+	}
+}
+
+// maybeClose ends the loop if nothing lingers: the goroutine sees the
+// deadline in the past, finds no entries, closes ep and exits.
+func (l *loop) maybeClose() {
+	if len(l.timers) == 0 && l.ep != nil {
+		l.wake = math.MinInt64
+		l.ep.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+func (l *loop) run(ep *os.File, rc syscall.RawConn) {
+	c := l.c
+	defer c.wg.Done()
+	for {
+		err := rc.Read(func(epfd uintptr) bool {
+			c.mu.Lock()
+			defer c.unlock()
+			// Timeout 0: the runtime's poller did the waiting.
+			n, err := unix.EpollWait(int(epfd), l.events[:], 0)
+			if n <= 0 {
+				// EINTR is harmless; try again rather than wait, since the
+				// runtime might not signal readiness a second time.
+				return err != nil && err != unix.EINTR
+			}
+			now := c.now()
+			for _, ev := range l.events[:n] {
+				if int(ev.Fd) < len(l.byFD) {
+					if e := l.byFD[ev.Fd]; e != nil {
+						l.drain(e, now)
+					}
+				}
+			}
+			return true
+		})
+		c.mu.Lock()
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			// Not expected from an epoll descriptor; end every entry rather
+			// than spin.
+			for len(l.timers) > 0 {
+				l.stop(l.timers[0], PeerReset)
+			}
+		}
+		l.wake = math.MaxInt64
+		l.expire(c.now())
+		if len(l.timers) == 0 {
+			l.ep, l.rc = nil, nil
+			ep.Close()
+			c.unlock()
+			return
+		}
+		l.rearm()
+		c.unlock()
+	}
+}
+
+// drain discards what e's peer has sent and ends e if the peer closed,
+// reset, or went over the byte budget.
+func (l *loop) drain(e *entry, now int64) {
+	c := l.c
+	// A few rounds at most: a peer sending flat out gets its turn again at
+	// the next epoll_wait, after the others.
+	for range 4 {
+		// One more byte than the budget allows, so that a peer that sends
+		// exactly the budget and then closes is not penalised.
+		n, err := recvDiscard(int(e.fd), c.cfg.MaxDiscard-e.discarded+1)
+		switch {
+		case err == unix.EAGAIN:
+			return
+		case err == unix.EINTR:
+			continue
+		case err == unix.ECONNRESET:
+			l.finish(e, PeerReset, nil)
+			return
+		case err != nil:
+			l.finish(e, PeerReset, os.NewSyscallError("recvfrom", err))
+			return
+		case n == 0:
+			l.finish(e, PeerClosed, nil)
+			return
+		}
+		e.discarded += int64(n)
+		e.lastActive = now
+		if e.discarded > c.cfg.MaxDiscard {
+			l.finish(e, Budget, nil)
+			return
+		}
+	}
+}
+
+// recvDiscard discards up to max bytes queued on fd without copying them.
+//
+// On a TCP socket, MSG_TRUNC makes recv drop the bytes instead of copying
+// them to the buffer (tcp(7), since Linux 2.4), so the buffer is never
+// touched and can be NULL: the kernel checks only that the range is in user
+// space. If it ever did copy, a NULL buffer would fail with EFAULT rather
+// than overwrite memory. x/sys/unix's Recvfrom cannot pass a NULL buffer with
+// a length, hence the raw system call.
+func recvDiscard(fd int, max int64) (int, error) {
+	if max > math.MaxInt32 {
+		max = math.MaxInt32
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), 0, uintptr(max),
+		unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// expire handles every timer due at now: a connection past its hard cap
+// ends; one whose peer was active within IdleTimeout, or has acknowledged
+// more of our bytes since we last looked, gets another IdleTimeout; the rest
+// are idle.
+func (l *loop) expire(now int64) {
+	c := l.c
+	idle := int64(c.cfg.IdleTimeout)
+	for len(l.timers) > 0 && l.timers[0].deadline <= now {
+		e := l.timers[0]
+		if now >= e.hard {
+			l.finish(e, HardCap, nil)
+			continue
+		}
+		if e.lastActive+idle <= now {
+			ti, err := unix.GetsockoptTCPInfo(int(e.fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+			if err != nil || ti.Bytes_acked <= e.acked {
+				l.finish(e, Idle, nil)
+				continue
+			}
+			e.acked = ti.Bytes_acked
+			// tcpi_last_ack_recv dates the last acknowledgement, which is
+			// when the progress was made.
+			e.lastActive = max(e.lastActive, now-int64(time.Duration(ti.Last_ack_recv)*time.Millisecond))
+			if e.lastActive+idle <= now {
+				e.lastActive = now
+			}
+		}
+		e.deadline = min(e.lastActive+idle, e.hard)
+		heap.Fix(&l.timers, 0)
+	}
+}
+
+func (l *loop) stop(e *entry, o Outcome) {
+	l.finish(e, o, nil)
+	l.maybeClose()
+}
+
+// finish releases e and closes its socket.
+func (l *loop) finish(e *entry, o Outcome, err error) {
+	fd := int(e.fd)
+	// SIOCOUTQ counts the bytes not yet acknowledged, including our FIN,
+	// which takes one sequence number.
+	unacked := int64(-1)
+	if q, qerr := unix.IoctlGetInt(fd, unix.SIOCOUTQ); qerr == nil {
+		unacked = max(int64(q)-1, 0)
+	}
+	// Deregister explicitly: epoll forgets a descriptor only when every
+	// descriptor of the socket is closed, and the application might hold
+	// another one (from File, say).
+	unix.EpollCtl(l.fd(), unix.EPOLL_CTL_DEL, fd, nil)
+	// The receive queue is empty (we drained it) unless the peer is past the
+	// budget or sent more since, so this close sends no RST: our FIN is
+	// already out and the kernel finishes the connection on its own.
+	unix.Close(fd)
+	l.byFD[fd] = nil
+	heap.Remove(&l.timers, int(e.heapIdx))
+	l.c.release(e, o, unacked, err)
+}
+
+// timerHeap orders entries by deadline.
+type timerHeap []*entry
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx = int32(i)
+	h[j].heapIdx = int32(j)
+}
+func (h *timerHeap) Push(x any) {
+	e := x.(*entry)
+	e.heapIdx = int32(len(*h))
+	*h = append(*h, e)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.heapIdx = -1
+	return e
+}

@@ -1,0 +1,201 @@
+// Package testbed builds what linger's tests, lab and benchmarks run on:
+// certificates for TLS servers and clients, network namespaces joined by an
+// impaired path, the kernels' own counters, and checks for leaked
+// descriptors.
+package testbed
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// PKI is a throw-away certificate authority with a server certificate and
+// two client certificates: one it signed and one it did not.
+type PKI struct {
+	// CA signed Server and Client.
+	CA     *x509.Certificate
+	CAPool *x509.CertPool
+	// Server is valid for localhost, 127.0.0.1, ::1 and the hosts given to
+	// NewPKI.
+	Server tls.Certificate
+	// Client is signed by CA: a server that requires CA accepts it.
+	Client tls.Certificate
+	// Untrusted is self-signed: a server that requires CA rejects it with an
+	// unknown_ca alert (bad_certificate in TLS 1.2 from some servers).
+	Untrusted tls.Certificate
+
+	caKey *ecdsa.PrivateKey
+}
+
+// NewPKI makes a PKI. ECDSA P-256 keeps generation and handshakes fast.
+func NewPKI(hosts ...string) (*PKI, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	caTmpl := template("linger test CA")
+	caTmpl.IsCA = true
+	caTmpl.BasicConstraintsValid = true
+	caTmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	p := &PKI{CA: ca, CAPool: x509.NewCertPool(), caKey: caKey}
+	p.CAPool.AddCert(ca)
+
+	srv := template("localhost")
+	srv.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	srv.DNSNames = []string{"localhost"}
+	srv.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			srv.IPAddresses = append(srv.IPAddresses, ip)
+		} else {
+			srv.DNSNames = append(srv.DNSNames, h)
+		}
+	}
+	if p.Server, err = p.issue(srv, ca, caKey); err != nil {
+		return nil, err
+	}
+	cli := template("linger test client")
+	cli.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	if p.Client, err = p.issue(cli, ca, caKey); err != nil {
+		return nil, err
+	}
+	// Self-signed, so no chain leads to CA.
+	un := template("untrusted client")
+	un.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	if p.Untrusted, err = p.issue(un, nil, nil); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func template(cn string) *x509.Certificate {
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	return &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+}
+
+// issue signs tmpl with parent and parentKey, or self-signs it if parent is
+// nil.
+func (p *PKI) issue(tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// ServerConfig returns a config for a server that requires a client
+// certificate signed by the CA, pinned to one TLS version (0: Go's default
+// range).
+func (p *PKI) ServerConfig(version uint16) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{p.Server},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    p.CAPool,
+		MinVersion:   version,
+		MaxVersion:   version,
+	}
+}
+
+// ClientConfig returns a config for a client that trusts the CA and
+// presents cert (nil: no certificate), pinned to one TLS version (0: Go's
+// default range).
+func (p *PKI) ClientConfig(cert *tls.Certificate, version uint16) *tls.Config {
+	c := &tls.Config{
+		RootCAs:    p.CAPool,
+		ServerName: "localhost",
+		MinVersion: version,
+		MaxVersion: version,
+	}
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	return c
+}
+
+// Files are the PKI written as PEM files, for curl, openssl and gnutls-cli.
+type Files struct {
+	CA                          string
+	ServerCert, ServerKey       string
+	ClientCert, ClientKey       string
+	UntrustedCert, UntrustedKey string
+}
+
+// WriteFiles writes the PKI to dir as PEM files.
+func (p *PKI) WriteFiles(dir string) (Files, error) {
+	f := Files{
+		CA:            filepath.Join(dir, "ca.pem"),
+		ServerCert:    filepath.Join(dir, "server.pem"),
+		ServerKey:     filepath.Join(dir, "server-key.pem"),
+		ClientCert:    filepath.Join(dir, "client.pem"),
+		ClientKey:     filepath.Join(dir, "client-key.pem"),
+		UntrustedCert: filepath.Join(dir, "untrusted.pem"),
+		UntrustedKey:  filepath.Join(dir, "untrusted-key.pem"),
+	}
+	if err := writePEM(f.CA, "CERTIFICATE", p.CA.Raw); err != nil {
+		return f, err
+	}
+	for _, c := range []struct {
+		cert     tls.Certificate
+		crt, key string
+	}{
+		{p.Server, f.ServerCert, f.ServerKey},
+		{p.Client, f.ClientCert, f.ClientKey},
+		{p.Untrusted, f.UntrustedCert, f.UntrustedKey},
+	} {
+		if err := writePEM(c.crt, "CERTIFICATE", c.cert.Certificate[0]); err != nil {
+			return f, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(c.cert.PrivateKey)
+		if err != nil {
+			return f, err
+		}
+		if err := writePEM(c.key, "PRIVATE KEY", der); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
+}
+
+func writePEM(path, typ string, der []byte) error {
+	b := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("testbed: %w", err)
+	}
+	return nil
+}
