@@ -12,10 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// newBackend returns the event loop, unless LINGER_BACKEND=portable asks for
-// the portable backend (used to compare the two).
-func newBackend(c *Closer) backend {
-	if os.Getenv("LINGER_BACKEND") == "portable" {
+// newBackend returns the event loop, or the portable backend if asked for
+// (to compare the two).
+func newBackend(c *Closer, portableOnly bool) backend {
+	if portableOnly {
 		return portable{c}
 	}
 	return &loop{c: c, wake: math.MaxInt64}

@@ -2,4 +2,4 @@
 
 package linger
 
-func newBackend(c *Closer) backend { return portable{c} }
+func newBackend(c *Closer, _ bool) backend { return portable{c} }

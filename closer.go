@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 )
@@ -18,25 +19,31 @@ type Closer struct {
 	be    backend
 	wg    sync.WaitGroup // the backend's goroutines
 
-	mu       sync.Mutex
-	down     bool          // Shutdown was called
-	drained  chan struct{} // closed when n drops to 0 after Shutdown
-	n        int           // entries admitted and not yet released
-	oldest, newest *entry // age list
-	peers    map[netip.Addr]*peer
-	stats    counters
-	reports  []Report // waiting for OnClose, delivered by unlock
+	mu             sync.Mutex
+	down           bool          // Shutdown was called
+	drained        chan struct{} // closed when n drops to 0 after Shutdown
+	n              int           // entries admitted and not yet released
+	oldest, newest *entry        // age list
+	peers          map[netip.Addr]*peer
+	stats          counters
+	reports        []Report // waiting for OnClose, delivered by unlock
 }
 
 // peer lists one IP address's lingering connections, oldest first.
 type peer struct {
 	oldest, newest *entry
-	n        int
+	n              int
 }
 
 // New returns a Closer with the bounds in cfg, or an error wrapping
 // ErrConfig if cfg is invalid.
 func New(cfg Config) (*Closer, error) {
+	// LINGER_BACKEND=portable selects the portable backend on Linux too, so
+	// that benchmarks and tests can compare the two.
+	return newCloser(cfg, os.Getenv("LINGER_BACKEND") == "portable")
+}
+
+func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -45,7 +52,7 @@ func New(cfg Config) (*Closer, error) {
 	if cfg.MaxConnsPerIP > 0 {
 		c.peers = make(map[netip.Addr]*peer)
 	}
-	c.be = newBackend(c)
+	c.be = newBackend(c, portableOnly)
 	return c, nil
 }
 

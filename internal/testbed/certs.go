@@ -143,7 +143,12 @@ func (p *PKI) ClientConfig(cert *tls.Certificate, version uint16) *tls.Config {
 		MaxVersion: version,
 	}
 	if cert != nil {
-		c.Certificates = []tls.Certificate{*cert}
+		// GetClientCertificate, not Certificates: crypto/tls would withhold
+		// a certificate that the server's list of acceptable CAs does not
+		// cover, and the server would fail with certificate_required
+		// instead of rejecting the certificate.
+		cc := *cert
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cc, nil }
 	}
 	return c
 }

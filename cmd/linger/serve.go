@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/testbed"
+)
+
+// runServe runs a TLS server that requires client certificates from its own
+// throw-away CA, so that any other certificate is rejected with an alert, and
+// prints the curl commands to see the difference linger makes.
+func runServe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:8443", "address to listen on (loopback only by design)")
+	dir := fs.String("dir", "", "directory for the generated certificates and keys (default: a new temporary one)")
+	plain := fs.Bool("plain", false, "close connections at once, as Go does by default, for comparison")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: linger serve [flags]\n\n"+
+			"Runs an HTTPS server that requires a client certificate and rejects any other,\n"+
+			"lingering on close unless -plain, and prints curl commands to try it.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	host, _, err := net.SplitHostPort(*addr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("-addr %s: the example server listens on loopback only", *addr)
+	}
+	if *dir == "" {
+		if *dir, err = os.MkdirTemp("", "linger-serve-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(*dir)
+	}
+	pki, err := testbed.NewPKI()
+	if err != nil {
+		return err
+	}
+	files, err := pki.WriteFiles(*dir)
+	if err != nil {
+		return err
+	}
+	body := *dir + "/upload"
+	if err := os.WriteFile(body, make([]byte, 1<<20), 0o600); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	lc, err := linger.New(linger.Config{OnClose: func(r linger.Report) {
+		log.Printf("closed %v: %v after %v, %d bytes discarded, %d unacknowledged",
+			r.RemoteAddr, r.Outcome, r.Held.Round(time.Microsecond), r.Discarded, r.Unacked)
+	}})
+	if err != nil {
+		return err
+	}
+	if !*plain {
+		ln = lc.Listener(ln)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.Copy(io.Discard, r.Body)
+			fmt.Fprintf(w, "hello %s, got %d bytes\n", r.TLS.PeerCertificates[0].Subject.CommonName, n)
+		}),
+		TLSConfig: pki.ServerConfig(0),
+		ErrorLog:  log.New(os.Stderr, "http: ", log.LstdFlags),
+	}
+	mode := "lingering close"
+	if *plain {
+		mode = "plain close (Go's default)"
+	}
+	fmt.Printf("listening on https://%s with %s; certificates in %s\n\n", ln.Addr(), mode, *dir)
+	fmt.Printf("A rejected certificate while uploading 1 MiB (look for \"alert unknown ca\"):\n\n"+
+		"  curl -sS --cacert %s --cert %s --key %s --data-binary @%s https://%s/\n\n",
+		files.CA, files.UntrustedCert, files.UntrustedKey, body, ln.Addr())
+	fmt.Printf("An accepted one:\n\n  curl -sS --cacert %s --cert %s --key %s --data-binary @%s https://%s/\n\n",
+		files.CA, files.ClientCert, files.ClientKey, body, ln.Addr())
+	fmt.Printf("Stop with Ctrl-C.\n\n")
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err = errors.Join(srv.Shutdown(sctx), lc.Shutdown(sctx))
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

@@ -1,0 +1,123 @@
+package linger
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// backends lists the engines every behaviour test runs against.
+var backends = []struct {
+	name     string
+	portable bool
+}{
+	{"loop", false},
+	{"portable", true},
+}
+
+// harness is a Closer under test with its reports collected.
+type harness struct {
+	*Closer
+	reports chan Report
+}
+
+func newHarness(t *testing.T, cfg Config, portable bool) *harness {
+	t.Helper()
+	h := &harness{reports: make(chan Report, 1024)}
+	cfg.OnClose = func(r Report) { h.reports <- r }
+	c, err := newCloser(cfg, portable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Closer = c
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown at cleanup: %v", err)
+		}
+	})
+	return h
+}
+
+// next waits for the next report.
+func (h *harness) next(t *testing.T, within time.Duration) Report {
+	t.Helper()
+	select {
+	case r := <-h.reports:
+		return r
+	case <-time.After(within):
+		t.Fatalf("no report within %v", within)
+		return Report{}
+	}
+}
+
+// listen returns a loopback TCP listener closed at the end of the test.
+func listen(t *testing.T) *net.TCPListener {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// pair returns the two ends of a loopback TCP connection, the client's
+// bound to local (nil: any); the client end is closed at the end of the
+// test.
+func pair(t *testing.T, ln *net.TCPListener, local net.IP) (server, client *net.TCPConn) {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if local != nil {
+		d.LocalAddr = &net.TCPAddr{IP: local}
+	}
+	c, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.AcceptTCP()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return s, c.(*net.TCPConn)
+}
+
+// send writes n bytes (0: until an error) to c in the background, 16 KiB at
+// a time with a pause between writes; the returned function stops it and
+// waits.
+func send(c net.Conn, n int, pause time.Duration) (stop func()) {
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 16<<10)
+		for sent := 0; n == 0 || sent < n; sent += len(buf) {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := c.Write(buf); err != nil && !isTimeout(err) {
+				return
+			}
+			time.Sleep(pause)
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}

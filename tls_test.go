@@ -1,0 +1,160 @@
+package linger
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/linger-go/linger/internal/testbed"
+)
+
+// The seed's case: a TLS 1.3 server that requires a client certificate
+// rejects an untrusted one while the client uploads 1 MiB. Through the
+// Listener every client reports the alert; with a plain listener (Go's
+// net/http after a handshake error closes at once) the test shows the
+// failure happening.
+const tlsTrials = 100
+
+func TestTLSAlertReachesClient(t *testing.T) {
+	pki, err := testbed.NewPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := pki.WriteFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(body, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	curl, curlErr := exec.LookPath("curl")
+
+	clients := []struct {
+		name  string
+		trial func(addr string) error
+		skip  string
+	}{
+		{"go", func(addr string) error { return goUpload(pki, addr) }, ""},
+		{"curl", func(addr string) error { return curlUpload(curl, files, body, addr) }, ""},
+	}
+	if curlErr != nil {
+		clients[1].skip = "curl is not installed"
+	}
+	for _, lingers := range []bool{false, true} {
+		name := "plain"
+		if lingers {
+			name = "linger"
+		}
+		t.Run(name, func(t *testing.T) {
+			ln := net.Listener(listen(t))
+			if lingers {
+				h := newHarness(t, Config{}, false)
+				ln = h.Listener(ln)
+			}
+			addr := serveTLS(t, ln, pki.ServerConfig(tls.VersionTLS13))
+			for _, cl := range clients {
+				t.Run(cl.name, func(t *testing.T) {
+					if cl.skip != "" {
+						t.Skip(cl.skip)
+					}
+					alerts, others := 0, map[string]int{}
+					for range tlsTrials {
+						err := cl.trial(addr)
+						switch {
+						case err != nil && strings.Contains(err.Error(), "unknown ca"),
+							err != nil && strings.Contains(err.Error(), "unknown certificate authority"):
+							alerts++
+						case err == nil:
+							others["no error"]++
+						default:
+							others[summarize(err)]++
+						}
+					}
+					t.Logf("%s client, %s server: alert reported first in %d/%d trials; otherwise %v", cl.name, name, alerts, tlsTrials, others)
+					if lingers && alerts != tlsTrials {
+						t.Errorf("alert reported in %d/%d trials through the lingering listener, want all", alerts, tlsTrials)
+					}
+					if !lingers && alerts == tlsTrials {
+						t.Errorf("alert reported in every trial with a plain close: the test no longer shows the failure linger fixes")
+					}
+				})
+			}
+		})
+	}
+}
+
+// serveTLS runs net/http's ServeTLS on ln until the end of the test.
+func serveTLS(t *testing.T, ln net.Listener, cfg *tls.Config) string {
+	t.Helper()
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
+		TLSConfig: cfg,
+		ErrorLog:  log.New(io.Discard, "", 0), // a handshake error per trial
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeTLS(ln, "", "")
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// goUpload is a crypto/tls client that writes 1 MiB, then reads, and
+// returns the first error it gets.
+func goUpload(pki *testbed.PKI, addr string) error {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, pki.ClientConfig(&pki.Untrusted, tls.VersionTLS13))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write(make([]byte, 1<<20)); err != nil {
+		return err
+	}
+	_, err = conn.Read(make([]byte, 1))
+	return err
+}
+
+// curlUpload POSTs 1 MiB with the untrusted client certificate.
+func curlUpload(curl string, f testbed.Files, body, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, curl, "-sS", "-o", "/dev/null", "--max-time", "5",
+		"--cacert", f.CA, "--cert", f.UntrustedCert, "--key", f.UntrustedKey,
+		"--data-binary", "@"+body, "https://"+addr+"/")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return errors.New(strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// summarize shortens an error to what distinguishes it.
+func summarize(err error) string {
+	s := err.Error()
+	for _, k := range []string{"connection reset by peer", "broken pipe", "Connection reset by peer",
+		"errno 107", "Send failure", "Recv failure", "EOF", "timeout"} {
+		if strings.Contains(s, k) {
+			return k
+		}
+	}
+	return s
+}
