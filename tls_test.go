@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,8 +60,9 @@ func TestTLSAlertReachesClient(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			ln := net.Listener(listen(t))
+			var h *harness
 			if lingers {
-				h := newHarness(t, Config{}, false)
+				h = newHarness(t, Config{}, false)
 				ln = h.Listener(ln)
 			}
 			addr := serveTLS(t, ln, pki.ServerConfig(tls.VersionTLS13))
@@ -88,6 +90,9 @@ func TestTLSAlertReachesClient(t *testing.T) {
 					}
 					if !lingers && alerts == tlsTrials {
 						t.Errorf("alert reported in every trial with a plain close: the test no longer shows the failure linger fixes")
+					}
+					if h != nil {
+						logHolds(t, h, tlsTrials)
 					}
 				})
 			}
@@ -145,6 +150,23 @@ func curlUpload(curl string, f testbed.Files, body, addr string) error {
 		return errors.New(strings.TrimSpace(stderr.String()))
 	}
 	return nil
+}
+
+// logHolds collects n reports and logs how long the connections lingered
+// and how much they discarded: the measurements behind the defaults.
+func logHolds(t *testing.T, h *harness, n int) {
+	held := make([]time.Duration, 0, n)
+	var maxDiscarded int64
+	outcomes := map[Outcome]int{}
+	for range n {
+		r := h.next(t, 10*time.Second)
+		held = append(held, r.Held)
+		maxDiscarded = max(maxDiscarded, r.Discarded)
+		outcomes[r.Outcome]++
+	}
+	slices.Sort(held)
+	t.Logf("lingered: p50 %v, p99 %v, max %v; discarded at most %d bytes; outcomes %v",
+		held[n/2], held[n*99/100], held[n-1], maxDiscarded, outcomes)
 }
 
 // summarize shortens an error to what distinguishes it.

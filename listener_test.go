@@ -1,0 +1,150 @@
+package linger
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestListenerKeepsTCPConn: what accepted connections offer as a
+// *net.TCPConn stays visible through the wrapper, so servers that look for
+// it (sendfile through ReadFrom, CloseWrite, keep-alive, raw access) work
+// as before.
+func TestListenerKeepsTCPConn(t *testing.T) {
+	h := newHarness(t, Config{}, false)
+	ln := h.Listener(listen(t))
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := conn.(*Conn); !ok {
+		t.Fatalf("Accept returned %T, want *linger.Conn", conn)
+	}
+	for name, ok := range map[string]bool{
+		"io.ReaderFrom":   is[io.ReaderFrom](conn),
+		"io.WriterTo":     is[io.WriterTo](conn),
+		"CloseWrite":      is[interface{ CloseWrite() error }](conn),
+		"CloseRead":       is[interface{ CloseRead() error }](conn),
+		"SyscallConn":     is[syscall.Conn](conn),
+		"SetKeepAlive":    is[interface{ SetKeepAlive(bool) error }](conn),
+		"SetNoDelay":      is[interface{ SetNoDelay(bool) error }](conn),
+		"SetLinger":       is[interface{ SetLinger(int) error }](conn),
+		"SetReadBuffer":   is[interface{ SetReadBuffer(int) error }](conn),
+		"MultipathTCP":    is[interface{ MultipathTCP() (bool, error) }](conn),
+		"File (dup)":      is[interface{ File() (*os.File, error) }](conn),
+		"SetKeepAlivePer": is[interface{ SetKeepAlivePeriod(time.Duration) error }](conn),
+	} {
+		if !ok {
+			t.Errorf("accepted connection lost %s", name)
+		}
+	}
+
+	// ReadFrom a file: the sendfile path.
+	path := filepath.Join(t.TempDir(), "f")
+	want := strings.Repeat("sendfile ", 100000)
+	os.WriteFile(path, []byte(want), 0o600)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	go func() {
+		conn.(io.ReaderFrom).ReadFrom(f)
+		conn.Close()
+	}()
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != want {
+		t.Fatalf("read %d bytes, err %v; want %d bytes and EOF", len(got), err, len(want))
+	}
+	client.Close()
+	if r := h.next(t, 5*time.Second); r.Outcome != PeerClosed {
+		t.Errorf("outcome %v, want %v", r.Outcome, PeerClosed)
+	}
+}
+
+func is[T any](v any) bool { _, ok := v.(T); return ok }
+
+// TestListenerPassesOtherConns: a listener of another kind hands out its own
+// connections untouched.
+func TestListenerPassesOtherConns(t *testing.T) {
+	h := newHarness(t, Config{}, false)
+	sock := filepath.Join(t.TempDir(), "s")
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := h.Listener(ul)
+	defer ln.Close()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := conn.(*net.UnixConn); !ok {
+		t.Errorf("Accept returned %T, want the *net.UnixConn itself", conn)
+	}
+	conn.Close()
+}
+
+// TestStats: counters per outcome, bytes and the hold-time histogram, and
+// their JSON form.
+func TestStats(t *testing.T) {
+	h := newHarness(t, Config{IdleTimeout: 100 * time.Millisecond}, false)
+	ln := listen(t)
+	srv, cli := pair(t, ln, nil)
+	cli.Write(make([]byte, 1000))
+	h.Close(srv)
+	cli.Close()
+	h.next(t, 5*time.Second)
+	srv2, _ := pair(t, ln, nil)
+	h.Close(srv2)
+	h.next(t, 5*time.Second)
+	h.Close(pipeConn{nopConn{}})
+	h.next(t, 5*time.Second)
+
+	st := h.Stats()
+	if st.Lingering != 0 || st.Outcomes[PeerClosed] != 1 || st.Outcomes[Idle] != 1 || st.Outcomes[Plain] != 1 {
+		t.Errorf("stats %+v, want one each of peer_closed, idle, plain", st)
+	}
+	if st.Discarded != 1000 {
+		t.Errorf("discarded %d, want 1000", st.Discarded)
+	}
+	if st.Hold.Count != 3 || st.Hold.Counts[len(st.Hold.Counts)-1] != 3 {
+		t.Errorf("hold histogram %+v, want 3 observations", st.Hold)
+	}
+	for i := 1; i < len(st.Hold.Counts); i++ {
+		if st.Hold.Counts[i] < st.Hold.Counts[i-1] {
+			t.Errorf("hold histogram not cumulative: %v", st.Hold.Counts)
+		}
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"peer_closed":1`, `"idle":1`, `"discarded_bytes":1000`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON %s lacks %s", b, want)
+		}
+	}
+}
+
+// nopConn is a non-TCP connection whose methods do nothing.
+type nopConn struct{ net.Conn }
+
+func (nopConn) Close() error         { return nil }
+func (nopConn) RemoteAddr() net.Addr { return nil }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs linger's tests: the command the README gives and CI runs.
+#
+# As root on Debian it first installs the packages the tests use (curl and
+# openssl as real clients, iproute2/nftables/ethtool for network
+# namespaces, chromium to render the lab's HTML report). Tests whose tools
+# or privileges are missing skip with a message saying so.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+pkgs=(curl openssl iproute2 nftables ethtool chromium)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+	missing=()
+	for p in "${pkgs[@]}"; do
+		dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+	done
+	if [ ${#missing[@]} -gt 0 ]; then
+		echo "== installing ${missing[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	fi
+else
+	echo "== not root: skipping package installation; namespace tests will skip"
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== other systems build (portable backend)"
+for os in darwin windows freebsd; do
+	GOOS=$os GOARCH=amd64 go build ./...
+done
+
+echo "== tests"
+go test -count=1 -timeout 10m ./...
+
+echo "== race detector on the engine"
+go test -count=1 -race -timeout 5m .
