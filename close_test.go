@@ -3,6 +3,7 @@ package linger
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -245,5 +246,40 @@ func TestShutdown(t *testing.T) {
 				t.Errorf("%d descriptors open after Shutdown, %d before", now, fds)
 			}
 		})
+	}
+}
+
+// TestCloseTLSConn: a *tls.Conn is unwrapped to its TCP connection, whose
+// last bytes (here a TLS record) reach the peer before a clean end.
+func TestCloseTLSConn(t *testing.T) {
+	pki, err := testbed.NewPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, Config{}, false)
+	srvRaw, cliRaw := pair(t, listen(t), nil)
+	srv := tls.Server(srvRaw, pki.ServerConfig(tls.VersionTLS13))
+	cli := tls.Client(cliRaw, pki.ClientConfig(&pki.Client, tls.VersionTLS13))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Handshake() }()
+	if err := cli.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	cli.Write(make([]byte, 1000)) // unread by the server
+	srv.Write([]byte("goodbye"))
+	if err := h.Close(srv); err != nil {
+		t.Fatal(err)
+	}
+	cli.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(cli)
+	if string(got) != "goodbye" || err != nil {
+		t.Errorf("client read %q, %v; want goodbye and a clean end", got, err)
+	}
+	cli.Close()
+	if r := h.next(t, 5*time.Second); r.Outcome != PeerClosed {
+		t.Errorf("outcome %v, want %v", r.Outcome, PeerClosed)
 	}
 }

@@ -18,10 +18,12 @@
 // [Config]), so a hostile peer costs little and past the bounds linger
 // degrades to a plain close, never to something worse.
 //
-// The usual integration is two lines around an existing listener:
+// The usual integration is two lines around an existing listener (the zero
+// Config has sensible bounds):
 //
-//	lc := linger.New(linger.Config{})
-//	ln = lc.Listener(ln)
+//	lc, err := linger.New(linger.Config{})
+//	...
+//	srv.ServeTLS(lc.Listener(ln), certFile, keyFile)
 //
 // after which every connection accepted from ln, and every TLS connection
 // built on it, lingers when closed. [Closer.Close] hands off a single
