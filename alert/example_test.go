@@ -1,0 +1,77 @@
+package alert_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+
+	"github.com/linger-go/linger/alert"
+	"github.com/linger-go/linger/internal/testbed"
+)
+
+// rejectingServer starts an HTTPS server on loopback that requires a client
+// certificate from pki's CA, as a server of yours would.
+func rejectingServer(pki *testbed.PKI) (addr string, stop func()) {
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", pki.ServerConfig(tls.VersionTLS13))
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler:  http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }),
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	go srv.Serve(ln)
+	return ln.Addr().String(), func() { srv.Close() }
+}
+
+// A client presents a certificate the server does not trust. With TLS 1.3
+// its handshake completes first; the server's refusal arrives as an alert
+// while the client is writing.
+func ExampleWrap() {
+	pki, err := testbed.NewPKI()
+	if err != nil {
+		log.Fatal(err)
+	}
+	addr, stop := rejectingServer(pki)
+	defer stop()
+
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	conn := alert.Wrap(tls.Client(raw, pki.ClientConfig(&pki.Untrusted, tls.VersionTLS13)))
+	defer conn.Close()
+
+	_, err = conn.Write([]byte("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+	if err == nil {
+		_, err = conn.Read(make([]byte, 512))
+	}
+	var ae *alert.Error
+	if errors.As(err, &ae) {
+		fmt.Printf("the server refused us: %s (alert %d)\n", ae.Description, ae.Code)
+	}
+	// Output: the server refused us: unknown certificate authority (alert 48)
+}
+
+func ExampleNewHTTPClient() {
+	pki, err := testbed.NewPKI()
+	if err != nil {
+		log.Fatal(err)
+	}
+	addr, stop := rejectingServer(pki)
+	defer stop()
+
+	client := alert.NewHTTPClient(pki.ClientConfig(&pki.Untrusted, tls.VersionTLS13))
+	defer client.CloseIdleConnections()
+	_, err = client.Post("https://"+addr+"/upload", "application/octet-stream", bytes.NewReader(make([]byte, 1<<20)))
+	var ae *alert.Error
+	if errors.As(err, &ae) {
+		fmt.Printf("upload refused: %s (alert %d)\n", ae.Description, ae.Code)
+	}
+	// Output: upload refused: unknown certificate authority (alert 48)
+}

@@ -1,0 +1,161 @@
+package alert_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/testbed"
+)
+
+var (
+	pkiOnce sync.Once
+	pki     *testbed.PKI
+	pkiErr  error
+)
+
+func getPKI(t testing.TB) *testbed.PKI {
+	t.Helper()
+	pkiOnce.Do(func() { pki, pkiErr = testbed.NewPKI() })
+	if pkiErr != nil {
+		t.Fatal(pkiErr)
+	}
+	return pki
+}
+
+// server is a TLS server on loopback that requires a client certificate
+// from the test CA.
+type server struct {
+	Addr string
+	ln   net.Listener
+	lc   *linger.Closer
+	wg   sync.WaitGroup
+}
+
+// listen starts a TLS listener. With lingering true, accepted connections
+// linger when closed (linger.Closer.Listener); otherwise they close at once.
+func listen(t testing.TB, lingering bool, cfg *tls.Config) (*server, net.Listener) {
+	t.Helper()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{Addr: tcp.Addr().String()}
+	var base net.Listener = tcp
+	if lingering {
+		if s.lc, err = linger.New(linger.Config{}); err != nil {
+			t.Fatal(err)
+		}
+		base = s.lc.Listener(tcp)
+	}
+	s.ln = tls.NewListener(base, cfg)
+	return s, s.ln
+}
+
+// stop closes the listener, waits for handlers, and ends lingering.
+func (s *server) stop(t testing.TB) {
+	t.Helper()
+	s.ln.Close()
+	s.wg.Wait()
+	if s.lc != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.lc.Shutdown(ctx); err != nil {
+			t.Errorf("linger shutdown: %v", err)
+		}
+	}
+}
+
+// serveTLS starts a server that runs handle on every accepted connection
+// and closes the connection when handle returns.
+func serveTLS(t testing.TB, lingering bool, cfg *tls.Config, handle func(*tls.Conn)) *server {
+	t.Helper()
+	s, ln := listen(t, lingering, cfg)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				tc := c.(*tls.Conn)
+				tc.SetDeadline(time.Now().Add(10 * time.Second))
+				handle(tc)
+				tc.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() { s.stop(t) })
+	return s
+}
+
+// rejecting is a handler for a server whose handshake fails (the client's
+// certificate is not trusted): it closes at once, as net/http does.
+func rejecting(tc *tls.Conn) {
+	if err := tc.Handshake(); err == nil {
+		io.Copy(io.Discard, tc)
+	}
+}
+
+// dialTLS dials s with cfg, without a handshake.
+func dialTLS(t testing.TB, addr string, cfg *tls.Config) *tls.Conn {
+	t.Helper()
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Client(raw, cfg)
+}
+
+// faultConn lets a test decide what the next Write on a real connection
+// returns.
+type faultConn struct {
+	net.Conn
+	mu       sync.Mutex
+	writeErr error
+}
+
+func (f *faultConn) Write(b []byte) (int, error) {
+	f.mu.Lock()
+	err := f.writeErr
+	f.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return f.Conn.Write(b)
+}
+
+func (f *faultConn) failWrites(err error) {
+	f.mu.Lock()
+	f.writeErr = err
+	f.mu.Unlock()
+}
+
+// waitFDs waits for the process's descriptor count to drop back to before.
+func waitFDs(t testing.TB, before int) {
+	t.Helper()
+	if before < 0 {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after := testbed.OpenFDs()
+		if after <= before {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("descriptors: %d before, %d after", before, after)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
