@@ -1,0 +1,69 @@
+//go:build !linux
+
+package testbed
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os/exec"
+)
+
+// A Pair is two network namespaces joined by an emulated path. Only Linux
+// has network namespaces; elsewhere NewPair returns ErrUnsupported.
+type Pair struct {
+	// Server and Client are the two namespaces.
+	Server, Client *Netns
+	// ServerIP is the server's address on the link, ClientIP the client's.
+	ServerIP, ClientIP netip.Addr
+	// Path is the configuration the pair was made with.
+	Path PathConfig
+}
+
+// NewPair returns ErrUnsupported: only Linux has network namespaces.
+func NewPair(cfg PathConfig) (*Pair, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return nil, ErrUnsupported
+}
+
+// Close does nothing: no Pair exists outside Linux.
+func (p *Pair) Close() error { return nil }
+
+// A Netns is a named network namespace. None exist outside Linux.
+type Netns struct {
+	// Name is the namespace's name.
+	Name string
+}
+
+// Do returns ErrUnsupported.
+func (n *Netns) Do(fn func() error) error { return ErrUnsupported }
+
+// Listen returns ErrUnsupported.
+func (n *Netns) Listen(network, address string) (net.Listener, error) {
+	return nil, ErrUnsupported
+}
+
+// ListenPacket returns ErrUnsupported.
+func (n *Netns) ListenPacket(network, address string) (net.PacketConn, error) {
+	return nil, ErrUnsupported
+}
+
+// DialContext returns ErrUnsupported.
+func (n *Netns) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	return nil, ErrUnsupported
+}
+
+// Command returns a command that fails with ErrUnsupported when run.
+func (n *Netns) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Err = ErrUnsupported
+	return cmd
+}
+
+// Counters returns ErrUnsupported.
+func (n *Netns) Counters() (Counters, error) { return Counters{}, ErrUnsupported }
+
+// CleanupStale does nothing: there are no namespaces to clean up.
+func CleanupStale() error { return nil }
