@@ -2,13 +2,13 @@
 # Runs linger's tests: the command the README gives and CI runs.
 #
 # As root on Debian it first installs the packages the tests use (curl and
-# openssl as real clients, iproute2/nftables/ethtool for network
+# openssl as real clients, iproute2 and nftables for network
 # namespaces, chromium to render the lab's HTML report). Tests whose tools
 # or privileges are missing skip with a message saying so.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-pkgs=(curl openssl iproute2 nftables ethtool chromium)
+pkgs=(curl openssl iproute2 nftables chromium)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 	missing=()
 	for p in "${pkgs[@]}"; do
