@@ -1,0 +1,193 @@
+package probe_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/probe"
+	"github.com/linger-go/linger/internal/testbed"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// goServer is a Go TLS server that reads and discards what a client sends
+// and closes the connection on the first error, as servers do: at once, or
+// through linger's listener.
+type goServer struct {
+	Addr string
+	ln   net.Listener
+	lc   *linger.Closer
+	wg   sync.WaitGroup
+}
+
+// startGo serves TLS with cfg on ln (which it closes when the test ends).
+func startGo(t testing.TB, ln net.Listener, lingering bool, cfg *tls.Config) *goServer {
+	t.Helper()
+	s := &goServer{Addr: ln.Addr().String(), ln: ln}
+	if lingering {
+		var err error
+		if s.lc, err = linger.New(linger.Config{}); err != nil {
+			ln.Close()
+			t.Fatal(err)
+		}
+		ln = s.lc.Listener(ln)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				tc := tls.Server(c, cfg)
+				tc.SetDeadline(time.Now().Add(10 * time.Second))
+				if tc.Handshake() == nil {
+					io.Copy(io.Discard, tc)
+				}
+				tc.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		s.ln.Close()
+		s.wg.Wait()
+		if s.lc != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := s.lc.Shutdown(ctx); err != nil {
+				t.Errorf("linger shutdown: %v", err)
+			}
+		}
+	})
+	return s
+}
+
+// startOpenSSL runs openssl s_server on host (port 0: it picks one) and
+// returns the address it listens on. With requireCert it demands a client
+// certificate from the test CA and fails on any other. command makes the
+// process (exec.CommandContext, or a namespace's Command); the process is
+// killed and waited for when the test ends.
+func startOpenSSL(t testing.TB, command func(ctx context.Context, name string, args ...string) *exec.Cmd,
+	host string, files testbed.Files, requireCert bool) string {
+	t.Helper()
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl is not installed")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	args := []string{"s_server", "-accept", net.JoinHostPort(host, "0"),
+		"-cert", files.ServerCert, "-key", files.ServerKey}
+	if requireCert {
+		args = append(args, "-CAfile", files.CA, "-Verify", "1", "-verify_return_error")
+	}
+	cmd := command(ctx, "openssl", args...)
+	// s_server serves what it reads on stdin to the client and stops at
+	// its end, so stdin stays open and empty until the test ends.
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	cmd.Stderr = nil
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	addrc := make(chan string, 1)
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		// The first "ACCEPT host:port" line gives the port; everything
+		// after (what clients sent, errors) is read and dropped so that
+		// s_server never blocks on a full pipe.
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "ACCEPT "); ok {
+				addrc <- strings.TrimSpace(a)
+				break
+			}
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		stdin.Close()
+		<-drained
+		cmd.Wait()
+	})
+	select {
+	case a := <-addrc:
+		return a
+	case <-time.After(10 * time.Second):
+		t.Fatal("openssl s_server did not say where it listens")
+	case <-drained:
+		t.Fatal("openssl s_server exited")
+	}
+	return ""
+}
+
+// run probes addr with cfg's TLS settings and logs the trials and the
+// summary.
+func run(t testing.TB, cfg probe.Config) *probe.Report {
+	t.Helper()
+	if cfg.Trials == 0 {
+		cfg.Trials = 10
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 5 * time.Millisecond
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	var lines []string
+	cfg.OnTrial = func(tr probe.Trial) { lines = append(lines, probe.FormatTrial(tr)) }
+	rep, err := probe.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	rep.WriteSummary(&b)
+	t.Logf("%s\n%s", strings.Join(lines, "\n"), b.String())
+	return rep
+}
+
+// waitFDs waits for the process's descriptor count to drop back to before.
+func waitFDs(t testing.TB, before int) {
+	t.Helper()
+	if before < 0 {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after := testbed.OpenFDs()
+		if after <= before {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("descriptors: %d before, %d after", before, after)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
