@@ -114,3 +114,11 @@ func TestErrorText(t *testing.T) {
 		t.Errorf("errors.Is/As lost the transport error: %v", e)
 	}
 }
+
+func TestName(t *testing.T) {
+	for code, want := range map[uint8]string{48: "unknown_ca", 20: "bad_record_mac", 116: "certificate_required", 200: "alert_200"} {
+		if got := alert.Name(code); got != want {
+			t.Errorf("Name(%d) = %q, want %q", code, got, want)
+		}
+	}
+}
