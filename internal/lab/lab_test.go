@@ -1,0 +1,321 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/linger-go/linger/internal/testbed"
+)
+
+// TestRunLoopback runs a few small cells on loopback: the runner, the
+// servers, the strategies and the Go client end to end.
+func TestRunLoopback(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const trials = 4
+	rep, err := Run(ctx, Options{
+		Networks:   []string{"loopback"},
+		Scenarios:  []string{"tls13-1m", "midstream"},
+		Clients:    []string{"go-tls", "go-alert"},
+		Strategies: []string{"close", "linger"},
+		Trials:     trials,
+		Command:    "test",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// tls13-1m: 2 clients x 2 strategies; midstream: go-tls only.
+	if got := len(rep.Cells); got != 6 {
+		t.Fatalf("%d cells, want 6", got)
+	}
+	var tb bytes.Buffer
+	rep.WriteTable(&tb)
+	t.Log(tb.String())
+	for _, c := range rep.Cells {
+		if c.Trials != trials || c.Network != "loopback" || c.ServerRSTs != nil {
+			t.Errorf("%+v: want %d loopback trials without RST counts", c, trials)
+		}
+		// One connection per trial, so one hold sample per trial.
+		if len(c.Hold.SamplesMs) != trials {
+			t.Errorf("%s %s %s: %d hold samples, want %d", c.Scenario, c.Client, c.Strategy, len(c.Hold.SamplesMs), trials)
+		}
+		if c.Strategy == "linger" {
+			if c.Success != trials {
+				t.Errorf("%s %s linger: %d/%d, want all", c.Scenario, c.Client, c.Success, trials)
+			}
+			if c.ServerOutcomes["peer_closed"] != trials {
+				t.Errorf("%s %s linger: server outcomes %v, want peer_closed for all", c.Scenario, c.Client, c.ServerOutcomes)
+			}
+		}
+		// The slow reader loses the end of a 4 MiB response to any
+		// immediate close: it is still reading when the RST comes.
+		if c.Scenario == "midstream" && c.Strategy == "close" && c.Success != 0 {
+			t.Errorf("midstream close: %d/%d got everything, want none", c.Success, trials)
+		}
+		if c.Scenario == "midstream" && c.Strategy == "linger" && c.Hold.P50Ms < 100 {
+			t.Errorf("midstream linger: median hold %v ms; the slow reader takes about a second", c.Hold.P50Ms)
+		}
+	}
+	ck := Evaluate(rep)
+	if !ck.OK {
+		t.Errorf("check failed: %v", ck.Failures)
+	}
+}
+
+// TestRunNetns runs one impaired namespace row: the Go client uploading
+// 1 MiB over 20 ms each way and 5 % loss, which loses the alert to every
+// immediate close and gets it from linger.
+func TestRunNetns(t *testing.T) {
+	testbed.RequireRoot(t, "the namespace cells")
+	if testing.Short() {
+		t.Skip("skipping the namespace cells in -short mode")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const trials = 8
+	rep, err := Run(ctx, Options{
+		Networks:   []string{"netns"},
+		Scenarios:  []string{"tls13-1m"},
+		Clients:    []string{"go-tls"},
+		Strategies: []string{"close", "linger"},
+		Trials:     trials,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Cells) != 2 {
+		t.Fatalf("%d cells, want 2", len(rep.Cells))
+	}
+	for _, c := range rep.Cells {
+		t.Logf("%s", cellLine(&c))
+		if c.ServerRSTs == nil {
+			t.Fatalf("%s: no RST counts in a namespace cell", c.Strategy)
+		}
+		switch c.Strategy {
+		case "close":
+			if *c.ServerAbortOnClose == 0 {
+				t.Errorf("close: no TcpExtTCPAbortOnClose; the close did not abort")
+			}
+		case "linger":
+			if c.Success != trials || *c.ServerRSTs != 0 {
+				t.Errorf("linger: %d/%d, %d RSTs; want all and none", c.Success, trials, *c.ServerRSTs)
+			}
+		}
+	}
+	if out, _ := exec.Command("ip", "netns", "list").Output(); bytes.Contains(out, []byte(namePrefixForTest())) {
+		t.Errorf("namespaces left behind:\n%s", out)
+	}
+}
+
+// namePrefixForTest is how this process's namespaces start (testbed's
+// naming: lg-PID-N-s).
+func namePrefixForTest() string { return "lg-" + strconv.Itoa(os.Getpid()) + "-" }
+
+// sampleReport is a small, fixed report for the output tests.
+func sampleReport() *Report {
+	ri := func(n int) *int { return &n }
+	ru := func(n uint64) *uint64 { return &n }
+	r := &Report{
+		Schema: SchemaVersion, Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Seconds: 12.5,
+		Command: "linger lab --test", Host: Host{Go: "go1.26", OS: "linux", Arch: "amd64", Kernel: "6.18", CPUs: 2, Root: true},
+		Settings: Settings{Networks: []string{"loopback", "netns"}, Scenarios: []string{"tls13-1m"},
+			Clients: []string{"go-tls", "curl"}, Strategies: Strategies, DelayMs: 20, LossPercent: 5},
+		Notes: []string{"client openssl skipped: openssl is not installed"},
+		Check: &Check{OK: true, Failures: []string{}, Checked: 3},
+	}
+	for _, path := range []string{"loopback", "20ms each way, 5% loss"} {
+		for _, client := range []string{"go-tls", "curl"} {
+			for i, s := range Strategies {
+				c := Cell{Network: "loopback", Path: path, Scenario: "tls13-1m", Client: client, Strategy: s,
+					Trials: 10, Parallel: 1, Success: 3 * (i + 1), Reached: ri(10),
+					Hold:           newHold([]closeRecord{{held: time.Duration(i+1) * time.Millisecond}, {held: 500 * time.Millisecond}}),
+					DiscardedBytes: 1 << 20, Errors: map[string]int{"connection reset": 10 - 3*(i+1)},
+					ServerOutcomes: map[string]int{s: 10}, Seconds: 1}
+				if s == "linger" {
+					c.Success = 10
+					c.Errors = map[string]int{}
+				}
+				if path != "loopback" {
+					c.Network = "netns"
+					if s != "linger" && client == "go-tls" {
+						c.Success = 0 // as measured: the alert never comes first
+					}
+					c.ServerRSTs, c.ServerAbortOnClose = ru(12), ru(9)
+				}
+				r.Cells = append(r.Cells, c)
+			}
+		}
+	}
+	return r
+}
+
+// TestJSONSchema pins the JSON field names and checks that
+// docs/lab-json.md documents every one of them.
+func TestJSONSchema(t *testing.T) {
+	rep := sampleReport()
+	path := filepath.Join(t.TempDir(), "lab.json")
+	if err := rep.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadJSON(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, rep) {
+		t.Errorf("JSON round trip changed the report")
+	}
+	var generic map[string]any
+	b, _ := os.ReadFile(path)
+	if err := json.Unmarshal(b, &generic); err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]bool{}
+	collectKeys(generic, keys)
+	want := []string{
+		"schema", "started", "seconds", "command", "host", "go", "os", "arch", "kernel", "cpus", "root",
+		"settings", "quick", "trials", "networks", "scenarios", "clients", "strategies", "delay_ms", "loss_percent",
+		"notes", "cells", "network", "path", "scenario", "client", "strategy", "parallel", "success", "reached",
+		"server_rsts", "server_abort_on_close", "hold", "p50_ms", "p99_ms", "max_ms", "samples_ms",
+		"discarded_bytes", "errors", "server_outcomes", "check", "ok", "failures", "checked",
+	}
+	for _, k := range want {
+		if !keys[k] {
+			t.Errorf("JSON has no field %q: a schema change needs a new SchemaVersion and docs/lab-json.md", k)
+		}
+		delete(keys, k)
+	}
+	// Map keys of errors and server_outcomes are data, not schema.
+	for _, k := range []string{"connection reset", "close", "rst", "sleep", "linger"} {
+		delete(keys, k)
+	}
+	for k := range keys {
+		t.Errorf("JSON field %q is not in the pinned list (add it here and to docs/lab-json.md)", k)
+	}
+	doc, err := os.ReadFile("../../docs/lab-json.md")
+	if err != nil {
+		t.Fatalf("the schema doc: %v", err)
+	}
+	for _, k := range want {
+		if !bytes.Contains(doc, []byte("`"+k+"`")) {
+			t.Errorf("docs/lab-json.md does not document `%s`", k)
+		}
+	}
+	if !bytes.Contains(doc, []byte(SchemaVersion)) {
+		t.Errorf("docs/lab-json.md does not name the schema %s", SchemaVersion)
+	}
+}
+
+func collectKeys(v any, keys map[string]bool) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			keys[k] = true
+			collectKeys(x, keys)
+		}
+	case []any:
+		for _, x := range v {
+			collectKeys(x, keys)
+		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	rep := sampleReport()
+	// The sample's close cells succeed in 3/10 and its linger cells in
+	// 10/10, but have too few trials for the curl rule.
+	if ck := Evaluate(rep); !ck.OK {
+		t.Errorf("sample: %v", ck.Failures)
+	}
+	for i := range rep.Cells {
+		c := &rep.Cells[i]
+		if c.Strategy == "linger" && c.Client == "curl" && c.Network == "loopback" {
+			c.Success = 9
+		}
+		if c.Strategy == "close" && c.Client == "go-tls" && c.Network == "netns" {
+			c.Success = 10
+		}
+	}
+	ck := Evaluate(rep)
+	if ck.OK || len(ck.Failures) != 2 {
+		t.Errorf("want 2 failures (linger below 99%%, close no longer failing), got %v", ck.Failures)
+	}
+	if ck := Evaluate(&Report{}); ck.OK {
+		t.Errorf("an empty report passes the check")
+	}
+}
+
+// TestHTMLSelfContained checks that the page fetches nothing.
+func TestHTMLSelfContained(t *testing.T) {
+	b, err := sampleReport().HTML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The only URL allowed is SVG's namespace name, which is never fetched.
+	s := strings.ReplaceAll(string(b), `xmlns="http://www.w3.org/2000/svg"`, "")
+	if m := regexp.MustCompile(`(https?://|<script|<link|<img|<iframe|@import|url\()`).FindString(s); m != "" {
+		t.Errorf("the page refers to something outside itself: %q", m)
+	}
+}
+
+// TestHTMLChromium renders the page in headless Chromium and checks that the
+// charts are in the rendered DOM with their bars and dots.
+func TestHTMLChromium(t *testing.T) {
+	chromium := ""
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			chromium = p
+			break
+		}
+	}
+	if chromium == "" {
+		t.Skip("skipping the HTML render: chromium is not installed (Debian: apt-get install chromium)")
+	}
+	dir := t.TempDir()
+	page := filepath.Join(dir, "lab.html")
+	rep := sampleReport()
+	if err := rep.WriteHTML(page); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--no-first-run", "--user-data-dir=" + filepath.Join(dir, "profile")}
+	out, err := exec.CommandContext(ctx, chromium, append(args, "--dump-dom", "file://"+page)...).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom: %v", err)
+	}
+	dom := string(out)
+	count := func(re string) int { return len(regexp.MustCompile(re).FindAllString(dom, -1)) }
+	// One delivery chart per path and scenario, one hold chart per path.
+	if n := count(`<svg class="chart delivery"`); n != 2 {
+		t.Errorf("%d delivery charts in the rendered DOM, want 2", n)
+	}
+	if n := count(`<svg class="chart hold"`); n != 2 {
+		t.Errorf("%d hold-time charts in the rendered DOM, want 2", n)
+	}
+	if n := count(`<rect class="bar"`); n != len(rep.Cells) {
+		t.Errorf("%d bars, want one per cell (%d)", n, len(rep.Cells))
+	}
+	if n := count(`<circle class="dot"`); n != 2*len(rep.Cells) {
+		t.Errorf("%d dots, want one per hold sample (%d)", n, 2*len(rep.Cells))
+	}
+	if os.Getenv("LAB_SCREENSHOT") != "" {
+		// For a person to look at: LAB_SCREENSHOT=/tmp/lab.png go test -run Chromium
+		shot := os.Getenv("LAB_SCREENSHOT")
+		cmd := exec.CommandContext(ctx, chromium, append(args, "--window-size=1280,1800", "--screenshot="+shot, "file://"+page)...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("screenshot: %v\n%s", err, out)
+		}
+	}
+}

@@ -1,0 +1,123 @@
+package lab
+
+import (
+	"crypto/tls"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// A Scenario is what the server and the client do in one trial, and what
+// counts as success.
+type Scenario struct {
+	// ID names the scenario in flags, JSON and tables.
+	ID string
+	// Title describes it for people.
+	Title string
+	// Success says what a successful trial is, as a column heading.
+	Success string
+	// Clients lists the clients the scenario applies to.
+	Clients []string
+
+	tlsVersion uint16 // pinned TLS version; 0 means Go's default range
+	rejects    bool   // the server rejects the client's certificate
+	upload     int    // bytes the client sends after the handshake
+}
+
+// Scenarios are the scenarios of issue 4, in the order the lab runs them.
+var Scenarios = []Scenario{
+	{
+		ID: "tls13-1k", Title: "TLS 1.3, client certificate rejected, client sends 1 KiB",
+		Success: "alert reported first", Clients: []string{"go-tls", "go-http", "go-alert", "curl", "openssl"},
+		tlsVersion: tls.VersionTLS13, rejects: true, upload: 1 << 10,
+	},
+	{
+		ID: "tls13-1m", Title: "TLS 1.3, client certificate rejected, client uploads 1 MiB",
+		Success: "alert reported first", Clients: []string{"go-tls", "go-http", "go-alert", "curl", "openssl"},
+		tlsVersion: tls.VersionTLS13, rejects: true, upload: 1 << 20,
+	},
+	{
+		ID: "tls12", Title: "TLS 1.2, client certificate rejected while the client writes 1 MiB concurrently",
+		Success: "alert reported first", Clients: []string{"go-tls", "go-http", "go-alert", "curl", "openssl"},
+		tlsVersion: tls.VersionTLS12, rejects: true, upload: 1 << 20,
+	},
+	{
+		ID: "midstream", Title: "server queues 4 MiB to a slow reader that is uploading, then ends the connection",
+		Success: "got all 4 MiB and a clean end", Clients: []string{"go-tls"},
+		upload: 1 << 20,
+	},
+	{
+		ID: "http413", Title: "HTTPS: server answers 413 after the request head and closes while the client sends 1 MiB",
+		Success: "got the 413", Clients: []string{"go-tls", "go-http", "go-alert", "curl"},
+		upload: 1 << 20,
+	},
+}
+
+// midstreamBytes is what the server of the midstream scenario queues.
+const midstreamBytes = 4 << 20
+
+// Strategies are the server close strategies, in table order.
+var Strategies = []string{"close", "rst", "sleep", "linger"}
+
+// StrategyTitles describe the strategies for people.
+var StrategyTitles = map[string]string{
+	"close":  "immediate close (Go's default)",
+	"rst":    "SO_LINGER 0 (abortive close)",
+	"sleep":  "CloseWrite + 500 ms sleep, no reading (net/http's rstAvoidanceDelay)",
+	"linger": "linger: half-close, read and discard until the peer closes (package linger, default bounds)",
+}
+
+// Clients are the client programs, in table order.
+var Clients = []string{"go-tls", "go-http", "go-alert", "curl", "openssl"}
+
+// ClientTitles describe the clients for people.
+var ClientTitles = map[string]string{
+	"go-tls":   "Go crypto/tls: writes, then reads (reads concurrently for tls12 and midstream)",
+	"go-http":  "Go net/http client, stock transport",
+	"go-alert": "Go net/http client from linger's client side (alert.NewHTTPClient)",
+	"curl":     "curl",
+	"openssl":  "openssl s_client",
+}
+
+// Networks are the kinds of network a cell runs on.
+var Networks = []string{"loopback", "netns"}
+
+func scenarioByID(id string) (Scenario, bool) {
+	for _, s := range Scenarios {
+		if s.ID == id {
+			return s, true
+		}
+	}
+	return Scenario{}, false
+}
+
+// selectIDs parses a comma-separated list of IDs ("" or "all": every one of
+// all), keeping all's order.
+func selectIDs(what, list string, all []string) ([]string, error) {
+	if list == "" || list == "all" {
+		return slices.Clone(all), nil
+	}
+	want := map[string]bool{}
+	for _, id := range strings.Split(list, ",") {
+		id = strings.TrimSpace(id)
+		if !slices.Contains(all, id) {
+			return nil, fmt.Errorf("unknown %s %q (have %s)", what, id, strings.Join(all, ", "))
+		}
+		want[id] = true
+	}
+	var out []string
+	for _, id := range all {
+		if want[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+func scenarioIDs() []string {
+	ids := make([]string, len(Scenarios))
+	for i, s := range Scenarios {
+		ids[i] = s.ID
+	}
+	return ids
+}

@@ -1,0 +1,276 @@
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// SchemaVersion names the JSON layout of a Report. It changes only when a
+// field is removed or changes meaning; fields may be added without it
+// changing. docs/lab-json.md documents every field.
+const SchemaVersion = "linger-lab/1"
+
+// Report is the result of a lab run, as written by --json.
+type Report struct {
+	Schema   string    `json:"schema"`
+	Started  time.Time `json:"started"`
+	Seconds  float64   `json:"seconds"`
+	Command  string    `json:"command"`
+	Host     Host      `json:"host"`
+	Settings Settings  `json:"settings"`
+	// Notes says what was skipped and why (a client not installed, no
+	// root for namespaces).
+	Notes []string `json:"notes"`
+	Cells []Cell   `json:"cells"`
+	// Check is the outcome of --check; absent without it.
+	Check *Check `json:"check,omitempty"`
+}
+
+// Host describes the machine the lab ran on.
+type Host struct {
+	Go     string `json:"go"`
+	OS     string `json:"os"`
+	Arch   string `json:"arch"`
+	Kernel string `json:"kernel"`
+	CPUs   int    `json:"cpus"`
+	Root   bool   `json:"root"`
+}
+
+// Settings are the options the run used.
+type Settings struct {
+	Quick      bool     `json:"quick"`
+	Trials     int      `json:"trials"` // 0: the defaults per network and scenario
+	Networks   []string `json:"networks"`
+	Scenarios  []string `json:"scenarios"`
+	Clients    []string `json:"clients"`
+	Strategies []string `json:"strategies"`
+	// DelayMs is the one-way delay of the namespace path, LossPercent its
+	// loss in each direction.
+	DelayMs     float64 `json:"delay_ms"`
+	LossPercent float64 `json:"loss_percent"`
+}
+
+// Cell is one combination of network, scenario, client and strategy, run
+// Trials times.
+type Cell struct {
+	Network  string `json:"network"`
+	Path     string `json:"path"`
+	Scenario string `json:"scenario"`
+	Client   string `json:"client"`
+	Strategy string `json:"strategy"`
+	Trials   int    `json:"trials"`
+	Parallel int    `json:"parallel"`
+	// Success counts the trials in which the client application reported
+	// the server's alert first (rejection scenarios), got all 4 MiB and a
+	// clean end (midstream), or got the 413 (http413).
+	Success int `json:"success"`
+	// Reached counts the trials in which the server's last word at least
+	// reached the client: the alert was readable in its socket or read by
+	// its TLS layer, or the 413 was read. Null where the lab cannot tell.
+	Reached *int `json:"reached"`
+	// ServerRSTs is the server namespace's TcpOutRsts over the cell, and
+	// ServerAbortOnClose its TcpExtTCPAbortOnClose. Null on loopback.
+	ServerRSTs         *uint64 `json:"server_rsts"`
+	ServerAbortOnClose *uint64 `json:"server_abort_on_close"`
+	// Hold is how long the server held its sockets after deciding to
+	// close them.
+	Hold Hold `json:"hold"`
+	// DiscardedBytes totals what the server threw away: bytes unread at
+	// close (close, rst, sleep) or read and discarded (linger).
+	DiscardedBytes int64 `json:"discarded_bytes"`
+	// Errors counts, over the trials that did not succeed, the client's
+	// first error by a short name ("connection reset", "broken pipe").
+	Errors map[string]int `json:"errors"`
+	// ServerOutcomes counts how the server's connections ended: the
+	// strategy's name, or linger's Outcome.
+	ServerOutcomes map[string]int `json:"server_outcomes"`
+	Seconds        float64        `json:"seconds"`
+}
+
+// Hold summarizes the server's hold times, in milliseconds.
+type Hold struct {
+	P50Ms     float64   `json:"p50_ms"`
+	P99Ms     float64   `json:"p99_ms"`
+	MaxMs     float64   `json:"max_ms"`
+	SamplesMs []float64 `json:"samples_ms"`
+}
+
+// Rate is Success/Trials.
+func (c *Cell) Rate() float64 {
+	if c.Trials == 0 {
+		return 0
+	}
+	return float64(c.Success) / float64(c.Trials)
+}
+
+func newHold(recs []closeRecord) Hold {
+	var h Hold
+	for _, r := range recs {
+		h.SamplesMs = append(h.SamplesMs, float64(r.held)/float64(time.Millisecond))
+	}
+	sort.Float64s(h.SamplesMs)
+	h.P50Ms = quantile(h.SamplesMs, 0.50)
+	h.P99Ms = quantile(h.SamplesMs, 0.99)
+	if n := len(h.SamplesMs); n > 0 {
+		h.MaxMs = h.SamplesMs[n-1]
+	}
+	return h
+}
+
+// quantile returns the nearest-rank q-quantile of sorted xs.
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(xs))+0.999999) - 1
+	return xs[max(0, min(i, len(xs)-1))]
+}
+
+// WriteJSON writes r as indented JSON to path.
+func (r *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// ReadJSON reads a Report written by WriteJSON.
+func ReadJSON(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	if r.Schema != SchemaVersion {
+		return nil, fmt.Errorf("lab: %s has schema %q, want %q", path, r.Schema, SchemaVersion)
+	}
+	return &r, nil
+}
+
+// matrixRow is one row of the summary table: a network, scenario and client
+// with a cell per strategy.
+type matrixRow struct {
+	Network, Path, Scenario, Client string
+	Cells                           map[string]*Cell
+}
+
+func (r *Report) matrix() ([]matrixRow, []string) {
+	var rows []matrixRow
+	var strategies []string
+	for i := range r.Cells {
+		c := &r.Cells[i]
+		if !slices.Contains(strategies, c.Strategy) {
+			strategies = append(strategies, c.Strategy)
+		}
+		n := len(rows)
+		if n == 0 || rows[n-1].Network != c.Network || rows[n-1].Path != c.Path ||
+			rows[n-1].Scenario != c.Scenario || rows[n-1].Client != c.Client {
+			rows = append(rows, matrixRow{c.Network, c.Path, c.Scenario, c.Client, map[string]*Cell{}})
+			n++
+		}
+		rows[n-1].Cells[c.Strategy] = c
+	}
+	slices.SortStableFunc(strategies, func(a, b string) int {
+		return slices.Index(Strategies, a) - slices.Index(Strategies, b)
+	})
+	return rows, strategies
+}
+
+// WriteTable writes the report as two Markdown tables: every cell with its
+// evidence, then the summary matrix of success per strategy.
+func (r *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "\n| network | scenario | client | server close | success | reached | server RSTs (abort on close) | hold p50 | hold p99 | discarded/trial | client's first error (most common other) |\n")
+	fmt.Fprintf(w, "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for i := range r.Cells {
+		c := &r.Cells[i]
+		rst := "-"
+		if c.ServerRSTs != nil {
+			rst = fmt.Sprintf("%d (%d)", *c.ServerRSTs, *c.ServerAbortOnClose)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s |\n",
+			c.Path, c.Scenario, c.Client, c.Strategy, c.Success, c.Trials, reachedText(c), rst,
+			fmtMs(c.Hold.P50Ms), fmtMs(c.Hold.P99Ms), fmtBytes(c.DiscardedBytes/int64(max(c.Trials, 1))),
+			topError(c))
+	}
+	rows, strategies := r.matrix()
+	fmt.Fprintf(w, "\nSuccess / trials (reached the client, where known):\n\n| network | scenario | client |")
+	for _, s := range strategies {
+		fmt.Fprintf(w, " %s |", s)
+	}
+	fmt.Fprintf(w, "\n| --- | --- | --- |%s\n", strings.Repeat(" ---: |", len(strategies)))
+	for _, row := range rows {
+		fmt.Fprintf(w, "| %s | %s | %s |", row.Path, row.Scenario, row.Client)
+		for _, s := range strategies {
+			c := row.Cells[s]
+			switch {
+			case c == nil:
+				fmt.Fprintf(w, " |")
+			case c.Reached != nil && *c.Reached != c.Success:
+				fmt.Fprintf(w, " %d/%d (%d) |", c.Success, c.Trials, *c.Reached)
+			default:
+				fmt.Fprintf(w, " %d/%d |", c.Success, c.Trials)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "\nnote: %s", n)
+	}
+	fmt.Fprintf(w, "\n\n%d cells in %.0f s on %s/%s, Linux %s, %d CPUs, %s.\n", len(r.Cells), r.Seconds,
+		r.Host.OS, r.Host.Arch, r.Host.Kernel, r.Host.CPUs, r.Host.Go)
+}
+
+func reachedText(c *Cell) string {
+	if c.Reached == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", *c.Reached, c.Trials)
+}
+
+// topError names the most common failure of a cell, "" if none failed.
+func topError(c *Cell) string {
+	best, n := "", 0
+	for k, v := range c.Errors {
+		if v > n || v == n && k < best {
+			best, n = k, v
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s ×%d", best, n)
+}
+
+func fmtMs(ms float64) string {
+	switch {
+	case ms == 0:
+		return "0"
+	case ms < 1:
+		return fmt.Sprintf("%.2f ms", ms)
+	case ms < 1000:
+		return fmt.Sprintf("%.0f ms", ms)
+	default:
+		return fmt.Sprintf("%.2f s", ms/1000)
+	}
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n < 10<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 10<<20:
+		return fmt.Sprintf("%d KiB", n>>10)
+	default:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+}
