@@ -36,3 +36,8 @@ go test -count=1 -timeout 10m ./...
 
 echo "== race detector on the engine"
 go test -count=1 -race -timeout 5m .
+
+echo "== lab, quick, with its check (loopback; as root also an impaired namespace cell)"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+go run ./cmd/linger lab --quick --check --json "$out/lab.json" --html "$out/lab.html" | tail -n 40
