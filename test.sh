@@ -31,13 +31,13 @@ for os in darwin windows freebsd; do
 	GOOS=$os GOARCH=amd64 go build ./...
 done
 
+echo "== lab, quick, with its check (loopback; as root also an impaired namespace cell)"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+go run ./cmd/linger lab --quick --check --json "$out/lab.json" --html "$out/lab.html" | tail -n 40
+
 echo "== tests"
 go test -count=1 -timeout 10m ./...
 
 echo "== race detector on the engine"
 go test -count=1 -race -timeout 5m .
-
-echo "== lab, quick, with its check (loopback; as root also an impaired namespace cell)"
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-go run ./cmd/linger lab --quick --check --json "$out/lab.json" --html "$out/lab.html" | tail -n 40
