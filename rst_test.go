@@ -123,4 +123,3 @@ func nsUpload(ns *testbed.Netns, pki *testbed.PKI, addr string) error {
 	_, err = io.ReadFull(conn, make([]byte, 1))
 	return err
 }
-
