@@ -147,9 +147,10 @@ func (l *loop) run(ep *os.File, rc syscall.RawConn) {
 			// Timeout 0: the runtime's poller did the waiting.
 			n, err := unix.EpollWait(int(epfd), l.events[:], 0)
 			if n <= 0 {
-				// EINTR is harmless; try again rather than wait, since the
+				// Nothing ready: wait. On an error, EINTR included, report
+				// done instead, so that the loop polls again at once: the
 				// runtime might not signal readiness a second time.
-				return err != nil && err != unix.EINTR
+				return err != nil
 			}
 			now := c.now()
 			for _, ev := range l.events[:n] {

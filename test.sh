@@ -36,6 +36,10 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 go run ./cmd/linger lab --quick --check --json "$out/lab.json" --html "$out/lab.html" | tail -n 40
 
+echo "== benchmarks, smoke size (BENCHMARKS.md has the full-size commands)"
+go test -run '^$' -bench . -benchtime 1x . | tail -n 3
+go run ./cmd/linger bench -smoke all | tail -n 8
+
 echo "== tests"
 go test -count=1 -timeout 10m ./...
 

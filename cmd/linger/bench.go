@@ -2,7 +2,18 @@ package main
 
 import (
 	"context"
-	"errors"
+	"os"
+
+	"github.com/linger-go/linger/internal/bench"
 )
 
-func runBench(ctx context.Context, args []string) error { return errors.New("not yet") }
+// runBench runs "linger bench"; the work is in internal/bench. The
+// benchmarks re-run this executable as "linger bench <hidden subcommand>"
+// for the peers and clients that must live in other processes.
+func runBench(ctx context.Context, args []string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	return bench.Main(ctx, []string{exe, "bench"}, args)
+}

@@ -1,0 +1,170 @@
+//go:build linux
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/linger-go/linger"
+)
+
+// HoldResult is one mode's run of "hold": how long a connection stays after
+// its peer, having read our last word, closed.
+type HoldResult struct {
+	Mode    string        `json:"mode"`
+	N       int           `json:"n"`
+	Matched int           `json:"matched"`
+	P50     time.Duration `json:"p50_ns"`
+	P99     time.Duration `json:"p99_ns"`
+	Max     time.Duration `json:"max_ns"`
+	// PeerClosed counts connections that ended because their peer closed,
+	// Other those that ended any other way (nothing else should happen).
+	PeerClosed int `json:"peer_closed"`
+	Other      int `json:"other"`
+	Failed     int `json:"peer_failures"`
+}
+
+var envMu sync.Mutex
+
+// newPortable returns a Closer on the portable backend, which linger.New
+// selects on Linux when LINGER_BACKEND=portable.
+func newPortable(cfg linger.Config) (*linger.Closer, error) {
+	envMu.Lock()
+	defer envMu.Unlock()
+	os.Setenv("LINGER_BACKEND", "portable")
+	defer os.Unsetenv("LINGER_BACKEND")
+	return linger.New(cfg)
+}
+
+// holdTime runs n connections, c at a time, through one mode: "loop",
+// "portable", or "naive" (CloseWrite, io.Copy(io.Discard), Close).
+func holdTime(ctx context.Context, self []string, mode string, n, c, srcs int) (HoldResult, error) {
+	r := HoldResult{Mode: mode, N: n}
+	var mu sync.Mutex
+	// Loopback reuses ports in TIME_WAIT (net.ipv4.tcp_tw_reuse=2), so
+	// one address may stand for several connections in turn: keep every
+	// time and pair them in order.
+	released := make(map[string][]int64, n)
+	var lc *linger.Closer
+	var err error
+	cfg := linger.Config{OnClose: func(rep linger.Report) {
+		t := monoNow()
+		mu.Lock()
+		defer mu.Unlock()
+		if rep.RemoteAddr != nil {
+			a := rep.RemoteAddr.String()
+			released[a] = append(released[a], t)
+		}
+		if rep.Outcome == linger.PeerClosed {
+			r.PeerClosed++
+		} else {
+			r.Other++
+		}
+	}}
+	switch mode {
+	case "loop":
+		lc, err = linger.New(cfg)
+	case "portable":
+		lc, err = newPortable(cfg)
+	case "naive":
+	default:
+		return r, fmt.Errorf("unknown mode %q", mode)
+	}
+	if err != nil {
+		return r, err
+	}
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return r, err
+	}
+	var handlers sync.WaitGroup
+	acceptDone := make(chan struct{})
+	go func() {
+		defer close(acceptDone)
+		for {
+			conn, err := ln.AcceptTCP()
+			if err != nil {
+				return
+			}
+			// Our last word, then close without reading the request.
+			conn.Write([]byte(alertMsg))
+			if lc != nil {
+				lc.Close(conn)
+				continue
+			}
+			conn.CloseWrite()
+			handlers.Add(1)
+			go func() {
+				defer handlers.Done()
+				io.Copy(io.Discard, conn)
+				conn.Close()
+				t := monoNow()
+				mu.Lock()
+				a := conn.RemoteAddr().String()
+				released[a] = append(released[a], t)
+				r.PeerClosed++
+				mu.Unlock()
+			}()
+		}
+	}()
+	p, err := startChild(ctx, self, nil, "holdpeer", "-addr", ln.Addr().String(),
+		"-n", strconv.Itoa(n), "-c", strconv.Itoa(c), "-src", srcAddrs(srcs))
+	if err != nil {
+		ln.Close()
+		return r, err
+	}
+	fins := make(map[string][]int64, n)
+	for {
+		l, err := p.line()
+		if err != nil {
+			p.stop()
+			ln.Close()
+			return r, err
+		}
+		if rest, ok := strings.CutPrefix(l, "done "); ok {
+			r.Failed, _ = strconv.Atoi(rest)
+			break
+		}
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "fin" {
+			t, _ := strconv.ParseInt(f[2], 10, 64)
+			fins[f[1]] = append(fins[f[1]], t)
+		}
+	}
+	p.stop()
+	ln.Close()
+	<-acceptDone
+	handlers.Wait()
+	if lc != nil {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		lc.Shutdown(sctx)
+		cancel()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var holds []time.Duration
+	for a, ts := range fins {
+		rts := released[a]
+		slices.Sort(ts)
+		slices.Sort(rts)
+		for i := range min(len(ts), len(rts)) {
+			holds = append(holds, time.Duration(rts[i]-ts[i]))
+		}
+	}
+	r.Matched = len(holds)
+	if len(holds) > 0 {
+		slices.Sort(holds)
+		r.P50 = holds[len(holds)/2]
+		r.P99 = holds[min(len(holds)-1, len(holds)*99/100)]
+		r.Max = holds[len(holds)-1]
+	}
+	return r, nil
+}
