@@ -148,7 +148,7 @@ func runCells(t *testing.T, what string, trial func(t *testing.T, c cell) *tally
 		}
 	}
 	t.Log(b.String())
-	waitFDs(t, before)
+	testbed.WaitFDs(t, before)
 }
 
 // TestHTTPTrials: an http.Client POSTs 1 MiB with an untrusted client

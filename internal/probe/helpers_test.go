@@ -171,23 +171,3 @@ func run(t testing.TB, cfg probe.Config) *probe.Report {
 	t.Logf("%s\n%s", strings.Join(lines, "\n"), b.String())
 	return rep
 }
-
-// waitFDs waits for the process's descriptor count to drop back to before.
-func waitFDs(t testing.TB, before int) {
-	t.Helper()
-	if before < 0 {
-		return
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		after := testbed.OpenFDs()
-		if after <= before {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("descriptors: %d before, %d after", before, after)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

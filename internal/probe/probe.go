@@ -21,17 +21,14 @@ package probe
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"time"
+
+	"github.com/linger-go/linger/internal/testbed"
 )
 
 // Mode is how a trial provokes the server's fatal alert.
@@ -217,35 +214,6 @@ func newProber(cfg Config) (*prober, error) {
 	return p, nil
 }
 
-// selfSigned makes a client certificate no server trusts.
-func selfSigned() (*tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "linger probe (untrusted, self-signed)"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
-}
-
 // sleep waits for d or until ctx is done, and reports whether ctx is still
 // alive.
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -257,4 +225,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// selfSigned makes a client certificate no server trusts.
+func selfSigned() (*tls.Certificate, error) {
+	c, err := testbed.SelfSigned("linger probe (untrusted, self-signed)")
+	return &c, err
 }

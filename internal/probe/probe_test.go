@@ -35,7 +35,7 @@ func getPKI(t testing.TB) *testbed.PKI {
 // first, so that its cleanup runs after every other.
 func checkFDs(t *testing.T) {
 	before := testbed.OpenFDs()
-	t.Cleanup(func() { waitFDs(t, before) })
+	t.Cleanup(func() { testbed.WaitFDs(t, before) })
 }
 
 // serverConfig is the server side for a provocation: ModeClientCert needs

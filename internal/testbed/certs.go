@@ -34,8 +34,6 @@ type PKI struct {
 	// Untrusted is self-signed: a server that requires CA rejects it with an
 	// unknown_ca alert (bad_certificate in TLS 1.2 from some servers).
 	Untrusted tls.Certificate
-
-	caKey *ecdsa.PrivateKey
 }
 
 // NewPKI makes a PKI. ECDSA P-256 keeps generation and handshakes fast.
@@ -56,7 +54,7 @@ func NewPKI(hosts ...string) (*PKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &PKI{CA: ca, CAPool: x509.NewCertPool(), caKey: caKey}
+	p := &PKI{CA: ca, CAPool: x509.NewCertPool()}
 	p.CAPool.AddCert(ca)
 
 	srv := template("localhost")
@@ -70,21 +68,26 @@ func NewPKI(hosts ...string) (*PKI, error) {
 			srv.DNSNames = append(srv.DNSNames, h)
 		}
 	}
-	if p.Server, err = p.issue(srv, ca, caKey); err != nil {
+	if p.Server, err = issue(srv, ca, caKey); err != nil {
 		return nil, err
 	}
 	cli := template("linger test client")
 	cli.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	if p.Client, err = p.issue(cli, ca, caKey); err != nil {
+	if p.Client, err = issue(cli, ca, caKey); err != nil {
 		return nil, err
 	}
-	// Self-signed, so no chain leads to CA.
-	un := template("untrusted client")
-	un.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	if p.Untrusted, err = p.issue(un, nil, nil); err != nil {
+	if p.Untrusted, err = SelfSigned("untrusted client"); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// SelfSigned makes a self-signed client certificate: no chain leads from it
+// to any CA, so a server that verifies client certificates rejects it.
+func SelfSigned(commonName string) (tls.Certificate, error) {
+	tmpl := template(commonName)
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	return issue(tmpl, nil, nil)
 }
 
 func template(cn string) *x509.Certificate {
@@ -100,7 +103,7 @@ func template(cn string) *x509.Certificate {
 
 // issue signs tmpl with parent and parentKey, or self-signs it if parent is
 // nil.
-func (p *PKI) issue(tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (tls.Certificate, error) {
+func issue(tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err

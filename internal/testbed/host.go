@@ -3,6 +3,7 @@ package testbed
 import (
 	"os"
 	"runtime"
+	"time"
 )
 
 // TB is the part of testing.TB the helpers here need, so that the lab and
@@ -32,4 +33,29 @@ func OpenFDs() int {
 		return -1
 	}
 	return len(ents) - 1 // the directory's own descriptor
+}
+
+// WaitFDs waits up to 5 s for the process's descriptor count to drop back to
+// before, and reports an error on t if it does not: a descriptor closed by
+// another goroutine, or by the runtime, may take a moment to go.
+func WaitFDs(t interface {
+	Helper()
+	Errorf(format string, args ...any)
+}, before int) {
+	t.Helper()
+	if before < 0 {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after := OpenFDs()
+		if after <= before {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("descriptors: %d before, %d after", before, after)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
