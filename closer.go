@@ -83,6 +83,10 @@ func (c *Closer) now() int64 { return int64(time.Since(c.epoch)) }
 // Close returns the error of closing conn itself, such as net.ErrClosed for a
 // connection closed before; it never fails because lingering was not
 // possible.
+//
+// On Windows, where a socket cannot be duplicated within a process, conn
+// itself lingers: its write side is shut down at once, but a goroutine
+// blocked in its Read returns only when lingering ends.
 func (c *Closer) Close(conn net.Conn) error {
 	tcp := tcpConn(conn)
 	if tcp == nil {
