@@ -46,29 +46,15 @@ func TestNoResets(t *testing.T) {
 				h = newHarness(t, Config{}, false)
 				ln = h.Listener(ln)
 			}
-			tln := tls.NewListener(ln, pki.ServerConfig(tls.VersionTLS13))
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				for {
-					c, err := tln.Accept()
-					if err != nil {
-						return
-					}
-					// Handshake fails on the untrusted certificate; Close
-					// then closes the TCP connection, through linger or not.
-					c.(*tls.Conn).Handshake()
-					c.Close()
-				}
-			}()
-			defer func() { tln.Close(); <-done }()
+			// The handshake fails on the untrusted certificate, and the
+			// server closes the TCP connection, through linger or not.
+			addr := testbed.ServeTLS(t, ln, pki.ServerConfig(tls.VersionTLS13), nil)
 
 			before, err := pair.Server.Counters()
 			if err != nil {
 				t.Fatal(err)
 			}
 			alerts := 0
-			addr := ln.Addr().String()
 			for range trials {
 				err := nsUpload(pair.Client, pki, addr)
 				if err != nil && strings.Contains(err.Error(), "unknown certificate authority") {

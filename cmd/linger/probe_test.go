@@ -6,10 +6,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -111,50 +109,24 @@ func TestProbeCommand(t *testing.T) {
 // error and closes, lingering or not, and returns its address.
 func serveForProbe(t *testing.T, lingering bool, cfg *tls.Config) string {
 	t.Helper()
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ln net.Listener = tcp
-	var lc *linger.Closer
 	if lingering {
-		if lc, err = linger.New(linger.Config{}); err != nil {
-			tcp.Close()
+		lc, err := linger.New(linger.Config{})
+		if err != nil {
+			ln.Close()
 			t.Fatal(err)
 		}
-		ln = lc.Listener(tcp)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				tc := tls.Server(c, cfg)
-				tc.SetDeadline(time.Now().Add(10 * time.Second))
-				if tc.Handshake() == nil {
-					io.Copy(io.Discard, tc)
-				}
-				tc.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		tcp.Close()
-		wg.Wait()
-		if lc != nil {
+		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if err := lc.Shutdown(ctx); err != nil {
 				t.Errorf("linger shutdown: %v", err)
 			}
-		}
-	})
-	return tcp.Addr().String()
+		})
+		ln = lc.Listener(ln)
+	}
+	return testbed.ServeTLS(t, ln, cfg, nil)
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,60 +21,35 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// goServer is a Go TLS server that reads and discards what a client sends
-// and closes the connection on the first error, as servers do: at once, or
-// through linger's listener.
-type goServer struct {
-	Addr string
-	ln   net.Listener
-	lc   *linger.Closer
-	wg   sync.WaitGroup
+// startGo serves TLS with cfg on ln until the test ends, reading and
+// discarding what a client sends and closing the connection on the first
+// error, as servers do: at once, or through linger's listener. It returns
+// the server's address.
+func startGo(t testing.TB, ln net.Listener, lingering bool, cfg *tls.Config) string {
+	t.Helper()
+	if lingering {
+		ln = lingerListener(t, ln)
+	}
+	return testbed.ServeTLS(t, ln, cfg, nil)
 }
 
-// startGo serves TLS with cfg on ln (which it closes when the test ends).
-func startGo(t testing.TB, ln net.Listener, lingering bool, cfg *tls.Config) *goServer {
+// lingerListener wraps ln with a Closer that is shut down when the test
+// ends, after the server's connections.
+func lingerListener(t testing.TB, ln net.Listener) net.Listener {
 	t.Helper()
-	s := &goServer{Addr: ln.Addr().String(), ln: ln}
-	if lingering {
-		var err error
-		if s.lc, err = linger.New(linger.Config{}); err != nil {
-			ln.Close()
-			t.Fatal(err)
-		}
-		ln = s.lc.Listener(ln)
+	lc, err := linger.New(linger.Config{})
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				tc := tls.Server(c, cfg)
-				tc.SetDeadline(time.Now().Add(10 * time.Second))
-				if tc.Handshake() == nil {
-					io.Copy(io.Discard, tc)
-				}
-				tc.Close()
-			}()
-		}
-	}()
 	t.Cleanup(func() {
-		s.ln.Close()
-		s.wg.Wait()
-		if s.lc != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := s.lc.Shutdown(ctx); err != nil {
-				t.Errorf("linger shutdown: %v", err)
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := lc.Shutdown(ctx); err != nil {
+			t.Errorf("linger shutdown: %v", err)
 		}
 	})
-	return s
+	return lc.Listener(ln)
 }
 
 // startOpenSSL runs openssl s_server on host (port 0: it picks one) and

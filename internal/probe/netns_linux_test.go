@@ -59,7 +59,7 @@ func TestImpairedPath(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				addr = startGo(t, ln, server == "go-linger", serverConfig(p, mode, 0)).Addr
+				addr = startGo(t, ln, server == "go-linger", serverConfig(p, mode, 0))
 			}
 			// Segments of the previous run still in flight on the
 			// delayed path would draw RSTs from a socket that is gone

@@ -87,7 +87,7 @@ func TestLoopback(t *testing.T) {
 						if err != nil {
 							t.Fatal(err)
 						}
-						addr = startGo(t, ln, server == "go-linger", serverConfig(p, mode, ver.v)).Addr
+						addr = startGo(t, ln, server == "go-linger", serverConfig(p, mode, ver.v))
 					}
 					rep := run(t, probe.Config{Addr: addr, Mode: mode, TLS: clientTLS(p, ver.v)})
 					checkReport(t, rep, server, ver.v)
@@ -157,8 +157,8 @@ func TestConfigurationProblems(t *testing.T) {
 		cfg  probe.Config
 		want string
 	}{
-		{"untrusted server", probe.Config{Addr: noCerts.Addr}, "--ca"},
-		{"no client certificate asked", probe.Config{Addr: noCerts.Addr, Mode: probe.ModeClientCert,
+		{"untrusted server", probe.Config{Addr: noCerts}, "--ca"},
+		{"no client certificate asked", probe.Config{Addr: noCerts, Mode: probe.ModeClientCert,
 			TLS: clientTLS(p, 0)}, "did not ask for a client certificate"},
 		{"refused", probe.Config{Addr: refused}, "connection refused"},
 	} {

@@ -1,8 +1,12 @@
 package testbed
 
 import (
+	"crypto/tls"
+	"io"
+	"net"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 )
 
@@ -58,4 +62,51 @@ func WaitFDs(t interface {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// ServeTLS serves TLS with cfg on ln until the test ends. Each accepted
+// connection goes to handle as a *tls.Conn whose handshake has not run yet,
+// with a 10 s deadline; nil handle completes the handshake and then reads
+// and discards until an error. The connection is closed when handle
+// returns, by whatever ln's connections do on Close: a plain close, or a
+// lingering one through linger's Listener. ServeTLS returns ln's address;
+// when the test ends it closes ln and waits for every connection's
+// goroutine, so register anything that must outlive them (a Closer's
+// Shutdown) with t.Cleanup before calling it.
+func ServeTLS(t interface {
+	Helper()
+	Cleanup(func())
+}, ln net.Listener, cfg *tls.Config, handle func(*tls.Conn)) string {
+	t.Helper()
+	if handle == nil {
+		handle = func(tc *tls.Conn) {
+			if tc.Handshake() == nil {
+				io.Copy(io.Discard, tc)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tc := tls.Server(c, cfg)
+				tc.SetDeadline(time.Now().Add(10 * time.Second))
+				handle(tc)
+				tc.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
 }
