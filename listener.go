@@ -25,7 +25,9 @@ func (l *listener) Accept() (net.Conn, error) {
 
 // Conn is a TCP connection accepted through Closer.Listener. It is a
 // *net.TCPConn in every way (CloseWrite, ReadFrom and so sendfile,
-// SyscallConn, keep-alive setters) except that Close lingers.
+// SyscallConn, keep-alive setters) except that Close lingers. Code that
+// type-asserts an accepted connection to *net.TCPConn should assert an
+// interface with the methods it needs instead, or take Conn.TCPConn.
 type Conn struct {
 	*net.TCPConn
 	c *Closer
