@@ -27,7 +27,8 @@ func (l *listener) Accept() (net.Conn, error) {
 // *net.TCPConn in every way (CloseWrite, ReadFrom and so sendfile,
 // SyscallConn, keep-alive setters) except that Close lingers. Code that
 // type-asserts an accepted connection to *net.TCPConn should assert an
-// interface with the methods it needs instead, or take Conn.TCPConn.
+// interface with the methods it needs instead, or use Conn.TCPConn (whose
+// own Close does not linger).
 type Conn struct {
 	*net.TCPConn
 	c *Closer
