@@ -128,8 +128,12 @@ func (c *Closer) Close(conn net.Conn) error {
 
 // plain counts a connection closed without lingering.
 func (c *Closer) plain(conn net.Conn, why error) {
+	r := Report{Outcome: Plain, Unacked: -1, Err: why}
+	if c.cfg.OnClose != nil {
+		r.RemoteAddr = remoteAddr(conn)
+	}
 	c.mu.Lock()
-	c.report(Report{RemoteAddr: remoteAddr(conn), Outcome: Plain, Unacked: -1, Err: why})
+	c.report(r)
 	c.unlock()
 }
 
@@ -223,14 +227,17 @@ func (c *Closer) release(e *entry, o Outcome, unacked int64, err error) {
 	}
 	e.prev, e.next, e.peerPrev, e.peerNext = nil, nil, nil, nil
 	c.n--
-	c.report(Report{
-		RemoteAddr: tcpAddr(e.addr),
-		Outcome:    o,
-		Held:       time.Duration(c.now() - e.start),
-		Discarded:  e.discarded,
-		Unacked:    unacked,
-		Err:        err,
-	})
+	r := Report{
+		Outcome:   o,
+		Held:      time.Duration(c.now() - e.start),
+		Discarded: e.discarded,
+		Unacked:   unacked,
+		Err:       err,
+	}
+	if c.cfg.OnClose != nil { // the address costs an allocation
+		r.RemoteAddr = tcpAddr(e.addr)
+	}
+	c.report(r)
 	if c.n == 0 && c.drained != nil {
 		close(c.drained)
 		c.drained = nil
