@@ -12,7 +12,8 @@ pkgs=(curl openssl iproute2 nftables chromium)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 	missing=()
 	for p in "${pkgs[@]}"; do
-		dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+		# dpkg -s also succeeds for a removed package whose config files remain.
+		[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
 	done
 	if [ ${#missing[@]} -gt 0 ]; then
 		echo "== installing ${missing[*]}"
