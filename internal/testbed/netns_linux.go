@@ -394,6 +394,11 @@ func (n *Netns) dropFrom(peer netip.Addr, loss float64) error {
 	}
 }
 `, peer, mod, int(loss*mod+0.5))
+	// Look nft up here: through ip netns exec, a missing one is only an
+	// exit status.
+	if _, err := exec.LookPath("nft"); err != nil {
+		return fmt.Errorf("testbed: loss on a veth pair needs nft (Debian: apt-get install nftables): %w", err)
+	}
 	return runInput(rule, "ip", "netns", "exec", n.Name, "nft", "-f", "-")
 }
 

@@ -30,6 +30,9 @@ func newPair(t *testing.T, cfg PathConfig) *Pair {
 	t.Helper()
 	RequireRoot(t, "network namespace test")
 	p, err := NewPair(cfg)
+	if errors.Is(err, exec.ErrNotFound) {
+		t.Skipf("skipping: %v", err)
+	}
 	if err != nil {
 		t.Fatalf("NewPair(%v): %v", cfg, err)
 	}
@@ -371,6 +374,9 @@ func TestCloseRemovesEverything(t *testing.T) {
 		t.Run(cfg.String(), func(t *testing.T) {
 			fds, links := OpenFDs(), fdLinks()
 			p, err := NewPair(cfg)
+			if errors.Is(err, exec.ErrNotFound) {
+				t.Skipf("skipping: %v", err)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
