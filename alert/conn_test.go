@@ -2,6 +2,7 @@ package alert_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -298,5 +299,37 @@ func TestHTTPClientAccepted(t *testing.T) {
 		client.CloseIdleConnections()
 		srv.Close()
 		s.stop(t)
+	}
+}
+
+// TestDialerDial: a Dialer with its own Dial function runs TLS over the
+// connection it makes, names the server after the dialed host, and still
+// reports a rejection as an *Error.
+func TestDialerDial(t *testing.T) {
+	p := getPKI(t)
+	s := serveTLS(t, false, p.ServerConfig(tls.VersionTLS12), rejecting)
+	defer s.stop(t)
+	var dials int
+	d := &alert.Dialer{
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials++
+			var nd net.Dialer
+			return nd.DialContext(ctx, network, addr)
+		},
+		Config: p.ClientConfig(&p.Untrusted, tls.VersionTLS12),
+	}
+	d.Config.ServerName = ""
+	_, port, _ := net.SplitHostPort(s.Addr)
+	_, err := d.DialContext(t.Context(), "tcp", net.JoinHostPort("localhost", port))
+	var ae *alert.Error
+	if !errors.As(err, &ae) || ae.Code != 48 {
+		t.Errorf("DialContext = %v, want the unknown_ca alert as an *alert.Error", err)
+	}
+	if dials != 1 {
+		t.Errorf("Dial called %d times, want 1", dials)
+	}
+	d.Dial = func(context.Context, string, string) (net.Conn, error) { return nil, io.ErrClosedPipe }
+	if _, err := d.DialContext(t.Context(), "tcp", s.Addr); !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("DialContext with a failing Dial = %v, want its error", err)
 	}
 }

@@ -21,6 +21,11 @@ type Dialer struct {
 	// NetDialer dials the TCP connection; nil means a zero net.Dialer.
 	NetDialer *net.Dialer
 
+	// Dial, if set, makes the connection that TLS runs over instead of
+	// NetDialer: through a proxy, inside a network namespace, or with a
+	// test's own dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
 	// Config is the TLS configuration, as for tls.Dialer; nil means the
 	// zero configuration. ServerName defaults to the dialed host.
 	Config *tls.Config
@@ -38,14 +43,49 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	if d != nil {
 		td.NetDialer, td.Config, probe = d.NetDialer, d.Config, d.ProbeTimeout
 	}
-	nc, err := td.DialContext(ctx, network, addr)
+	var tc *tls.Conn
+	var err error
+	if d != nil && d.Dial != nil {
+		tc, err = d.dialWith(ctx, network, addr)
+	} else {
+		var nc net.Conn
+		if nc, err = td.DialContext(ctx, network, addr); err == nil {
+			tc = nc.(*tls.Conn)
+		}
+	}
 	if err != nil {
 		if ae, ok := FromError(err); ok {
 			return nil, ae
 		}
 		return nil, err
 	}
-	return Wrap(nc.(*tls.Conn), WithProbeTimeout(probe)), nil
+	return Wrap(tc, WithProbeTimeout(probe)), nil
+}
+
+// dialWith is what tls.Dialer does, over a connection from d.Dial.
+func (d *Dialer) dialWith(ctx context.Context, network, addr string) (*tls.Conn, error) {
+	raw, err := d.Dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg := d.Config
+	if cfg == nil {
+		cfg = new(tls.Config)
+	}
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // NewHTTPClient returns an HTTP client whose HTTPS connections report the

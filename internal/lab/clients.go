@@ -249,10 +249,11 @@ func (r *recorder) reached(sc Scenario) bool {
 // from linger's alert package.
 //
 // Both dial through DialTLSContext so that the lab can dial inside a
-// namespace and record what the read loop sees; the handshake there is the
-// one the transport would do itself (tls.Client, HandshakeContext), and an
-// HTTP/1.1 transport behaves the same whether or not the conn it gets is a
-// *tls.Conn.
+// namespace and record what the read loop sees: the alert client through
+// alert.Dialer with the namespace's dial function, the stock one with the
+// handshake the transport would do itself (tls.Client, HandshakeContext).
+// An HTTP/1.1 transport behaves the same whether or not the conn it gets is
+// a *tls.Conn.
 func goHTTP(ctx context.Context, t *trial, withAlert bool) result {
 	ctx, cancel := context.WithTimeout(ctx, t.nw.timeout)
 	defer cancel()
@@ -266,7 +267,17 @@ func goHTTP(ctx context.Context, t *trial, withAlert bool) result {
 	tr.Proxy = nil // never send the lab's traffic to a proxy from the environment
 	tr.DisableKeepAlives = true
 	cfg := tr.TLSClientConfig
+	ad := &alert.Dialer{Dial: t.nw.dial, Config: cfg}
 	tr.DialTLSContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		if withAlert {
+			c, err := ad.DialContext(ctx, network, t.addr)
+			if err != nil {
+				return nil, err
+			}
+			rec.Conn = c
+			return rec, nil
+		}
+		// The stock transport's own dial, in the namespace.
 		raw, err := t.nw.dial(ctx, network, t.addr)
 		if err != nil {
 			return nil, err
@@ -274,18 +285,9 @@ func goHTTP(ctx context.Context, t *trial, withAlert bool) result {
 		tc := tls.Client(raw, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
-			if ae, ok := alert.FromError(err); ok && withAlert {
-				return nil, ae // what alert.Dialer returns
-			}
 			return nil, err
 		}
-		if withAlert {
-			// alert.Dialer's work, which cannot take a dial function of
-			// its own (a namespace's): wrap after the handshake.
-			rec.Conn = alert.Wrap(tc)
-		} else {
-			rec.Conn = tc
-		}
+		rec.Conn = tc
 		return rec, nil
 	}
 	defer tr.CloseIdleConnections()
