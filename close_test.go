@@ -252,10 +252,7 @@ func TestShutdown(t *testing.T) {
 // TestCloseTLSConn: a *tls.Conn is unwrapped to its TCP connection, whose
 // last bytes (here a TLS record) reach the peer before a clean end.
 func TestCloseTLSConn(t *testing.T) {
-	pki, err := testbed.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := testbed.SharedPKI(t)
 	h := newHarness(t, Config{}, false)
 	srvRaw, cliRaw := pair(t, listen(t), nil)
 	srv := tls.Server(srvRaw, pki.ServerConfig(tls.VersionTLS13))

@@ -21,10 +21,7 @@ import (
 func TestNoResets(t *testing.T) {
 	testbed.RequireRoot(t, "the RST counters test")
 	const trials = 50
-	pki, err := testbed.NewPKI("192.0.2.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := testbed.SharedPKI(t)
 	pair, err := testbed.NewPair(testbed.PathConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -28,10 +28,7 @@ import (
 const tlsTrials = 100
 
 func TestTLSAlertReachesClient(t *testing.T) {
-	pki, err := testbed.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := testbed.SharedPKI(t)
 	files, err := pki.WriteFiles(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

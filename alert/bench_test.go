@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/linger-go/linger/alert"
+	"github.com/linger-go/linger/internal/testbed"
 )
 
 // benchConns dials a server that accepts the client and then runs serve,
@@ -15,7 +16,7 @@ import (
 // share one TCP connection, so that they differ only by the wrapper and not
 // by the kernel's per-connection buffer tuning.
 func benchConns(b *testing.B, serve func(*tls.Conn)) map[string]net.Conn {
-	p := getPKI(b)
+	p := testbed.SharedPKI(b)
 	s := serveTLS(b, false, p.ServerConfig(tls.VersionTLS13), func(tc *tls.Conn) {
 		if tc.Handshake() == nil {
 			serve(tc)

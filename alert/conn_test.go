@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/alert"
+	"github.com/linger-go/linger/internal/testbed"
 )
 
 // Server behaviours after the client's TLS 1.3 handshake.
@@ -28,7 +29,7 @@ const (
 // whose writes can be made to fail, after a completed handshake.
 func startMode(t *testing.T, mode string, probe time.Duration) (*alert.Conn, *faultConn) {
 	t.Helper()
-	p := getPKI(t)
+	p := testbed.SharedPKI(t)
 	cert := &p.Client
 	if mode == modeAlert {
 		cert = &p.Untrusted
@@ -166,7 +167,7 @@ func TestWriteWaitsForConcurrentRead(t *testing.T) {
 // TestProbeKeepsData checks that application data a probe reads past is
 // returned by the next Reads, in order.
 func TestProbeKeepsData(t *testing.T) {
-	p := getPKI(t)
+	p := testbed.SharedPKI(t)
 	want := bytes.Repeat([]byte("0123456789abcdef"), 3000) // several records
 	s := serveTLS(t, false, p.ServerConfig(tls.VersionTLS13), func(tc *tls.Conn) {
 		if tc.Write(want); true {
@@ -207,7 +208,7 @@ func TestProbeKeepsData(t *testing.T) {
 // closes while the client is still sending, without a fatal alert. The
 // client's error must stay the transport error.
 func TestRealNoAlert(t *testing.T) {
-	p := getPKI(t)
+	p := testbed.SharedPKI(t)
 	closes := map[string]func(*tls.Conn){
 		"RST from unread data": func(tc *tls.Conn) { tc.NetConn().Close() },
 		"RST from SO_LINGER 0": func(tc *tls.Conn) {
@@ -272,7 +273,7 @@ func TestNil(t *testing.T) {
 // TestHTTPClientAccepted checks that NewHTTPClient works against a server
 // that accepts it, and records what net/http does with a wrapped conn.
 func TestHTTPClientAccepted(t *testing.T) {
-	p := getPKI(t)
+	p := testbed.SharedPKI(t)
 	for _, h2 := range []bool{false, true} {
 		srvCfg := p.ServerConfig(0)
 		if h2 {
@@ -306,7 +307,7 @@ func TestHTTPClientAccepted(t *testing.T) {
 // connection it makes, names the server after the dialed host, and still
 // reports a rejection as an *Error.
 func TestDialerDial(t *testing.T) {
-	p := getPKI(t)
+	p := testbed.SharedPKI(t)
 	s := serveTLS(t, false, p.ServerConfig(tls.VersionTLS12), rejecting)
 	defer s.stop(t)
 	var dials int

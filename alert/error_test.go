@@ -13,13 +13,14 @@ import (
 	"testing"
 
 	"github.com/linger-go/linger/alert"
+	"github.com/linger-go/linger/internal/testbed"
 )
 
 // realAlert returns the error crypto/tls's own client returns when the server
 // rejects its certificate during a TLS 1.2 handshake.
 func realAlert(t *testing.T) error {
 	t.Helper()
-	p := getPKI(t)
+	p := testbed.SharedPKI(t)
 	s := serveTLS(t, false, p.ServerConfig(tls.VersionTLS12), rejecting)
 	tc := dialTLS(t, s.Addr, p.ClientConfig(&p.Untrusted, tls.VersionTLS12))
 	defer tc.Close()

@@ -10,23 +10,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger"
-	"github.com/linger-go/linger/internal/testbed"
 )
-
-var (
-	pkiOnce sync.Once
-	pki     *testbed.PKI
-	pkiErr  error
-)
-
-func getPKI(t testing.TB) *testbed.PKI {
-	t.Helper()
-	pkiOnce.Do(func() { pki, pkiErr = testbed.NewPKI() })
-	if pkiErr != nil {
-		t.Fatal(pkiErr)
-	}
-	return pki
-}
 
 // server is a TLS server on loopback that requires a client certificate
 // from the test CA.

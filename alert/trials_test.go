@@ -155,7 +155,7 @@ func runCells(t *testing.T, what string, trial func(t *testing.T, c cell) *tally
 // certificate to an http.Server that rejects it, closing at once (plain) or
 // lingering.
 func TestHTTPTrials(t *testing.T) {
-	p := getPKI(t)
+	p := testbed.SharedPKI(t)
 	runCells(t, "net/http POST 1 MiB", func(t *testing.T, c cell) *tally {
 		s, ln := listen(t, c.lingering, p.ServerConfig(c.version))
 		srv := &http.Server{
@@ -192,7 +192,7 @@ func TestHTTPTrials(t *testing.T) {
 // TestRawTrials: a crypto/tls client writes 1 MiB, then reads, with an
 // untrusted client certificate; its first error counts.
 func TestRawTrials(t *testing.T) {
-	p := getPKI(t)
+	p := testbed.SharedPKI(t)
 	runCells(t, "crypto/tls write 1 MiB, read", func(t *testing.T, c cell) *tally {
 		s := serveTLS(t, c.lingering, p.ServerConfig(c.version), rejecting)
 		cfg := p.ClientConfig(&p.Untrusted, c.version)

@@ -49,10 +49,7 @@ func TestProbeCommand(t *testing.T) {
 			t.Errorf("descriptors: %d before, %d after", before, after)
 		}
 	})
-	pki, err := testbed.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := testbed.SharedPKI(t)
 	files, err := pki.WriteFiles(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -114,19 +111,7 @@ func serveForProbe(t *testing.T, lingering bool, cfg *tls.Config) string {
 		t.Fatal(err)
 	}
 	if lingering {
-		lc, err := linger.New(linger.Config{})
-		if err != nil {
-			ln.Close()
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := lc.Shutdown(ctx); err != nil {
-				t.Errorf("linger shutdown: %v", err)
-			}
-		})
-		ln = lc.Listener(ln)
+		ln = testbed.Linger(t, linger.Must(linger.Config{}), ln)
 	}
 	return testbed.ServeTLS(t, ln, cfg, nil)
 }

@@ -28,28 +28,9 @@ func TestMain(m *testing.M) {
 func startGo(t testing.TB, ln net.Listener, lingering bool, cfg *tls.Config) string {
 	t.Helper()
 	if lingering {
-		ln = lingerListener(t, ln)
+		ln = testbed.Linger(t, linger.Must(linger.Config{}), ln)
 	}
 	return testbed.ServeTLS(t, ln, cfg, nil)
-}
-
-// lingerListener wraps ln with a Closer that is shut down when the test
-// ends, after the server's connections.
-func lingerListener(t testing.TB, ln net.Listener) net.Listener {
-	t.Helper()
-	lc, err := linger.New(linger.Config{})
-	if err != nil {
-		ln.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := lc.Shutdown(ctx); err != nil {
-			t.Errorf("linger shutdown: %v", err)
-		}
-	})
-	return lc.Listener(ln)
 }
 
 // startOpenSSL runs openssl s_server on host (port 0: it picks one) and

@@ -18,7 +18,7 @@ import (
 func TestImpairedPath(t *testing.T) {
 	testbed.RequireRoot(t, "the impaired-path probe")
 	checkFDs(t)
-	p := getPKI(t)
+	p := testbed.SharedPKI(t)
 	pair, err := testbed.NewPair(testbed.PathConfig{Delay: 10 * time.Millisecond, Loss: 0.02})
 	if err != nil {
 		t.Fatal(err)

@@ -14,23 +14,6 @@ import (
 	"github.com/linger-go/linger/internal/testbed"
 )
 
-var (
-	pkiOnce sync.Once
-	pki     *testbed.PKI
-	pkiErr  error
-)
-
-// getPKI returns one PKI for the whole test binary; its server certificate
-// is also valid for the namespace pair's server address.
-func getPKI(t testing.TB) *testbed.PKI {
-	t.Helper()
-	pkiOnce.Do(func() { pki, pkiErr = testbed.NewPKI("192.0.2.1") })
-	if pkiErr != nil {
-		t.Fatal(pkiErr)
-	}
-	return pki
-}
-
 // checkFDs makes the test fail if it leaves descriptors open. Call it
 // first, so that its cleanup runs after every other.
 func checkFDs(t *testing.T) {
@@ -68,7 +51,7 @@ var modes = []probe.Mode{probe.ModeRecord, probe.ModeClientCert}
 // every alert delivered, and openssl s_server is recorded as it is.
 func TestLoopback(t *testing.T) {
 	checkFDs(t)
-	p := getPKI(t)
+	p := testbed.SharedPKI(t)
 	dir := t.TempDir()
 	files, err := p.WriteFiles(dir)
 	if err != nil {
@@ -138,7 +121,7 @@ func checkReport(t *testing.T, rep *probe.Report, server string, version uint16)
 // as configuration problems, stop the probe after one trial, and exit 2.
 func TestConfigurationProblems(t *testing.T) {
 	checkFDs(t)
-	p := getPKI(t)
+	p := testbed.SharedPKI(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

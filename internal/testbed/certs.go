@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -206,4 +207,25 @@ func writePEM(path, typ string, der []byte) error {
 		return fmt.Errorf("testbed: %w", err)
 	}
 	return nil
+}
+
+var shared struct {
+	once sync.Once
+	pki  *PKI
+	err  error
+}
+
+// SharedPKI returns one PKI for the whole process, whose server certificate
+// is also valid for a Pair's server address (192.0.2.1): tests that each
+// need a PKI share it rather than generate keys again.
+func SharedPKI(t interface {
+	Helper()
+	Fatal(args ...any)
+}) *PKI {
+	t.Helper()
+	shared.once.Do(func() { shared.pki, shared.err = NewPKI("192.0.2.1") })
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.pki
 }

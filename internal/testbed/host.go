@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -109,4 +110,32 @@ func ServeTLS(t interface {
 		wg.Wait()
 	})
 	return ln.Addr().String()
+}
+
+// A Lingerer is what Linger needs of a *linger.Closer. (testbed cannot
+// import package linger, whose own tests import testbed.)
+type Lingerer interface {
+	Listener(net.Listener) net.Listener
+	Shutdown(context.Context) error
+}
+
+// Linger returns ln wrapped by lc, so that the connections it accepts linger
+// when closed, and shuts lc down when the test ends. Cleanups run last
+// registered first, so a server started on the returned listener afterwards
+// (ServeTLS) stops before lc shuts down; the test fails if lc then has to
+// cut lingering connections short.
+func Linger(t interface {
+	Helper()
+	Cleanup(func())
+	Errorf(format string, args ...any)
+}, lc Lingerer, ln net.Listener) net.Listener {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := lc.Shutdown(ctx); err != nil {
+			t.Errorf("linger shutdown: %v", err)
+		}
+	})
+	return lc.Listener(ln)
 }
