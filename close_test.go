@@ -180,6 +180,9 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New(Config{}) = %v", err)
 	}
+	if c, err := New(Config{MaxHold: time.Second}); err != nil || c.cfg.IdleTimeout != time.Second {
+		t.Errorf("New with only MaxHold 1s = %v; want IdleTimeout 1s, not an error", err)
+	}
 	if c.cfg.IdleTimeout != DefaultIdleTimeout || c.cfg.MaxHold != DefaultMaxHold ||
 		c.cfg.MaxDiscard != DefaultMaxDiscard || c.cfg.MaxConns != DefaultMaxConns || c.cfg.MaxConnsPerIP != 0 {
 		t.Errorf("zero Config gave %+v, want the defaults", c.cfg)

@@ -34,7 +34,7 @@ type Config struct {
 	// IdleTimeout ends a lingering connection whose peer has neither sent
 	// bytes nor acknowledged bytes we sent for this long. Acknowledgements
 	// are seen on Linux only; elsewhere only incoming bytes count.
-	// Zero means DefaultIdleTimeout.
+	// Zero means DefaultIdleTimeout, or MaxHold if that is shorter.
 	IdleTimeout time.Duration
 
 	// MaxHold caps the total time a connection lingers, however much
@@ -80,11 +80,13 @@ func (c Config) withDefaults() (Config, error) {
 	case c.MaxConnsPerIP < 0:
 		return c, fmt.Errorf("%w: MaxConnsPerIP %d is negative", ErrConfig, c.MaxConnsPerIP)
 	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultIdleTimeout
-	}
 	if c.MaxHold == 0 {
 		c.MaxHold = DefaultMaxHold
+	}
+	if c.IdleTimeout == 0 {
+		// A MaxHold set below the default idle timeout is the tighter
+		// bound the caller asked for, not a conflict.
+		c.IdleTimeout = min(DefaultIdleTimeout, c.MaxHold)
 	}
 	if c.MaxDiscard == 0 {
 		c.MaxDiscard = DefaultMaxDiscard
