@@ -1,0 +1,307 @@
+package alert
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Transport is an http.RoundTripper whose HTTPS requests report the
+// server's alert, over HTTP/2 and HTTP/1.1 alike. Use [NewTransport] to
+// make one; it is safe for concurrent use, like http.Transport.
+//
+// Connections are dialed by a [Dialer] and are [*Conn]s. The protocol is
+// negotiated by ALPN, as the stock transport does: HTTP/2 when the server
+// offers it (through golang.org/x/net/http2), HTTP/1.1 otherwise (through
+// an http.Transport cloned from http.DefaultTransport, with its pool and
+// timeouts). A server found not to speak HTTP/2 is remembered, and gets
+// HTTP/1.1 connections until CloseIdleConnections. Both pools keep and
+// reuse connections like the stock transport's. Response.TLS is set over
+// both protocols.
+//
+// A request that fails because the server sent a fatal alert returns an
+// error in which errors.As finds an [*Error] whose Err is the transport's
+// error, so errors.Is finds what it found before. This includes the first
+// request on a new HTTP/2 connection, for which the HTTP/2 client reports
+// only "client conn could not be established": the alert is taken from the
+// connection the request was given.
+//
+// Proxies: requests for which http.ProxyFromEnvironment names a proxy are
+// made exactly as by a clone of http.DefaultTransport (HTTP/2 or HTTP/1.1
+// over the proxy's tunnel, TLS by net/http), and so do not report alerts.
+// To report alerts through a proxy, make the tunnel in Dialer.Dial and
+// leave the environment's proxy variables unset for those hosts.
+type Transport struct {
+	h1 *http.Transport  // HTTP/1.1, and every request not over direct TLS
+	h2 *http2.Transport // HTTP/2 over direct TLS
+	d1 Dialer           // offers http/1.1 only
+	d2 Dialer           // offers h2 and http/1.1
+	// useH2 is false when the caller's Config.NextProtos leaves h2 out.
+	useH2 bool
+
+	mu     sync.Mutex
+	h1Only map[string]bool       // authorities that did not negotiate h2
+	spare  map[string]*spareConn // by address: dialed for HTTP/2, got HTTP/1.1
+}
+
+// spareConn is a connection dialed for HTTP/2 on which the server chose
+// HTTP/1.1; the HTTP/1.1 transport takes it instead of dialing again.
+type spareConn struct {
+	c     *Conn
+	timer *time.Timer // closes c if nobody takes it
+}
+
+// spareTTL is how long a spare connection waits for the HTTP/1.1 transport,
+// which asks for one at once when the request falls back to it.
+const spareTTL = 5 * time.Second
+
+// maxH1Only caps the memory of authorities without HTTP/2; past it the
+// memory starts over, which costs one extra handshake per authority.
+const maxH1Only = 4096
+
+// errNoH2 is the HTTP/2 dial's error when the server did not choose h2; it
+// never leaves RoundTrip.
+var errNoH2 = errors.New("alert: server did not negotiate h2")
+
+// NewTransport returns a Transport that dials with d (nil means a zero
+// Dialer). d is copied. If d.Config.NextProtos is set, it decides what is
+// offered: HTTP/2 only if it lists "h2"; nil offers "h2" and "http/1.1".
+func NewTransport(d *Dialer) *Transport {
+	var dd Dialer
+	if d != nil {
+		dd = *d
+	}
+	cfg := dd.Config
+	if cfg == nil {
+		cfg = new(tls.Config)
+	}
+	t := &Transport{
+		useH2:  len(cfg.NextProtos) == 0 || slices.Contains(cfg.NextProtos, http2.NextProtoTLS),
+		h1Only: make(map[string]bool),
+		spare:  make(map[string]*spareConn),
+	}
+	t.d1, t.d2 = dd, dd
+	t.d1.Config = cfg.Clone()
+	t.d1.Config.NextProtos = slices.DeleteFunc(slices.Clone(cfg.NextProtos), func(p string) bool { return p == http2.NextProtoTLS })
+	if len(t.d1.Config.NextProtos) == 0 {
+		t.d1.Config.NextProtos = []string{"http/1.1"}
+	}
+	t.d2.Config = cfg.Clone()
+	if len(cfg.NextProtos) == 0 {
+		t.d2.Config.NextProtos = []string{http2.NextProtoTLS, "http/1.1"}
+	}
+
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		t.h1 = dt.Clone()
+	} else {
+		t.h1 = &http.Transport{Proxy: http.ProxyFromEnvironment}
+	}
+	// Through a proxy net/http does the handshake itself, with this
+	// configuration; direct connections come from dialH1.
+	t.h1.TLSClientConfig = cfg.Clone()
+	t.h1.DialTLSContext = t.dialH1
+	t.h2 = &http2.Transport{
+		DialTLSContext:     t.dialH2,
+		TLSClientConfig:    t.d2.Config,
+		DisableCompression: t.h1.DisableCompression,
+		IdleConnTimeout:    t.h1.IdleConnTimeout,
+	}
+	return t
+}
+
+// dialH2 dials for the HTTP/2 transport. A connection on which the server
+// chose HTTP/1.1 is kept for dialH1, and errNoH2 sends the request there.
+func (t *Transport) dialH2(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+	c, err := t.d2.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	ac := c.(*Conn)
+	if ac.ConnectionState().NegotiatedProtocol != http2.NextProtoTLS {
+		t.putSpare(addr, ac)
+		return nil, fmt.Errorf("%w: %s", errNoH2, addr)
+	}
+	return ac, nil
+}
+
+// dialH1 dials for the HTTP/1.1 transport, taking a spare connection if
+// dialH2 left one for addr.
+func (t *Transport) dialH1(ctx context.Context, network, addr string) (net.Conn, error) {
+	if c := t.takeSpare(addr); c != nil {
+		return c, nil
+	}
+	return t.d1.DialContext(ctx, network, addr)
+}
+
+func (t *Transport) putSpare(addr string, c *Conn) {
+	s := &spareConn{c: c}
+	t.mu.Lock()
+	old := t.spare[addr]
+	t.spare[addr] = s
+	s.timer = time.AfterFunc(spareTTL, func() {
+		t.mu.Lock()
+		mine := t.spare[addr] == s
+		if mine {
+			delete(t.spare, addr)
+		}
+		t.mu.Unlock()
+		if mine {
+			c.Close()
+		}
+	})
+	t.mu.Unlock()
+	if old != nil {
+		old.timer.Stop()
+		old.c.Close()
+	}
+}
+
+func (t *Transport) takeSpare(addr string) *Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.spare[addr]
+	if s == nil {
+		return nil
+	}
+	delete(t.spare, addr)
+	s.timer.Stop()
+	return s.c
+}
+
+// knownH1 reports whether authority was found not to speak HTTP/2.
+func (t *Transport) knownH1(authority string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.h1Only[authority]
+}
+
+func (t *Transport) setH1(authority string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.h1Only) >= maxH1Only {
+		clear(t.h1Only)
+	}
+	t.h1Only[authority] = true
+}
+
+// connTrace records the connection a request was given, through
+// httptrace's GotConn, which both transports call.
+type connTrace struct {
+	trace httptrace.ClientTrace
+	mu    sync.Mutex
+	conn  net.Conn
+}
+
+func (ct *connTrace) gotConn(info httptrace.GotConnInfo) {
+	ct.mu.Lock()
+	ct.conn = info.Conn
+	ct.mu.Unlock()
+}
+
+func (ct *connTrace) get() net.Conn {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	return ct.conn
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t == nil || t.h1 == nil {
+		return nil, errors.New("alert: Transport not made by NewTransport")
+	}
+	if req.URL == nil || req.URL.Scheme != "https" {
+		return t.h1.RoundTrip(req)
+	}
+	if t.h1.Proxy != nil {
+		if u, err := t.h1.Proxy(req); err != nil || u != nil {
+			return t.h1.RoundTrip(req) // the stock path, see Transport
+		}
+	}
+	ct := new(connTrace)
+	ct.trace.GotConn = ct.gotConn
+	r := req.WithContext(httptrace.WithClientTrace(req.Context(), &ct.trace))
+	authority := authorityOf(req)
+	var resp *http.Response
+	var err error
+	if t.useH2 && !t.knownH1(authority) {
+		resp, err = t.h2.RoundTrip(r)
+		if errors.Is(err, errNoH2) {
+			// The HTTP/2 transport fails a dial before it touches the
+			// request body, so the request can still be sent.
+			t.setH1(authority)
+			resp, err = t.h1.RoundTrip(r)
+		}
+	} else {
+		resp, err = t.h1.RoundTrip(r)
+	}
+	conn := ct.get()
+	if err != nil {
+		return nil, explain(err, conn)
+	}
+	resp.Request = req
+	if resp.TLS == nil {
+		// net/http fills it in only for a *tls.Conn.
+		if c, ok := conn.(*Conn); ok {
+			resp.TLS = c.state()
+		}
+	}
+	return resp, nil
+}
+
+// CloseIdleConnections closes the idle connections of both protocols and
+// forgets which servers do not speak HTTP/2.
+func (t *Transport) CloseIdleConnections() {
+	if t == nil || t.h1 == nil {
+		return
+	}
+	t.h1.CloseIdleConnections()
+	t.h2.CloseIdleConnections()
+	t.mu.Lock()
+	spares := t.spare
+	t.spare = make(map[string]*spareConn)
+	clear(t.h1Only)
+	t.mu.Unlock()
+	for _, s := range spares {
+		s.timer.Stop()
+		s.c.Close()
+	}
+}
+
+// authorityOf is the host:port a request goes to, as both transports key
+// their pools.
+func authorityOf(req *http.Request) string {
+	port := req.URL.Port()
+	if port == "" {
+		port = "443"
+	}
+	return net.JoinHostPort(req.URL.Hostname(), port)
+}
+
+// explain returns err as an *Error if it carries an alert, or if the
+// connection the request was given had received one: when that
+// connection dies before the first request on it starts, the HTTP/2
+// client returns a fixed error and drops the read loop's alert.
+func explain(err error, conn net.Conn) error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	if code, ok := remoteAlert(err); ok {
+		return newError(code, err)
+	}
+	if c, ok := conn.(*Conn); ok {
+		if a := c.alert.Load(); a != nil {
+			return &Error{Code: a.Code, Description: a.Description, Err: err}
+		}
+	}
+	return err
+}
