@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"testing"
 
@@ -77,5 +78,74 @@ func BenchmarkRead(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkHTTP2 compares package alert's Transport with net/http's stock
+// transport on a happy path over HTTP/2: GET requests for a 1 KiB body on
+// one kept connection, to a server that accepts the client. Both clients
+// run in the same benchmark binary against the same server; compare them
+// with benchstat (see the README).
+func BenchmarkHTTP2(b *testing.B) {
+	p := testbed.SharedPKI(b)
+	srvCfg := p.ServerConfig(tls.VersionTLS13)
+	srvCfg.NextProtos = []string{"h2", "http/1.1"}
+	s, ln := listen(b, false, srvCfg)
+	body := make([]byte, 1<<10)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) })}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Close(); s.stop(b) })
+	url := "https://" + s.Addr + "/"
+	clients := map[string]func() http.RoundTripper{
+		"stock": func() http.RoundTripper {
+			var protos http.Protocols
+			protos.SetHTTP1(true)
+			protos.SetHTTP2(true)
+			return &http.Transport{TLSClientConfig: p.ClientConfig(&p.Client, tls.VersionTLS13), Protocols: &protos}
+		},
+		"alert": func() http.RoundTripper {
+			return alert.NewTransport(&alert.Dialer{Config: p.ClientConfig(&p.Client, tls.VersionTLS13)})
+		},
+	}
+	// get makes one request; it reports with Error, not Fatal, because
+	// RunParallel calls it from other goroutines.
+	get := func(b *testing.B, c *http.Client) bool {
+		resp, err := c.Get(url)
+		if err != nil {
+			b.Error(err)
+			return false
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.ProtoMajor != 2 {
+			b.Errorf("%s, body: %v; want HTTP/2 and a body", resp.Proto, err)
+			return false
+		}
+		return true
+	}
+	for _, mode := range []string{"serial", "parallel"} {
+		for _, name := range []string{"stock", "alert"} {
+			b.Run("mode="+mode+"/client="+name, func(b *testing.B) {
+				c := &http.Client{Transport: clients[name]()}
+				defer c.CloseIdleConnections()
+				if !get(b, c) { // dial outside the timing
+					return
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				if mode == "serial" {
+					for b.Loop() {
+						if !get(b, c) {
+							return
+						}
+					}
+					return
+				}
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() && get(b, c) {
+					}
+				})
+			})
+		}
 	}
 }

@@ -543,3 +543,43 @@ func TestTimeouts(t *testing.T) {
 		}
 	})
 }
+
+// TestTransportContext: a request whose server never answers ends with its
+// context, over HTTP/2 and HTTP/1.1.
+func TestTransportContext(t *testing.T) {
+	p := testbed.SharedPKI(t)
+	srvCfg := p.ServerConfig(0)
+	srvCfg.NextProtos = []string{"h2", "http/1.1"}
+	s, ln := listen(t, false, srvCfg)
+	release := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}), ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.Serve(ln)
+	defer s.stop(t)
+	defer srv.Close()
+	defer close(release)
+	for _, protos := range [][]string{nil, {"http/1.1"}} {
+		cfg := p.ClientConfig(&p.Client, 0)
+		cfg.NextProtos = protos
+		client := alert.NewHTTPClient(cfg)
+		const bound = 300 * time.Millisecond
+		ctx, cancel := context.WithTimeout(t.Context(), bound)
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+s.Addr+"/", nil)
+		start := time.Now()
+		resp, err := client.Do(req)
+		took := time.Since(start)
+		cancel()
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("offering %v: the request succeeded", protos)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || took > bound+5*time.Second {
+			t.Errorf("offering %v: %v after %v, want the context's deadline after about %v", protos, err, took, bound)
+		}
+		client.CloseIdleConnections()
+	}
+}

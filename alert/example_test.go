@@ -17,7 +17,9 @@ import (
 // rejectingServer starts an HTTPS server on loopback that requires a client
 // certificate from pki's CA, as a server of yours would.
 func rejectingServer(pki *testbed.PKI) (addr string, stop func()) {
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", pki.ServerConfig(tls.VersionTLS13))
+	cfg := pki.ServerConfig(tls.VersionTLS13)
+	cfg.NextProtos = []string{"h2", "http/1.1"} // as http.Server.ServeTLS offers
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -58,6 +60,8 @@ func ExampleWrap() {
 	// Output: the server refused us: unknown certificate authority (alert 48)
 }
 
+// The client speaks HTTP/2 to this server, and the refusal comes on the
+// first request of a new connection.
 func ExampleNewHTTPClient() {
 	pki, err := testbed.NewPKI()
 	if err != nil {
