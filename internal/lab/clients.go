@@ -348,12 +348,20 @@ func goHTTP2(ctx context.Context, t *trial, withAlert, h2 bool) result {
 		}
 		return result{reached: 0, first: "status " + resp.Status}
 	}
-	_, ok := alert.FromError(err)
-	ok = ok && t.sc.rejects
-	reached := ok
 	mu.Lock()
 	c := conn
 	mu.Unlock()
+	// The premise of an HTTP/2 cell: the server offered h2 and the client
+	// took it. A request that never got a connection (a TLS 1.2 handshake
+	// refused) says nothing either way.
+	if cs, isTLS := c.(interface{ ConnectionState() tls.ConnectionState }); isTLS && h2 && t.sc.rejects {
+		if p := cs.ConnectionState().NegotiatedProtocol; p != "h2" {
+			return result{reached: -1, first: fmt.Sprintf("negotiated %q, not h2", p)}
+		}
+	}
+	_, ok := alert.FromError(err)
+	ok = ok && t.sc.rejects
+	reached := ok
 	if !reached && c != nil && t.sc.rejects {
 		c.SetReadDeadline(time.Now().Add(probeTimeout))
 		_, rerr := c.Read(make([]byte, 1))
