@@ -10,6 +10,7 @@ import (
 
 	"github.com/linger-go/linger/alert"
 	"github.com/linger-go/linger/internal/testbed"
+	"golang.org/x/net/http2"
 )
 
 // benchConns dials a server that accepts the client and then runs serve,
@@ -82,7 +83,8 @@ func BenchmarkRead(b *testing.B) {
 }
 
 // BenchmarkHTTP2 compares package alert's Transport with net/http's stock
-// transport on a happy path over HTTP/2: GET requests for a 1 KiB body on
+// transport, and with x/net's HTTP/2 transport that it is built on, on a
+// happy path over HTTP/2: GET requests for a 1 KiB body on
 // one kept connection, to a server that accepts the client. Both clients
 // run in the same benchmark binary against the same server; compare them
 // with benchstat (see the README).
@@ -102,6 +104,11 @@ func BenchmarkHTTP2(b *testing.B) {
 			protos.SetHTTP1(true)
 			protos.SetHTTP2(true)
 			return &http.Transport{TLSClientConfig: p.ClientConfig(&p.Client, tls.VersionTLS13), Protocols: &protos}
+		},
+		// x/net's HTTP/2 over a plain *tls.Conn, which package alert's
+		// Transport uses: it tells the wrapper's cost from x/net's.
+		"xnet": func() http.RoundTripper {
+			return &http2.Transport{TLSClientConfig: p.ClientConfig(&p.Client, tls.VersionTLS13)}
 		},
 		"alert": func() http.RoundTripper {
 			return alert.NewTransport(&alert.Dialer{Config: p.ClientConfig(&p.Client, tls.VersionTLS13)})
@@ -124,7 +131,7 @@ func BenchmarkHTTP2(b *testing.B) {
 		return true
 	}
 	for _, mode := range []string{"serial", "parallel"} {
-		for _, name := range []string{"stock", "alert"} {
+		for _, name := range []string{"stock", "xnet", "alert"} {
 			b.Run("mode="+mode+"/client="+name, func(b *testing.B) {
 				c := &http.Client{Transport: clients[name]()}
 				defer c.CloseIdleConnections()
