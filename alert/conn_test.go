@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -581,5 +582,54 @@ func TestTransportContext(t *testing.T) {
 			t.Errorf("offering %v: %v after %v, want the context's deadline after about %v", protos, err, took, bound)
 		}
 		client.CloseIdleConnections()
+	}
+}
+
+// onceBody is a request body that cannot be read after Close, as a pipe or
+// a file: net/http cannot rewind it (no GetBody).
+type onceBody struct {
+	r      io.Reader
+	closed atomic.Bool
+}
+
+func (b *onceBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, errors.New("read after Close")
+	}
+	return b.r.Read(p)
+}
+
+func (b *onceBody) Close() error { b.closed.Store(true); return nil }
+
+// TestTransportFallbackBody: the first request to a server without HTTP/2
+// goes to the HTTP/1.1 transport after the HTTP/2 dial found out; a body
+// that cannot be rewound must arrive whole, and be closed once sent.
+func TestTransportFallbackBody(t *testing.T) {
+	p := testbed.SharedPKI(t)
+	srvCfg := p.ServerConfig(0)
+	srvCfg.NextProtos = []string{"http/1.1"}
+	s, ln := listen(t, false, srvCfg)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	}), ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.Serve(ln)
+	defer s.stop(t)
+	defer srv.Close()
+	client := alert.NewHTTPClient(p.ClientConfig(&p.Client, 0))
+	defer client.CloseIdleConnections()
+	body := &onceBody{r: bytes.NewReader(make([]byte, 100<<10))}
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", "https://"+s.Addr+"/", body)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "102400" || resp.ProtoMajor != 1 {
+		t.Errorf("server got %s bytes over %s, want 102400 over HTTP/1.1", got, resp.Proto)
+	}
+	if !body.closed.Load() {
+		t.Error("the request body was not closed")
 	}
 }

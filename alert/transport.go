@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -23,8 +24,8 @@ import (
 // negotiated by ALPN, as the stock transport does: HTTP/2 when the server
 // offers it (through golang.org/x/net/http2), HTTP/1.1 otherwise (through
 // an http.Transport cloned from http.DefaultTransport, with its pool and
-// timeouts). A server found not to speak HTTP/2 is remembered, and gets
-// HTTP/1.1 connections until CloseIdleConnections. Both pools keep and
+// timeouts). What a server speaks is remembered until
+// CloseIdleConnections: one found without HTTP/2 gets HTTP/1.1 connections. Both pools keep and
 // reuse connections like the stock transport's. Response.TLS is set over
 // both protocols.
 //
@@ -49,9 +50,18 @@ type Transport struct {
 	useH2 bool
 
 	mu     sync.Mutex
-	h1Only map[string]bool       // authorities that did not negotiate h2
+	protos map[string]proto      // by the URL's host: what the server spoke
 	spare  map[string]*spareConn // by address: dialed for HTTP/2, got HTTP/1.1
 }
+
+// proto is what an authority was found to speak.
+type proto uint8
+
+const (
+	protoUnknown proto = iota
+	protoH1            // did not negotiate h2
+	protoH2            // answered a request over HTTP/2
+)
 
 // spareConn is a connection dialed for HTTP/2 on which the server chose
 // HTTP/1.1; the HTTP/1.1 transport takes it instead of dialing again.
@@ -64,9 +74,10 @@ type spareConn struct {
 // which asks for one at once when the request falls back to it.
 const spareTTL = 5 * time.Second
 
-// maxH1Only caps the memory of authorities without HTTP/2; past it the
-// memory starts over, which costs one extra handshake per authority.
-const maxH1Only = 4096
+// maxProtos caps the memory of what authorities speak; past it the memory
+// starts over, which costs one extra handshake per authority without
+// HTTP/2.
+const maxProtos = 4096
 
 // errNoH2 is the HTTP/2 dial's error when the server did not choose h2; it
 // never leaves RoundTrip.
@@ -86,7 +97,7 @@ func NewTransport(d *Dialer) *Transport {
 	}
 	t := &Transport{
 		useH2:  len(cfg.NextProtos) == 0 || slices.Contains(cfg.NextProtos, http2.NextProtoTLS),
-		h1Only: make(map[string]bool),
+		protos: make(map[string]proto),
 		spare:  make(map[string]*spareConn),
 	}
 	t.d1, t.d2 = dd, dd
@@ -177,20 +188,87 @@ func (t *Transport) takeSpare(addr string) *Conn {
 	return s.c
 }
 
-// knownH1 reports whether authority was found not to speak HTTP/2.
-func (t *Transport) knownH1(authority string) bool {
+// proto returns what authority was found to speak.
+func (t *Transport) proto(authority string) proto {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.h1Only[authority]
+	return t.protos[authority]
 }
 
-func (t *Transport) setH1(authority string) {
+func (t *Transport) setProto(authority string, p proto) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.h1Only) >= maxH1Only {
-		clear(t.h1Only)
+	if len(t.protos) >= maxProtos {
+		clear(t.protos)
 	}
-	t.h1Only[authority] = true
+	t.protos[authority] = p
+}
+
+// heldBody carries a request body through the HTTP/2 attempt of a request
+// to an authority not yet known, holding back a Close that comes before
+// the body is read: net/http's HTTP/2 (from Go 1.27 under x/net's) closes
+// the body of a request it could not get a connection for, and the body
+// must still go over HTTP/1.1.
+type heldBody struct {
+	rc   io.ReadCloser
+	mu   sync.Mutex
+	read bool // Read was called: the body is the HTTP/2 attempt's
+	held bool // Close was called before any Read
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	b.read = true
+	b.mu.Unlock()
+	return b.rc.Read(p)
+}
+
+func (b *heldBody) Close() error {
+	b.mu.Lock()
+	if !b.read {
+		b.held = true
+		b.mu.Unlock()
+		return nil
+	}
+	b.mu.Unlock()
+	return b.rc.Close()
+}
+
+// release reports whether the body is untouched and can be sent again
+// (resend); otherwise it performs a Close it held back, and lets later
+// ones through.
+func (b *heldBody) release(resend bool) bool {
+	b.mu.Lock()
+	untouched, held := !b.read, b.held
+	b.read = true
+	b.mu.Unlock()
+	if resend && untouched {
+		return true
+	}
+	if held {
+		b.rc.Close()
+	}
+	return false
+}
+
+// resend returns r ready to go again after an HTTP/2 attempt that never got
+// a connection: with its body as it was (untouched, held back from a
+// Close), or a fresh one from GetBody.
+func resend(r *http.Request, body io.ReadCloser, hb *heldBody) (*http.Request, error) {
+	switch {
+	case body == nil || body == http.NoBody:
+	case hb != nil && hb.release(true):
+		r.Body = body
+	case r.GetBody != nil:
+		b, err := r.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		r.Body = b
+	default:
+		return nil, fmt.Errorf("alert: %s no longer offers HTTP/2 and the request body cannot be sent again: %w", r.URL.Host, errNoH2)
+	}
+	return r, nil
 }
 
 // connTrace records the connection a request was given, through
@@ -235,16 +313,36 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	authority := req.URL.Host
 	var resp *http.Response
 	var err error
-	if t.useH2 && !t.knownH1(authority) {
-		resp, err = t.h2.RoundTrip(r)
-		if errors.Is(err, errNoH2) {
-			// The HTTP/2 transport fails a dial before it touches the
-			// request body, so the request can still be sent.
-			t.setH1(authority)
-			resp, err = t.h1.RoundTrip(r)
-		}
-	} else {
+	p := t.proto(authority)
+	if !t.useH2 || p == protoH1 {
 		resp, err = t.h1.RoundTrip(r)
+	} else {
+		// To an authority not known yet, the request goes to the HTTP/2
+		// transport with its body held back from a Close, so that it can
+		// still go over HTTP/1.1 if the server has no HTTP/2.
+		var hb *heldBody
+		body := r.Body
+		if p == protoUnknown && body != nil && body != http.NoBody {
+			hb = &heldBody{rc: body}
+			r.Body = hb
+		}
+		resp, err = t.h2.RoundTrip(r)
+		switch {
+		case errors.Is(err, errNoH2):
+			// The HTTP/2 dial found out before the body was sent.
+			t.setProto(authority, protoH1)
+			if r, err = resend(r, body, hb); err != nil {
+				return nil, err
+			}
+			resp, err = t.h1.RoundTrip(r)
+		default:
+			if hb != nil {
+				hb.release(false)
+			}
+			if err == nil && p == protoUnknown {
+				t.setProto(authority, protoH2)
+			}
+		}
 	}
 	conn := ct.get()
 	if err != nil {
@@ -271,7 +369,7 @@ func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	spares := t.spare
 	t.spare = make(map[string]*spareConn)
-	clear(t.h1Only)
+	clear(t.protos)
 	t.mu.Unlock()
 	for _, s := range spares {
 		s.timer.Stop()
