@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -49,9 +51,12 @@ type Transport struct {
 	// useH2 is false when the caller's Config.NextProtos leaves h2 out.
 	useH2 bool
 
-	mu     sync.Mutex
-	protos map[string]proto      // by the URL's host: what the server spoke
-	spare  map[string]*spareConn // by address: dialed for HTTP/2, got HTTP/1.1
+	// protos maps the URL's host to what the server spoke. Every request
+	// reads it and few write it, so it is replaced, not changed, under mu.
+	protos atomic.Pointer[map[string]proto]
+
+	mu    sync.Mutex
+	spare map[string]*spareConn // by address: dialed for HTTP/2, got HTTP/1.1
 }
 
 // proto is what an authority was found to speak.
@@ -96,10 +101,10 @@ func NewTransport(d *Dialer) *Transport {
 		cfg = new(tls.Config)
 	}
 	t := &Transport{
-		useH2:  len(cfg.NextProtos) == 0 || slices.Contains(cfg.NextProtos, http2.NextProtoTLS),
-		protos: make(map[string]proto),
-		spare:  make(map[string]*spareConn),
+		useH2: len(cfg.NextProtos) == 0 || slices.Contains(cfg.NextProtos, http2.NextProtoTLS),
+		spare: make(map[string]*spareConn),
 	}
+	t.protos.Store(new(map[string]proto))
 	t.d1, t.d2 = dd, dd
 	t.d1.Config = cfg.Clone()
 	t.d1.Config.NextProtos = slices.DeleteFunc(slices.Clone(cfg.NextProtos), func(p string) bool { return p == http2.NextProtoTLS })
@@ -190,18 +195,22 @@ func (t *Transport) takeSpare(addr string) *Conn {
 
 // proto returns what authority was found to speak.
 func (t *Transport) proto(authority string) proto {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.protos[authority]
+	return (*t.protos.Load())[authority]
 }
 
 func (t *Transport) setProto(authority string, p proto) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.protos) >= maxProtos {
-		clear(t.protos)
+	old := *t.protos.Load()
+	if old[authority] == p {
+		return
 	}
-	t.protos[authority] = p
+	m := make(map[string]proto, len(old)+1)
+	if len(old) < maxProtos {
+		maps.Copy(m, old)
+	}
+	m[authority] = p
+	t.protos.Store(&m)
 }
 
 // heldBody carries a request body through the HTTP/2 attempt of a request
@@ -369,7 +378,7 @@ func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	spares := t.spare
 	t.spare = make(map[string]*spareConn)
-	clear(t.protos)
+	t.protos.Store(new(map[string]proto))
 	t.mu.Unlock()
 	for _, s := range spares {
 		s.timer.Stop()
