@@ -40,8 +40,10 @@ import (
 //
 // Proxies: requests for which http.ProxyFromEnvironment names a proxy are
 // made exactly as by a clone of http.DefaultTransport (HTTP/2 or HTTP/1.1
-// over the proxy's tunnel, TLS by net/http), and so do not report alerts.
-// To report alerts through a proxy, make the tunnel in Dialer.Dial and
+// over the proxy's tunnel, TLS by net/http), and report only the alerts
+// crypto/tls itself returns, those of a failed handshake; an alert that
+// follows a completed handshake is lost as with the stock transport. To
+// report every alert through a proxy, make the tunnel in Dialer.Dial and
 // leave the environment's proxy variables unset for those hosts.
 type Transport struct {
 	h1 *http.Transport  // HTTP/1.1, and every request not over direct TLS
@@ -310,7 +312,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if t.h1.Proxy != nil {
 		if u, err := t.h1.Proxy(req); err != nil || u != nil {
-			return t.h1.RoundTrip(req) // the stock path, see Transport
+			// The stock path, see Transport: only an alert that
+			// crypto/tls itself returned is found.
+			resp, err := t.h1.RoundTrip(req)
+			if err != nil {
+				return nil, explain(err, nil)
+			}
+			return resp, nil
 		}
 	}
 	ct := new(connTrace)
