@@ -3,6 +3,7 @@ package alert
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log"
 	"net"
@@ -99,5 +100,27 @@ func TestTransportProxy(t *testing.T) {
 	}
 	if resp.ProtoMajor != 2 || string(body) != "HTTP/2.0" || resp.TLS == nil {
 		t.Errorf("through the proxy: %s (server saw %s), TLS %v; want HTTP/2 with Response.TLS", resp.Proto, body, resp.TLS != nil)
+	}
+}
+
+// TestTransportProxyHandshakeAlert: through a proxy, a TLS 1.2 server's
+// refusal of the client certificate, inside the handshake, is an *Error.
+func TestTransportProxyHandshakeAlert(t *testing.T) {
+	p := testbed.SharedPKI(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", p.ServerConfig(tls.VersionTLS12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.NotFoundHandler(), ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.Serve(ln)
+	defer srv.Close()
+	proxy, connects := connectProxy(t)
+	tr := NewTransport(&Dialer{Config: p.ClientConfig(&p.Untrusted, tls.VersionTLS12)})
+	tr.h1.Proxy = http.ProxyURL(proxy)
+	defer tr.CloseIdleConnections()
+	_, err = (&http.Client{Transport: tr}).Get("https://" + ln.Addr().String() + "/")
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Code != 48 || connects.Load() != 1 {
+		t.Errorf("through the proxy (%d CONNECTs): %v, want the unknown_ca alert as an *Error", connects.Load(), err)
 	}
 }
