@@ -22,9 +22,14 @@ const (
 )
 
 // A Dialer dials TLS connections and returns them as [*Conn], so that their
-// errors report the peer's alert. Its DialContext method fits
-// http.Transport.DialTLSContext; [NewTransport] uses it for HTTP/1.1 and
+// errors report the peer's alert. [NewTransport] uses it for HTTP/1.1 and
 // HTTP/2. The zero value is ready to use.
+//
+// Its DialContext method also fits http.Transport.DialTLSContext, but an
+// http.Transport of Go 1.26 and earlier speaks HTTP/2 only over a
+// *tls.Conn: with it, Config.NextProtos must not offer "h2", or a server
+// that picks it gets HTTP/1.1. (From Go 1.27 net/http negotiates over any
+// connection with a ConnectionState method, as a *Conn has.)
 //
 // Without a context deadline a dial still ends: the connection under TLS
 // within DialTimeout, the handshake within HandshakeTimeout, so that a
