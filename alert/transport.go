@@ -26,10 +26,10 @@ import (
 // negotiated by ALPN, as the stock transport does: HTTP/2 when the server
 // offers it (through golang.org/x/net/http2), HTTP/1.1 otherwise (through
 // an http.Transport cloned from http.DefaultTransport, with its pool and
-// timeouts). What a server speaks is remembered until
-// CloseIdleConnections: one found without HTTP/2 gets HTTP/1.1 connections. Both pools keep and
-// reuse connections like the stock transport's. Response.TLS is set over
-// both protocols.
+// timeouts). Both pools keep and reuse connections like the stock
+// transport's. What a server speaks is remembered until
+// CloseIdleConnections, so that one without HTTP/2 is dialed for HTTP/1.1
+// straight away. Response.TLS is set over both protocols.
 //
 // A request that fails because the server sent a fatal alert returns an
 // error in which errors.As finds an [*Error] whose Err is the transport's
