@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/linger-go/linger/alert"
 	"github.com/linger-go/linger/internal/testbed"
