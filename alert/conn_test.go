@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -631,5 +632,78 @@ func TestTransportFallbackBody(t *testing.T) {
 	}
 	if !body.closed.Load() {
 		t.Error("the request body was not closed")
+	}
+}
+
+// TestTransportServerDropsH2: a server that spoke HTTP/2 stops offering it;
+// the next connection is dialed for HTTP/2, gets HTTP/1.1, and the request
+// goes over HTTP/1.1 with its body sent again from GetBody.
+func TestTransportServerDropsH2(t *testing.T) {
+	p := testbed.SharedPKI(t)
+	var dropped atomic.Bool
+	base := p.ServerConfig(0)
+	srvCfg := base.Clone()
+	srvCfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		c.NextProtos = []string{"h2", "http/1.1"}
+		if dropped.Load() {
+			c.NextProtos = []string{"http/1.1"}
+		}
+		return c, nil
+	}
+	s, ln := listen(t, false, srvCfg)
+	var mu sync.Mutex
+	var conns []net.Conn
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.Copy(io.Discard, r.Body)
+			fmt.Fprintf(w, "%s %d", r.Proto, n)
+		}),
+		ConnState: func(c net.Conn, cs http.ConnState) {
+			if cs == http.StateNew {
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		},
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	go srv.Serve(ln)
+	defer s.stop(t)
+	defer srv.Close()
+	client := alert.NewHTTPClient(p.ClientConfig(&p.Client, 0))
+	defer client.CloseIdleConnections()
+	post := func() (string, error) {
+		resp, err := client.Post("https://"+s.Addr+"/", "application/octet-stream", bytes.NewReader(make([]byte, 1000)))
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), nil
+	}
+	if got, err := post(); got != "HTTP/2.0 1000" {
+		t.Fatalf("first request: server saw %q (%v), want HTTP/2.0 and 1000 bytes", got, err)
+	}
+	dropped.Store(true)
+	mu.Lock()
+	for _, c := range conns {
+		c.Close() // the HTTP/2 connection goes; the next one is dialed anew
+	}
+	mu.Unlock()
+	// A request may still be given the closed connection before the client
+	// has read its end, and fail as with the stock transport; the one after
+	// it dials.
+	var got string
+	var errs []error
+	for range 3 {
+		var err error
+		if got, err = post(); err == nil {
+			break
+		}
+		errs = append(errs, err)
+	}
+	if got != "HTTP/1.1 1000" || len(errs) > 1 {
+		t.Errorf("after the server dropped h2: server saw %q after errors %v, want HTTP/1.1 and 1000 bytes after at most one", got, errs)
 	}
 }
