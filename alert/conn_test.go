@@ -706,4 +706,9 @@ func TestTransportServerDropsH2(t *testing.T) {
 	if got != "HTTP/1.1 1000" || len(errs) > 1 {
 		t.Errorf("after the server dropped h2: server saw %q after errors %v, want HTTP/1.1 and 1000 bytes after at most one", got, errs)
 	}
+	for _, err := range errs {
+		if strings.Contains(err.Error(), "h2") {
+			t.Errorf("the fallback to HTTP/1.1 failed: %v", err)
+		}
+	}
 }
