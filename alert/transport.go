@@ -29,7 +29,9 @@ import (
 // timeouts). Both pools keep and reuse connections like the stock
 // transport's. What a server speaks is remembered until
 // CloseIdleConnections, so that one without HTTP/2 is dialed for HTTP/1.1
-// straight away. Response.TLS is set over both protocols.
+// straight away. Response.TLS is set over both protocols. Over HTTP/2 a
+// request with "Expect: 100-continue" sends its body without waiting: the
+// HTTP/1.1 transport's ExpectContinueTimeout does not apply there.
 //
 // A request that fails because the server sent a fatal alert returns an
 // error in which errors.As finds an [*Error] whose Err is the transport's
