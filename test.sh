@@ -31,6 +31,7 @@ echo "== other systems build (portable backend)"
 for os in darwin windows freebsd; do
 	GOOS=$os GOARCH=amd64 go build ./...
 done
+GOOS=windows GOARCH=amd64 go vet ./alert/ # package alert's Winsock error matching, tests included
 
 echo "== lab, quick, with its check (loopback; as root also an impaired namespace cell)"
 out=$(mktemp -d)

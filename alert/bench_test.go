@@ -4,11 +4,15 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/linger-go/linger/alert"
 	"github.com/linger-go/linger/internal/testbed"
+	"golang.org/x/net/http2"
 )
 
 // benchConns dials a server that accepts the client and then runs serve,
@@ -18,6 +22,9 @@ import (
 func benchConns(b *testing.B, serve func(*tls.Conn)) map[string]net.Conn {
 	p := testbed.SharedPKI(b)
 	s := serveTLS(b, false, p.ServerConfig(tls.VersionTLS13), func(tc *tls.Conn) {
+		// With -count, every run of the sub-benchmarks uses this one
+		// connection, longer than serveTLS's 10 s deadline.
+		tc.SetDeadline(time.Time{})
 		if tc.Handshake() == nil {
 			serve(tc)
 		}
@@ -27,10 +34,11 @@ func benchConns(b *testing.B, serve func(*tls.Conn)) map[string]net.Conn {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { tc.Close() })
-	return map[string]net.Conn{"tls.Conn": tc, "alert.Conn": alert.Wrap(tc)}
+	return map[string]net.Conn{"conn=tls": tc, "conn=alert": alert.Wrap(tc)}
 }
 
-var benchNames = []string{"tls.Conn", "alert.Conn"}
+// benchNames name the sub-benchmarks so that "benchstat -col /conn" compares them.
+var benchNames = []string{"conn=tls", "conn=alert"}
 
 // BenchmarkWrite writes to a server that reads and discards.
 func BenchmarkWrite(b *testing.B) {
@@ -77,5 +85,87 @@ func BenchmarkRead(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+var http2Runs atomic.Int32
+
+// BenchmarkHTTP2 compares package alert's Transport with net/http's stock
+// transport, and with x/net's HTTP/2 transport that it is built on, on a
+// happy path over HTTP/2: GET requests for a 1 KiB body on
+// one kept connection, to a server that accepts the client. Both clients
+// run in the same benchmark binary against the same server; compare them
+// with benchstat (see the README).
+func BenchmarkHTTP2(b *testing.B) {
+	p := testbed.SharedPKI(b)
+	srvCfg := p.ServerConfig(tls.VersionTLS13)
+	srvCfg.NextProtos = []string{"h2", "http/1.1"}
+	s, ln := listen(b, false, srvCfg)
+	body := make([]byte, 1<<10)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) })}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Close(); s.stop(b) })
+	url := "https://" + s.Addr + "/"
+	clients := map[string]func() http.RoundTripper{
+		"stock": func() http.RoundTripper {
+			var protos http.Protocols
+			protos.SetHTTP1(true)
+			protos.SetHTTP2(true)
+			return &http.Transport{TLSClientConfig: p.ClientConfig(&p.Client, tls.VersionTLS13), Protocols: &protos}
+		},
+		// x/net's HTTP/2 over a plain *tls.Conn, which package alert's
+		// Transport uses: it tells the wrapper's cost from x/net's.
+		"xnet": func() http.RoundTripper {
+			return &http2.Transport{TLSClientConfig: p.ClientConfig(&p.Client, tls.VersionTLS13)}
+		},
+		"alert": func() http.RoundTripper {
+			return alert.NewTransport(&alert.Dialer{Config: p.ClientConfig(&p.Client, tls.VersionTLS13)})
+		},
+	}
+	// get makes one request; it reports with Error, not Fatal, because
+	// RunParallel calls it from other goroutines.
+	get := func(b *testing.B, c *http.Client) bool {
+		resp, err := c.Get(url)
+		if err != nil {
+			b.Error(err)
+			return false
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.ProtoMajor != 2 {
+			b.Errorf("%s, body: %v; want HTTP/2 and a body", resp.Proto, err)
+			return false
+		}
+		return true
+	}
+	// Each run starts with another client, so that none is always the
+	// one measured last (with -count, the runs follow each other).
+	names := []string{"stock", "xnet", "alert"}
+	k := int(http2Runs.Add(1)) % len(names)
+	names = append(names[k:], names[:k]...)
+	for _, mode := range []string{"serial", "parallel"} {
+		for _, name := range names {
+			b.Run("mode="+mode+"/client="+name, func(b *testing.B) {
+				c := &http.Client{Transport: clients[name]()}
+				defer c.CloseIdleConnections()
+				if !get(b, c) { // dial outside the timing
+					return
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				if mode == "serial" {
+					for b.Loop() {
+						if !get(b, c) {
+							return
+						}
+					}
+					return
+				}
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() && get(b, c) {
+					}
+				})
+			})
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -54,8 +55,9 @@ func WithProbeTimeout(d time.Duration) Option {
 //
 //   - An alert returned by Read, Write or a handshake becomes an [*Error]
 //     whose Err is crypto/tls's error. The Conn remembers the first one.
-//   - When Write fails with ECONNRESET, EPIPE, ECONNABORTED, net.ErrClosed
-//     or io.ErrUnexpectedEOF, the Conn looks for the alert: one already seen;
+//   - When Write fails with ECONNRESET, EPIPE, ECONNABORTED (on Windows,
+//     Winsock's WSAECONNRESET and WSAECONNABORTED), net.ErrClosed or
+//     io.ErrUnexpectedEOF, the Conn looks for the alert: one already seen;
 //     else one a concurrent Read is about to return (it waits for that Read
 //     up to the probe timeout); else, unless the connection was closed, it
 //     reads the socket itself until the alert, an error or the probe
@@ -65,6 +67,12 @@ func WithProbeTimeout(d time.Duration) Option {
 //     it was, and no alert is invented.
 //   - When Read fails in those ways after an alert was seen, it returns an
 //     [*Error] whose Err is the read's error.
+//
+// Linux keeps data that arrived before a reset readable, so there the
+// probe finds an alert the application never read. Windows discards
+// received but unread data when the reset arrives: there a Conn reports
+// only an alert that a Read had already taken from the socket, as an HTTP
+// client's read loop, always reading, often has.
 //
 // A probe sets its own read deadline and then restores the last one set
 // through the Conn; Reads wait for it to finish. This only ever happens once
@@ -79,6 +87,10 @@ type Conn struct {
 	pending []byte // read by a probe, not yet returned by Read
 
 	alert atomic.Pointer[Error] // the first alert seen
+
+	// cs caches the connection state for Response.TLS, which stays the
+	// same once the handshake is done; one copy serves every response.
+	cs atomic.Pointer[tls.ConnectionState]
 
 	dmu          sync.Mutex
 	readDeadline time.Time // the last read deadline set through the Conn
@@ -178,6 +190,19 @@ func (c *Conn) ConnectionState() tls.ConnectionState {
 		return tls.ConnectionState{}
 	}
 	return c.tc.ConnectionState()
+}
+
+// state returns the connection state, computed once after the handshake.
+func (c *Conn) state() *tls.ConnectionState {
+	if cs := c.cs.Load(); cs != nil {
+		return cs
+	}
+	cs := c.tc.ConnectionState()
+	if !cs.HandshakeComplete {
+		return nil
+	}
+	c.cs.CompareAndSwap(nil, &cs)
+	return c.cs.Load()
 }
 
 // NetConn returns the connection under TLS, like tls.Conn.NetConn.
@@ -300,5 +325,22 @@ func isTransport(err error) bool {
 		errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, syscall.ECONNABORTED) ||
 		errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, io.ErrUnexpectedEOF)
+		errors.Is(err, io.ErrUnexpectedEOF) ||
+		(runtime.GOOS == "windows" && isWinsockReset(err))
+}
+
+// Winsock's codes for a connection reset or aborted. On Windows the net
+// package returns these as syscall.Errno, and errors.Is does not match
+// them to syscall.ECONNRESET or syscall.ECONNABORTED, which are values
+// Go invents there.
+const (
+	wsaECONNABORTED syscall.Errno = 10053
+	wsaECONNRESET   syscall.Errno = 10054
+)
+
+// isWinsockReset reports whether err carries Winsock's reset or abort
+// code. It is compiled everywhere so that it can be tested everywhere.
+func isWinsockReset(err error) bool {
+	var en syscall.Errno
+	return errors.As(err, &en) && (en == wsaECONNRESET || en == wsaECONNABORTED)
 }

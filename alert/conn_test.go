@@ -5,10 +5,17 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/url"
 	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -270,36 +277,135 @@ func TestNil(t *testing.T) {
 	}
 }
 
-// TestHTTPClientAccepted checks that NewHTTPClient works against a server
-// that accepts it, and records what net/http does with a wrapped conn.
-func TestHTTPClientAccepted(t *testing.T) {
+// TestTransportProtocols checks that the Transport negotiates HTTP/2 when
+// both sides offer it and HTTP/1.1 otherwise, fills in Response.TLS, and
+// reuses one connection for sequential requests, like the stock transport.
+func TestTransportProtocols(t *testing.T) {
 	p := testbed.SharedPKI(t)
-	for _, h2 := range []bool{false, true} {
-		srvCfg := p.ServerConfig(0)
-		if h2 {
-			srvCfg.NextProtos = []string{"h2", "http/1.1"}
+	tests := []struct {
+		name           string
+		server, client []string // ALPN offers; nil client: the default
+		wantMajor      int
+		wantALPN       string
+	}{
+		{"both offer h2", []string{"h2", "http/1.1"}, nil, 2, "h2"},
+		{"server without h2", []string{"http/1.1"}, nil, 1, "http/1.1"},
+		{"server without ALPN", nil, nil, 1, ""},
+		{"client without h2", []string{"h2", "http/1.1"}, []string{"http/1.1"}, 1, "http/1.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srvCfg := p.ServerConfig(0)
+			srvCfg.NextProtos = tt.server
+			s, ln := listen(t, false, srvCfg)
+			var accepted atomic.Int32
+			srv := &http.Server{
+				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					io.Copy(io.Discard, r.Body)
+					io.WriteString(w, r.Proto)
+				}),
+				ConnState: func(_ net.Conn, cs http.ConnState) {
+					if cs == http.StateNew {
+						accepted.Add(1)
+					}
+				},
+				ErrorLog: log.New(io.Discard, "", 0),
+			}
+			// Serve sets up HTTP/2 for connections that negotiated h2.
+			go srv.Serve(ln)
+			defer s.stop(t)
+			defer srv.Close()
+
+			cfg := p.ClientConfig(&p.Client, 0)
+			cfg.NextProtos = tt.client
+			client := alert.NewHTTPClient(cfg)
+			defer client.CloseIdleConnections()
+			for i := range 3 {
+				var reused bool
+				ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
+					GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
+				})
+				req, _ := http.NewRequestWithContext(ctx, "POST", "https://"+s.Addr+"/", bytes.NewReader(make([]byte, 100<<10)))
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.ProtoMajor != tt.wantMajor || string(body) != resp.Proto {
+					t.Errorf("request %d: client saw %s, server saw %s; want HTTP/%d on both sides", i, resp.Proto, body, tt.wantMajor)
+				}
+				if resp.TLS == nil || !resp.TLS.HandshakeComplete || resp.TLS.NegotiatedProtocol != tt.wantALPN {
+					t.Errorf("request %d: Response.TLS = %+v, want a completed handshake with ALPN %q", i, resp.TLS, tt.wantALPN)
+				}
+				if resp.Request != req {
+					t.Errorf("request %d: Response.Request is not the request sent", i)
+				}
+				if reused != (i > 0) {
+					t.Errorf("request %d: connection reused = %v, want %v", i, reused, i > 0)
+				}
+			}
+			if n := accepted.Load(); n != 1 {
+				t.Errorf("server accepted %d connections for 3 sequential requests, want 1", n)
+			}
+		})
+	}
+}
+
+// TestTransportRejectedFirstRequest: the server refuses the client's
+// certificate, so every request is the first on a new connection; over
+// HTTP/2 too it must fail with the alert, an *alert.Error that still
+// wraps what the transport returned. In "dead before the request", a
+// GotConn hook holds the request until the HTTP/2 read loop has read the
+// alert and closed the connection, so the HTTP/2 client returns its fixed
+// "client conn could not be established" and the alert must come from the
+// connection.
+func TestTransportRejectedFirstRequest(t *testing.T) {
+	p := testbed.SharedPKI(t)
+	srvCfg := p.ServerConfig(tls.VersionTLS13)
+	srvCfg.NextProtos = []string{"h2", "http/1.1"}
+	s, ln := listen(t, false, srvCfg)
+	srv := &http.Server{Handler: http.NotFoundHandler(), ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.Serve(ln)
+	defer s.stop(t)
+	defer srv.Close()
+	for _, hold := range []time.Duration{0, 200 * time.Millisecond} {
+		name := "immediate"
+		if hold > 0 {
+			name = "dead before the request"
 		}
-		s, ln := listen(t, false, srvCfg)
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
-			io.WriteString(w, r.Proto)
-		})}
-		go srv.Serve(ln)
-		client := alert.NewHTTPClient(p.ClientConfig(&p.Client, 0))
-		resp, err := client.Post("https://"+s.Addr+"/", "application/octet-stream", bytes.NewReader(make([]byte, 1<<20)))
-		if err != nil {
-			t.Fatalf("h2 offered %v: %v", h2, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		t.Logf("server offers h2: %v: status %d, server saw %s, client saw %s, Response.TLS set: %v",
-			h2, resp.StatusCode, body, resp.Proto, resp.TLS != nil)
-		if resp.ProtoMajor != 1 || string(body) != "HTTP/1.1" {
-			t.Errorf("protocol: client %s, server %s; want HTTP/1.1", resp.Proto, body)
-		}
-		client.CloseIdleConnections()
-		srv.Close()
-		s.stop(t)
+		t.Run(name, func(t *testing.T) {
+			client := alert.NewHTTPClient(p.ClientConfig(&p.Untrusted, tls.VersionTLS13))
+			defer client.CloseIdleConnections()
+			fixed := 0
+			const n = 5
+			for i := range n {
+				ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
+					GotConn: func(httptrace.GotConnInfo) { time.Sleep(hold) },
+				})
+				req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+s.Addr+"/", nil)
+				resp, err := client.Do(req)
+				if err == nil {
+					resp.Body.Close()
+					t.Fatal("the server accepted an untrusted certificate")
+				}
+				var ae *alert.Error
+				if !errors.As(err, &ae) || ae.Code != 48 {
+					t.Fatalf("GET %d: %v, want the unknown_ca alert as an *alert.Error", i, err)
+				}
+				var ue *url.Error
+				if !errors.As(err, &ue) || ae.Err == nil {
+					t.Errorf("GET %d: %#v: the transport's error is not kept", i, err)
+				}
+				if strings.Contains(ae.Err.Error(), "client conn could not be established") {
+					fixed++
+				}
+			}
+			t.Logf("%d of %d errors were HTTP/2's fixed one", fixed, n)
+			if hold > 0 && fixed == 0 {
+				t.Errorf("the premise failed: in none of %d trials did the connection die before the request", n)
+			}
+		})
 	}
 }
 
@@ -332,5 +438,277 @@ func TestDialerDial(t *testing.T) {
 	d.Dial = func(context.Context, string, string) (net.Conn, error) { return nil, io.ErrClosedPipe }
 	if _, err := d.DialContext(t.Context(), "tcp", s.Addr); !errors.Is(err, io.ErrClosedPipe) {
 		t.Errorf("DialContext with a failing Dial = %v, want its error", err)
+	}
+}
+
+// silentServer accepts TCP connections and never answers: a ClientHello
+// gets no reply.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var conns []net.Conn
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// TestTimeouts: a server that never answers the ClientHello, and a dial
+// that never completes, end within the Dialer's bounds with a timeout
+// error, through the Dialer and through the HTTP client alike.
+func TestTimeouts(t *testing.T) {
+	p := testbed.SharedPKI(t)
+	addr := silentServer(t)
+	const bound = 300 * time.Millisecond
+	hang := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	cfg := p.ClientConfig(&p.Client, 0)
+	tests := []struct {
+		name string
+		do   func(ctx context.Context) error
+	}{
+		{"Dialer handshake", func(ctx context.Context) error {
+			_, err := (&alert.Dialer{Config: cfg, HandshakeTimeout: bound}).DialContext(ctx, "tcp", addr)
+			return err
+		}},
+		{"Dialer dial", func(ctx context.Context) error {
+			_, err := (&alert.Dialer{Config: cfg, Dial: hang, DialTimeout: bound}).DialContext(ctx, "tcp", addr)
+			return err
+		}},
+		{"Transport handshake", func(ctx context.Context) error {
+			c := &http.Client{Transport: alert.NewTransport(&alert.Dialer{Config: cfg, HandshakeTimeout: bound})}
+			defer c.CloseIdleConnections()
+			req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+addr+"/", nil)
+			_, err := c.Do(req)
+			return err
+		}},
+		{"Transport HTTP/1.1 handshake", func(ctx context.Context) error {
+			cfg := cfg.Clone()
+			cfg.NextProtos = []string{"http/1.1"}
+			c := &http.Client{Transport: alert.NewTransport(&alert.Dialer{Config: cfg, HandshakeTimeout: bound})}
+			defer c.CloseIdleConnections()
+			req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+addr+"/", nil)
+			_, err := c.Do(req)
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			// The context only keeps a broken bound from hanging the test.
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			start := time.Now()
+			err := tt.do(ctx)
+			took := time.Since(start)
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("after %v: %v, want a timeout (net.Error with Timeout, errors.Is context.DeadlineExceeded)", took, err)
+			}
+			if took < bound || took > bound+5*time.Second {
+				t.Errorf("gave up after %v, want about %v", took, bound)
+			}
+		})
+	}
+	t.Run("defaults", func(t *testing.T) {
+		if alert.DefaultHandshakeTimeout != 10*time.Second || alert.DefaultDialTimeout != 30*time.Second {
+			t.Errorf("defaults %v, %v; want net/http's DefaultTransport's 10 s and 30 s",
+				alert.DefaultHandshakeTimeout, alert.DefaultDialTimeout)
+		}
+		if testing.Short() {
+			t.Skip("skipping the 10 s wait for the default handshake timeout in -short mode")
+		}
+		t.Parallel()
+		start := time.Now()
+		_, err := (&alert.Dialer{Config: cfg}).DialContext(context.Background(), "tcp", addr)
+		var ne net.Error
+		if took := time.Since(start); !errors.As(err, &ne) || !ne.Timeout() ||
+			took < alert.DefaultHandshakeTimeout || took > alert.DefaultHandshakeTimeout+5*time.Second {
+			t.Errorf("zero Dialer: %v after %v, want a timeout after %v", err, took, alert.DefaultHandshakeTimeout)
+		}
+	})
+}
+
+// TestTransportContext: a request whose server never answers ends with its
+// context, over HTTP/2 and HTTP/1.1.
+func TestTransportContext(t *testing.T) {
+	p := testbed.SharedPKI(t)
+	srvCfg := p.ServerConfig(0)
+	srvCfg.NextProtos = []string{"h2", "http/1.1"}
+	s, ln := listen(t, false, srvCfg)
+	release := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}), ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.Serve(ln)
+	defer s.stop(t)
+	defer srv.Close()
+	defer close(release)
+	for _, protos := range [][]string{nil, {"http/1.1"}} {
+		cfg := p.ClientConfig(&p.Client, 0)
+		cfg.NextProtos = protos
+		client := alert.NewHTTPClient(cfg)
+		const bound = 300 * time.Millisecond
+		ctx, cancel := context.WithTimeout(t.Context(), bound)
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+s.Addr+"/", nil)
+		start := time.Now()
+		resp, err := client.Do(req)
+		took := time.Since(start)
+		cancel()
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("offering %v: the request succeeded", protos)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || took > bound+5*time.Second {
+			t.Errorf("offering %v: %v after %v, want the context's deadline after about %v", protos, err, took, bound)
+		}
+		client.CloseIdleConnections()
+	}
+}
+
+// onceBody is a request body that cannot be read after Close, as a pipe or
+// a file: net/http cannot rewind it (no GetBody).
+type onceBody struct {
+	r      io.Reader
+	closed atomic.Bool
+}
+
+func (b *onceBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, errors.New("read after Close")
+	}
+	return b.r.Read(p)
+}
+
+func (b *onceBody) Close() error { b.closed.Store(true); return nil }
+
+// TestTransportFallbackBody: the first request to a server without HTTP/2
+// goes to the HTTP/1.1 transport after the HTTP/2 dial found out; a body
+// that cannot be rewound must arrive whole, and be closed once sent.
+func TestTransportFallbackBody(t *testing.T) {
+	p := testbed.SharedPKI(t)
+	srvCfg := p.ServerConfig(0)
+	srvCfg.NextProtos = []string{"http/1.1"}
+	s, ln := listen(t, false, srvCfg)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	}), ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.Serve(ln)
+	defer s.stop(t)
+	defer srv.Close()
+	client := alert.NewHTTPClient(p.ClientConfig(&p.Client, 0))
+	defer client.CloseIdleConnections()
+	body := &onceBody{r: bytes.NewReader(make([]byte, 100<<10))}
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", "https://"+s.Addr+"/", body)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "102400" || resp.ProtoMajor != 1 {
+		t.Errorf("server got %s bytes over %s, want 102400 over HTTP/1.1", got, resp.Proto)
+	}
+	if !body.closed.Load() {
+		t.Error("the request body was not closed")
+	}
+}
+
+// TestTransportServerDropsH2: a server that spoke HTTP/2 stops offering it;
+// the next connection is dialed for HTTP/2, gets HTTP/1.1, and the request
+// goes over HTTP/1.1 with its body sent again from GetBody.
+func TestTransportServerDropsH2(t *testing.T) {
+	p := testbed.SharedPKI(t)
+	var dropped atomic.Bool
+	base := p.ServerConfig(0)
+	srvCfg := base.Clone()
+	srvCfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		c.NextProtos = []string{"h2", "http/1.1"}
+		if dropped.Load() {
+			c.NextProtos = []string{"http/1.1"}
+		}
+		return c, nil
+	}
+	s, ln := listen(t, false, srvCfg)
+	var mu sync.Mutex
+	var conns []net.Conn
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.Copy(io.Discard, r.Body)
+			fmt.Fprintf(w, "%s %d", r.Proto, n)
+		}),
+		ConnState: func(c net.Conn, cs http.ConnState) {
+			if cs == http.StateNew {
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		},
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	go srv.Serve(ln)
+	defer s.stop(t)
+	defer srv.Close()
+	client := alert.NewHTTPClient(p.ClientConfig(&p.Client, 0))
+	defer client.CloseIdleConnections()
+	post := func() (string, error) {
+		resp, err := client.Post("https://"+s.Addr+"/", "application/octet-stream", bytes.NewReader(make([]byte, 1000)))
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), nil
+	}
+	if got, err := post(); got != "HTTP/2.0 1000" {
+		t.Fatalf("first request: server saw %q (%v), want HTTP/2.0 and 1000 bytes", got, err)
+	}
+	dropped.Store(true)
+	mu.Lock()
+	for _, c := range conns {
+		c.Close() // the HTTP/2 connection goes; the next one is dialed anew
+	}
+	mu.Unlock()
+	// A request may still be given the closed connection before the client
+	// has read its end, and fail as with the stock transport; the one after
+	// it dials.
+	var got string
+	var errs []error
+	for range 3 {
+		var err error
+		if got, err = post(); err == nil {
+			break
+		}
+		errs = append(errs, err)
+	}
+	if got != "HTTP/1.1 1000" || len(errs) > 1 {
+		t.Errorf("after the server dropped h2: server saw %q after errors %v, want HTTP/1.1 and 1000 bytes after at most one", got, errs)
+	}
+	for _, err := range errs {
+		if strings.Contains(err.Error(), "h2") {
+			t.Errorf("the fallback to HTTP/1.1 failed: %v", err)
+		}
 	}
 }

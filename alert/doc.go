@@ -27,8 +27,14 @@
 //		// the write ran into.
 //	}
 //
-// [NewHTTPClient] and [Dialer] do the same for net/http. [FromError] finds the
-// alert in any error, including those of an unwrapped *tls.Conn.
+// [NewHTTPClient] and [Transport] do the same for net/http, over HTTP/2 and
+// HTTP/1.1 as the server offers; [Dialer] dials a *Conn, within the same
+// dial and handshake timeouts as http.DefaultTransport. [FromError] finds
+// the alert in any error, including those of an unwrapped *tls.Conn.
+//
+// On Windows a reset discards what the client had received but not yet
+// read, the alert included, so there an alert is reported only if a Read
+// had taken it before the reset arrived.
 //
 // A successful Read or Write costs nothing extra: no additional reads, no
 // waiting, no allocation. The server side, which makes sure the alert reaches

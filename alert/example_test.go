@@ -9,6 +9,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/linger-go/linger/alert"
 	"github.com/linger-go/linger/internal/testbed"
@@ -17,7 +18,9 @@ import (
 // rejectingServer starts an HTTPS server on loopback that requires a client
 // certificate from pki's CA, as a server of yours would.
 func rejectingServer(pki *testbed.PKI) (addr string, stop func()) {
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", pki.ServerConfig(tls.VersionTLS13))
+	cfg := pki.ServerConfig(tls.VersionTLS13)
+	cfg.NextProtos = []string{"h2", "http/1.1"} // as http.Server.ServeTLS offers
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -58,6 +61,8 @@ func ExampleWrap() {
 	// Output: the server refused us: unknown certificate authority (alert 48)
 }
 
+// The client speaks HTTP/2 to this server, and the refusal comes on the
+// first request of a new connection.
 func ExampleNewHTTPClient() {
 	pki, err := testbed.NewPKI()
 	if err != nil {
@@ -74,4 +79,37 @@ func ExampleNewHTTPClient() {
 		fmt.Printf("upload refused: %s (alert %d)\n", ae.Description, ae.Code)
 	}
 	// Output: upload refused: unknown certificate authority (alert 48)
+}
+
+// A Transport with bounds of its own: a server that accepts the TCP
+// connection but never answers the ClientHello is given up on after 2 s
+// instead of http.DefaultTransport's 10 s. Over HTTP/2, Response.TLS is set
+// as with the stock transport.
+func ExampleNewTransport() {
+	pki, err := testbed.NewPKI()
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg := pki.ServerConfig(tls.VersionTLS13)
+	cfg.NextProtos = []string{"h2", "http/1.1"}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	client := &http.Client{Transport: alert.NewTransport(&alert.Dialer{
+		Config:           pki.ClientConfig(&pki.Client, tls.VersionTLS13),
+		HandshakeTimeout: 2 * time.Second,
+	})}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp.Body.Close()
+	fmt.Println(resp.Proto, resp.TLS.NegotiatedProtocol)
+	// Output: HTTP/2.0 h2
 }

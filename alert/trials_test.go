@@ -85,6 +85,7 @@ type cell struct {
 	wrapped   bool
 	lingering bool
 	version   uint16
+	h2        bool // HTTP only: the client offers HTTP/2 (the server always does)
 }
 
 func (c cell) name() string {
@@ -98,17 +99,29 @@ func (c cell) name() string {
 		s += "/plain"
 	}
 	if c.version == tls.VersionTLS12 {
-		return s + "/TLS1.2"
+		s += "/TLS1.2"
+	} else {
+		s += "/TLS1.3"
 	}
-	return s + "/TLS1.3"
+	if c.h2 {
+		s += "/h2"
+	}
+	return s
 }
 
-func cells() []cell {
+// cells are the combinations of client and server; with protos, each once
+// over HTTP/1.1 and once over HTTP/2.
+func cells(protos bool) []cell {
 	var cs []cell
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
-		for _, lingering := range []bool{false, true} {
-			for _, wrapped := range []bool{false, true} {
-				cs = append(cs, cell{wrapped, lingering, v})
+		for _, h2 := range []bool{false, true} {
+			if h2 && !protos {
+				continue
+			}
+			for _, lingering := range []bool{false, true} {
+				for _, wrapped := range []bool{false, true} {
+					cs = append(cs, cell{wrapped, lingering, v, h2})
+				}
 			}
 		}
 	}
@@ -118,12 +131,12 @@ func cells() []cell {
 // runCells runs trial for every cell, two cells at a time, and prints the
 // tallies side by side. Wrapped clients must report the alert in 99 % of
 // trials.
-func runCells(t *testing.T, what string, trial func(t *testing.T, c cell) *tally) {
+func runCells(t *testing.T, what string, protos bool, trial func(t *testing.T, c cell) *tally) {
 	before := testbed.OpenFDs()
 	var mu sync.Mutex
 	results := map[string]*tally{}
 	t.Run("cells", func(t *testing.T) {
-		for _, c := range cells() {
+		for _, c := range cells(protos) {
 			t.Run(c.name(), func(t *testing.T) {
 				t.Parallel()
 				tl := trial(t, c)
@@ -140,10 +153,12 @@ func runCells(t *testing.T, what string, trial func(t *testing.T, c cell) *tally
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s, %d trials a cell, alert reported (stock vs wrapped):\n", what, trials)
 	for _, v := range []string{"TLS1.2", "TLS1.3"} {
-		for _, srv := range []string{"plain", "linger"} {
-			s, w := results["stock/"+srv+"/"+v], results["wrapped/"+srv+"/"+v]
-			if s != nil && w != nil {
-				fmt.Fprintf(&b, "  %s %-6s server: stock %3d/%d  wrapped %3d/%d\n", v, srv, s.alerts, s.n, w.alerts, w.n)
+		for _, proto := range []string{"", "/h2"} {
+			for _, srv := range []string{"plain", "linger"} {
+				s, w := results["stock/"+srv+"/"+v+proto], results["wrapped/"+srv+"/"+v+proto]
+				if s != nil && w != nil {
+					fmt.Fprintf(&b, "  %s%-3s %-6s server: stock %3d/%d  wrapped %3d/%d\n", v, proto, srv, s.alerts, s.n, w.alerts, w.n)
+				}
 			}
 		}
 	}
@@ -152,12 +167,16 @@ func runCells(t *testing.T, what string, trial func(t *testing.T, c cell) *tally
 }
 
 // TestHTTPTrials: an http.Client POSTs 1 MiB with an untrusted client
-// certificate to an http.Server that rejects it, closing at once (plain) or
-// lingering.
+// certificate to an http.Server that offers HTTP/2 and HTTP/1.1 and rejects
+// the certificate, closing at once (plain) or lingering. The client offers
+// HTTP/1.1 only, or HTTP/2 as well; every trial is the first request on a
+// new connection, since the refused one is gone.
 func TestHTTPTrials(t *testing.T) {
 	p := testbed.SharedPKI(t)
-	runCells(t, "net/http POST 1 MiB", func(t *testing.T, c cell) *tally {
-		s, ln := listen(t, c.lingering, p.ServerConfig(c.version))
+	runCells(t, "net/http POST 1 MiB", true, func(t *testing.T, c cell) *tally {
+		srvCfg := p.ServerConfig(c.version)
+		srvCfg.NextProtos = []string{"h2", "http/1.1"}
+		s, ln := listen(t, c.lingering, srvCfg)
 		srv := &http.Server{
 			Handler:  http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }),
 			ErrorLog: log.New(io.Discard, "", 0), // "TLS handshake error" on every trial
@@ -166,13 +185,7 @@ func TestHTTPTrials(t *testing.T) {
 		defer s.stop(t)
 		defer srv.Close()
 
-		cfg := p.ClientConfig(&p.Untrusted, c.version)
-		var client *http.Client
-		if c.wrapped {
-			client = alert.NewHTTPClient(cfg)
-		} else {
-			client = &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
-		}
+		client := httpClient(p.ClientConfig(&p.Untrusted, c.version), c.wrapped, c.h2)
 		client.Timeout = 10 * time.Second
 		defer client.CloseIdleConnections()
 		url := "https://" + s.Addr + "/"
@@ -189,11 +202,26 @@ func TestHTTPTrials(t *testing.T) {
 	})
 }
 
+// httpClient returns the stock client or package alert's, offering HTTP/2
+// or HTTP/1.1 only.
+func httpClient(cfg *tls.Config, wrapped, h2 bool) *http.Client {
+	if wrapped {
+		if !h2 {
+			cfg.NextProtos = []string{"http/1.1"}
+		}
+		return alert.NewHTTPClient(cfg)
+	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(h2)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, Protocols: &protos}}
+}
+
 // TestRawTrials: a crypto/tls client writes 1 MiB, then reads, with an
 // untrusted client certificate; its first error counts.
 func TestRawTrials(t *testing.T) {
 	p := testbed.SharedPKI(t)
-	runCells(t, "crypto/tls write 1 MiB, read", func(t *testing.T, c cell) *tally {
+	runCells(t, "crypto/tls write 1 MiB, read", false, func(t *testing.T, c cell) *tally {
 		s := serveTLS(t, c.lingering, p.ServerConfig(c.version), rejecting)
 		cfg := p.ClientConfig(&p.Untrusted, c.version)
 		tl := new(tally)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"strings"
@@ -44,11 +45,13 @@ type result struct {
 type clientFunc func(ctx context.Context, t *trial) result
 
 var clientFuncs = map[string]clientFunc{
-	"go-tls":   goTLS,
-	"go-http":  func(ctx context.Context, t *trial) result { return goHTTP(ctx, t, false) },
-	"go-alert": func(ctx context.Context, t *trial) result { return goHTTP(ctx, t, true) },
-	"curl":     curl,
-	"openssl":  openssl,
+	"go-tls":      goTLS,
+	"go-http":     goHTTP,
+	"go-http-h2":  func(ctx context.Context, t *trial) result { return goHTTP2(ctx, t, false, true) },
+	"go-alert":    func(ctx context.Context, t *trial) result { return goHTTP2(ctx, t, true, false) },
+	"go-alert-h2": func(ctx context.Context, t *trial) result { return goHTTP2(ctx, t, true, true) },
+	"curl":        curl,
+	"openssl":     openssl,
 }
 
 // clientMissing says why a client cannot run here, or "" if it can.
@@ -131,7 +134,7 @@ func goTLS(ctx context.Context, t *trial) result {
 	if _, ok := alert.FromError(err); ok {
 		return result{ok: true, reached: 1, first: summarize(err)}
 	}
-	// DESIGN 4.6: Linux keeps data received before an RST readable, so the
+	// Linux keeps data received before an RST readable, so the
 	// alert may still be in the socket although the application reported
 	// something else. A read error is sticky in crypto/tls, and a read
 	// that failed had nothing left before the reset anyway.
@@ -215,7 +218,8 @@ func goTLSSlowReader(tc *tls.Conn, raw net.Conn, payload []byte) result {
 // recorder sits between net/http and the TLS connection and remembers what
 // the transport's read loop saw: whether it read the alert, and the start of
 // the response. That is how the lab tells "the alert reached the client" from
-// "the client reported it" for net/http (DESIGN 4.3).
+// "the client reported it" for net/http, whose read loop sees the alert and
+// closes the connection, so that the caller gets the write loop's error.
 type recorder struct {
 	net.Conn
 	mu    sync.Mutex
@@ -245,39 +249,20 @@ func (r *recorder) reached(sc Scenario) bool {
 	return r.alert
 }
 
-// goHTTP POSTs the upload with net/http: the stock transport, or the one
-// from linger's alert package.
+// goHTTP POSTs the upload with net/http's stock transport over HTTP/1.1.
 //
-// Both dial through DialTLSContext so that the lab can dial inside a
-// namespace and record what the read loop sees: the alert client through
-// alert.Dialer with the namespace's dial function, the stock one with the
-// handshake the transport would do itself (tls.Client, HandshakeContext).
-// An HTTP/1.1 transport behaves the same whether or not the conn it gets is
-// a *tls.Conn.
-func goHTTP(ctx context.Context, t *trial, withAlert bool) result {
+// It dials through DialTLSContext so that the lab can dial inside a
+// namespace and record what the read loop sees, with the handshake the
+// transport would do itself (tls.Client, HandshakeContext). An HTTP/1.1
+// transport behaves the same whether or not the conn it gets is a
+// *tls.Conn.
+func goHTTP(ctx context.Context, t *trial) result {
 	ctx, cancel := context.WithTimeout(ctx, t.nw.timeout)
 	defer cancel()
 	rec := &recorder{}
-	var tr *http.Transport
-	if withAlert {
-		tr = alert.NewHTTPClient(t.clientConfig()).Transport.(*http.Transport)
-	} else {
-		tr = &http.Transport{TLSClientConfig: t.clientConfig()}
-	}
-	tr.Proxy = nil // never send the lab's traffic to a proxy from the environment
-	tr.DisableKeepAlives = true
-	cfg := tr.TLSClientConfig
-	ad := &alert.Dialer{Dial: t.nw.dial, Config: cfg}
+	cfg := t.clientConfig()
+	tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
 	tr.DialTLSContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		if withAlert {
-			c, err := ad.DialContext(ctx, network, t.addr)
-			if err != nil {
-				return nil, err
-			}
-			rec.Conn = c
-			return rec, nil
-		}
-		// The stock transport's own dial, in the namespace.
 		raw, err := t.nw.dial(ctx, network, t.addr)
 		if err != nil {
 			return nil, err
@@ -291,14 +276,7 @@ func goHTTP(ctx context.Context, t *trial, withAlert bool) result {
 		return rec, nil
 	}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
-	req, err := http.NewRequestWithContext(ctx, "POST", "https://localhost:"+t.port+"/",
-		bytes.NewReader(make([]byte, t.sc.upload)))
-	if err != nil {
-		return result{reached: -1, first: err.Error()}
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := client.Do(req)
+	resp, err := post(ctx, &http.Client{Transport: tr}, t)
 	if err == nil {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
@@ -310,6 +288,98 @@ func goHTTP(ctx context.Context, t *trial, withAlert bool) result {
 	_, ok := alert.FromError(err)
 	ok = ok && t.sc.rejects
 	return result{ok: ok, reached: b2i(ok || rec.reached(t.sc)), first: summarize(err)}
+}
+
+// goHTTP2 POSTs the upload with net/http's stock transport offering HTTP/2
+// and HTTP/1.1 ("go-http-h2"), or with package alert's transport offering
+// HTTP/2 and HTTP/1.1 ("go-alert-h2") or HTTP/1.1 only ("go-alert"); the
+// server decides by ALPN. Whether the server's last word reached the client is
+// asked of the connection after the request: crypto/tls keeps a read
+// error, the alert included, and returns it to every later Read.
+func goHTTP2(ctx context.Context, t *trial, withAlert, h2 bool) result {
+	ctx, cancel := context.WithTimeout(ctx, t.nw.timeout)
+	defer cancel()
+	cfg := t.clientConfig()
+	if h2 {
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+	} else {
+		cfg.NextProtos = []string{"http/1.1"}
+	}
+	var rt http.RoundTripper
+	var mu sync.Mutex
+	var conn net.Conn // the connection the request was sent on
+	if withAlert {
+		at := alert.NewTransport(&alert.Dialer{Config: cfg,
+			Dial: func(ctx context.Context, network, _ string) (net.Conn, error) { return t.nw.dial(ctx, network, t.addr) }})
+		defer at.CloseIdleConnections()
+		rt = at
+	} else {
+		// The stock transport negotiates HTTP/2 when its dial returns a
+		// *tls.Conn, as its own dial does.
+		var protos http.Protocols
+		protos.SetHTTP1(true)
+		protos.SetHTTP2(true)
+		tr := &http.Transport{TLSClientConfig: cfg, Protocols: &protos}
+		tr.DialTLSContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			raw, err := t.nw.dial(ctx, network, t.addr)
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(raw, cfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return tc, nil
+		}
+		defer tr.CloseIdleConnections()
+		rt = tr
+	}
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		mu.Lock()
+		conn = info.Conn
+		mu.Unlock()
+	}}
+	resp, err := post(httptrace.WithClientTrace(ctx, trace), &http.Client{Transport: rt}, t)
+	if err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if t.sc.ID == "http413" && resp.StatusCode == http.StatusRequestEntityTooLarge {
+			return result{ok: true, reached: 1, first: "ok"}
+		}
+		return result{reached: 0, first: "status " + resp.Status}
+	}
+	mu.Lock()
+	c := conn
+	mu.Unlock()
+	// The premise of an HTTP/2 cell: the server offered h2 and the client
+	// took it. A request that never got a connection (a TLS 1.2 handshake
+	// refused) says nothing either way.
+	if cs, isTLS := c.(interface{ ConnectionState() tls.ConnectionState }); isTLS && h2 && t.sc.rejects {
+		if p := cs.ConnectionState().NegotiatedProtocol; p != "h2" {
+			return result{reached: -1, first: fmt.Sprintf("negotiated %q, not h2", p)}
+		}
+	}
+	_, ok := alert.FromError(err)
+	ok = ok && t.sc.rejects
+	reached := ok
+	if !reached && c != nil && t.sc.rejects {
+		c.SetReadDeadline(time.Now().Add(probeTimeout))
+		_, rerr := c.Read(make([]byte, 1))
+		_, reached = alert.FromError(rerr)
+	}
+	return result{ok: ok, reached: b2i(reached), first: summarize(err)}
+}
+
+// post sends the trial's upload to the server.
+func post(ctx context.Context, client *http.Client, t *trial) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", "https://localhost:"+t.port+"/",
+		bytes.NewReader(make([]byte, t.sc.upload)))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	return client.Do(req)
 }
 
 // curl runs curl with -v: its last line is what it reports, and its verbose

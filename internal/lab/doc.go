@@ -3,8 +3,9 @@
 //
 // A run is a matrix of cells: a network (loopback, or two network namespaces
 // joined by a path with delay and loss), a scenario (what server and client
-// do), a client (Go crypto/tls, Go net/http stock and with package alert,
-// curl, openssl s_client) and a server close strategy (an immediate close,
+// do), a client (Go crypto/tls; Go net/http stock and with package alert,
+// each over HTTP/1.1 and offering HTTP/2; curl; openssl s_client) and a
+// server close strategy (an immediate close,
 // SO_LINGER 0, CloseWrite and a 500 ms sleep as net/http does, and the
 // linger engine). Each cell runs many trials and counts how often the client
 // application reported the server's last word first, how often that word at

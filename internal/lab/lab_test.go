@@ -26,7 +26,7 @@ func TestRunLoopback(t *testing.T) {
 	rep, err := Run(ctx, Options{
 		Networks:   []string{"loopback"},
 		Scenarios:  []string{"tls13-1m", "midstream"},
-		Clients:    []string{"go-tls", "go-alert"},
+		Clients:    []string{"go-tls", "go-alert", "go-alert-h2"},
 		Strategies: []string{"close", "linger"},
 		Trials:     trials,
 		Command:    "test",
@@ -34,9 +34,9 @@ func TestRunLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// tls13-1m: 2 clients x 2 strategies; midstream: go-tls only.
-	if got := len(rep.Cells); got != 6 {
-		t.Fatalf("%d cells, want 6", got)
+	// tls13-1m: 3 clients x 2 strategies; midstream: go-tls only.
+	if got := len(rep.Cells); got != 8 {
+		t.Fatalf("%d cells, want 8", got)
 	}
 	var tb bytes.Buffer
 	rep.WriteTable(&tb)
@@ -251,6 +251,21 @@ func TestCheck(t *testing.T) {
 	}
 	if ck := Evaluate(&Report{}); ck.OK {
 		t.Errorf("an empty report passes the check")
+	}
+
+	// Package alert's clients must report the alert on loopback whatever
+	// the server's close, in both protocols.
+	for _, client := range alertClients {
+		rep := sampleReport()
+		rep.Cells = append(rep.Cells, Cell{Network: "loopback", Path: "loopback", Scenario: "tls13-1m", Client: client,
+			Strategy: "close", Trials: 10, Success: 9})
+		if ck := Evaluate(rep); ck.OK || len(ck.Failures) != 1 || !strings.Contains(ck.Failures[0], client) {
+			t.Errorf("%s close at 9/10 on loopback: want one failure naming it, got %v", client, ck.Failures)
+		}
+		rep.Cells[len(rep.Cells)-1].Network = "netns"
+		if ck := Evaluate(rep); !ck.OK {
+			t.Errorf("%s close at 9/10 over the lossy path: want no failure, got %v", client, ck.Failures)
+		}
 	}
 }
 

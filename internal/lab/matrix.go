@@ -24,20 +24,22 @@ type Scenario struct {
 	upload     int    // bytes the client sends after the handshake
 }
 
-// Scenarios are the scenarios of issue 4, in the order the lab runs them.
+// Scenarios are the lab's scenarios, in the order it runs them.
 var Scenarios = []Scenario{
 	{
 		ID: "tls13-1k", Title: "TLS 1.3, client certificate rejected, client sends 1 KiB",
-		Success: "alert reported first", Clients: []string{"go-tls", "go-http", "go-alert", "curl", "openssl"},
+		Success: "alert reported first", Clients: rejectionClients,
 		tlsVersion: tls.VersionTLS13, rejects: true, upload: 1 << 10,
 	},
 	{
 		ID: "tls13-1m", Title: "TLS 1.3, client certificate rejected, client uploads 1 MiB",
-		Success: "alert reported first", Clients: []string{"go-tls", "go-http", "go-alert", "curl", "openssl"},
+		Success: "alert reported first", Clients: rejectionClients,
 		tlsVersion: tls.VersionTLS13, rejects: true, upload: 1 << 20,
 	},
 	{
 		ID: "tls12", Title: "TLS 1.2, client certificate rejected while the client writes 1 MiB concurrently",
+		// The rejection comes inside the handshake, before any HTTP, so
+		// the HTTP/2 clients would repeat the HTTP/1.1 ones.
 		Success: "alert reported first", Clients: []string{"go-tls", "go-http", "go-alert", "curl", "openssl"},
 		tlsVersion: tls.VersionTLS12, rejects: true, upload: 1 << 20,
 	},
@@ -52,6 +54,10 @@ var Scenarios = []Scenario{
 		upload: 1 << 20,
 	},
 }
+
+// rejectionClients are the clients of the TLS 1.3 rejection scenarios:
+// every one, the Go HTTP clients over both protocols.
+var rejectionClients = []string{"go-tls", "go-http", "go-http-h2", "go-alert", "go-alert-h2", "curl", "openssl"}
 
 // midstreamBytes is what the server of the midstream scenario queues.
 const midstreamBytes = 4 << 20
@@ -68,15 +74,17 @@ var StrategyTitles = map[string]string{
 }
 
 // Clients are the client programs, in table order.
-var Clients = []string{"go-tls", "go-http", "go-alert", "curl", "openssl"}
+var Clients = []string{"go-tls", "go-http", "go-http-h2", "go-alert", "go-alert-h2", "curl", "openssl"}
 
 // ClientTitles describe the clients for people.
 var ClientTitles = map[string]string{
-	"go-tls":   "Go crypto/tls: writes, then reads (reads concurrently for tls12 and midstream)",
-	"go-http":  "Go net/http client, stock transport",
-	"go-alert": "Go net/http client from linger's client side (alert.NewHTTPClient)",
-	"curl":     "curl",
-	"openssl":  "openssl s_client",
+	"go-tls":      "Go crypto/tls: writes, then reads (reads concurrently for tls12 and midstream)",
+	"go-http":     "Go net/http client, stock transport, HTTP/1.1",
+	"go-http-h2":  "Go net/http client, stock transport, offering HTTP/2 (the rejection scenarios' server speaks it)",
+	"go-alert":    "Go net/http client from linger's client side (alert.NewTransport), HTTP/1.1",
+	"go-alert-h2": "Go net/http client from linger's client side (alert.NewTransport), offering HTTP/2",
+	"curl":        "curl",
+	"openssl":     "openssl s_client",
 }
 
 // Networks are the kinds of network a cell runs on.

@@ -1,0 +1,417 @@
+package alert
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Transport is an http.RoundTripper whose HTTPS requests report the
+// server's alert, over HTTP/2 and HTTP/1.1 alike. Use [NewTransport] to
+// make one; it is safe for concurrent use, like http.Transport.
+//
+// Connections are dialed by a [Dialer] and are [*Conn]s. The protocol is
+// negotiated by ALPN, as the stock transport does: HTTP/2 when the server
+// offers it (through golang.org/x/net/http2), HTTP/1.1 otherwise (through
+// an http.Transport cloned from http.DefaultTransport, with its pool and
+// timeouts). Both pools keep and reuse connections like the stock
+// transport's. What a server speaks is remembered until
+// CloseIdleConnections, so that one without HTTP/2 is dialed for HTTP/1.1
+// straight away. Response.TLS is set over both protocols. Over HTTP/2 a
+// request with "Expect: 100-continue" sends its body without waiting: the
+// HTTP/1.1 transport's ExpectContinueTimeout does not apply there.
+//
+// A request that fails because the server sent a fatal alert returns an
+// error in which errors.As finds an [*Error] whose Err is the transport's
+// error, so errors.Is finds what it found before. This includes the first
+// request on a new HTTP/2 connection, for which the HTTP/2 client reports
+// only "client conn could not be established": the alert is taken from the
+// connection the request was given.
+//
+// Proxies: requests for which http.ProxyFromEnvironment names a proxy are
+// made exactly as by a clone of http.DefaultTransport (HTTP/2 or HTTP/1.1
+// over the proxy's tunnel, TLS by net/http), and report only the alerts
+// crypto/tls itself returns, those of a failed handshake; an alert that
+// follows a completed handshake is lost as with the stock transport. To
+// report every alert through a proxy, make the tunnel in Dialer.Dial and
+// leave the environment's proxy variables unset for those hosts.
+type Transport struct {
+	h1 *http.Transport  // HTTP/1.1, and every request not over direct TLS
+	h2 *http2.Transport // HTTP/2 over direct TLS
+	d1 Dialer           // offers http/1.1 only
+	d2 Dialer           // offers h2 and http/1.1
+	// useH2 is false when the caller's Config.NextProtos leaves h2 out.
+	useH2 bool
+
+	// protos maps the URL's host to what the server spoke. Every request
+	// reads it and few write it, so it is replaced, not changed, under mu.
+	protos atomic.Pointer[map[string]proto]
+
+	mu    sync.Mutex
+	spare map[string]*spareConn // by address: dialed for HTTP/2, got HTTP/1.1
+}
+
+// proto is what an authority was found to speak.
+type proto uint8
+
+const (
+	protoUnknown proto = iota
+	protoH1            // did not negotiate h2
+	protoH2            // answered a request over HTTP/2
+)
+
+// spareConn is a connection dialed for HTTP/2 on which the server chose
+// HTTP/1.1; the HTTP/1.1 transport takes it instead of dialing again.
+type spareConn struct {
+	c     *Conn
+	timer *time.Timer // closes c if nobody takes it
+}
+
+// spareTTL is how long a spare connection waits for the HTTP/1.1 transport,
+// which asks for one at once when the request falls back to it.
+const spareTTL = 5 * time.Second
+
+// maxProtos caps the memory of what authorities speak; past it the memory
+// starts over, which costs one extra handshake per authority without
+// HTTP/2.
+const maxProtos = 4096
+
+// errNoH2 is the HTTP/2 dial's error when the server did not choose h2; it
+// never leaves RoundTrip.
+var errNoH2 = errors.New("alert: server did not negotiate h2")
+
+// NewTransport returns a Transport that dials with d (nil means a zero
+// Dialer). d is copied. If d.Config.NextProtos is set, it decides what is
+// offered: HTTP/2 only if it lists "h2"; nil offers "h2" and "http/1.1".
+func NewTransport(d *Dialer) *Transport {
+	var dd Dialer
+	if d != nil {
+		dd = *d
+	}
+	cfg := dd.Config
+	if cfg == nil {
+		cfg = new(tls.Config)
+	}
+	t := &Transport{
+		useH2: len(cfg.NextProtos) == 0 || slices.Contains(cfg.NextProtos, http2.NextProtoTLS),
+		spare: make(map[string]*spareConn),
+	}
+	t.protos.Store(new(map[string]proto))
+	t.d1, t.d2 = dd, dd
+	t.d1.Config = cfg.Clone()
+	t.d1.Config.NextProtos = slices.DeleteFunc(slices.Clone(cfg.NextProtos), func(p string) bool { return p == http2.NextProtoTLS })
+	if len(t.d1.Config.NextProtos) == 0 {
+		t.d1.Config.NextProtos = []string{"http/1.1"}
+	}
+	t.d2.Config = cfg.Clone()
+	if len(cfg.NextProtos) == 0 {
+		t.d2.Config.NextProtos = []string{http2.NextProtoTLS, "http/1.1"}
+	}
+
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		t.h1 = dt.Clone()
+	} else {
+		t.h1 = &http.Transport{Proxy: http.ProxyFromEnvironment}
+	}
+	// Through a proxy net/http does the handshake itself, with this
+	// configuration; direct connections come from dialH1.
+	t.h1.TLSClientConfig = cfg.Clone()
+	t.h1.DialTLSContext = t.dialH1
+	t.h2 = &http2.Transport{
+		DialTLSContext:     t.dialH2,
+		TLSClientConfig:    t.d2.Config,
+		DisableCompression: t.h1.DisableCompression,
+		IdleConnTimeout:    t.h1.IdleConnTimeout,
+	}
+	return t
+}
+
+// dialH2 dials for the HTTP/2 transport. A connection on which the server
+// chose HTTP/1.1 is kept for dialH1, and errNoH2 sends the request there.
+func (t *Transport) dialH2(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+	c, err := t.d2.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	ac := c.(*Conn)
+	if ac.ConnectionState().NegotiatedProtocol != http2.NextProtoTLS {
+		t.putSpare(addr, ac)
+		return nil, fmt.Errorf("%w: %s", errNoH2, addr)
+	}
+	return ac, nil
+}
+
+// dialH1 dials for the HTTP/1.1 transport, taking a spare connection if
+// dialH2 left one for addr.
+func (t *Transport) dialH1(ctx context.Context, network, addr string) (net.Conn, error) {
+	if c := t.takeSpare(addr); c != nil {
+		return c, nil
+	}
+	return t.d1.DialContext(ctx, network, addr)
+}
+
+func (t *Transport) putSpare(addr string, c *Conn) {
+	s := &spareConn{c: c}
+	t.mu.Lock()
+	old := t.spare[addr]
+	t.spare[addr] = s
+	s.timer = time.AfterFunc(spareTTL, func() {
+		t.mu.Lock()
+		mine := t.spare[addr] == s
+		if mine {
+			delete(t.spare, addr)
+		}
+		t.mu.Unlock()
+		if mine {
+			c.Close()
+		}
+	})
+	t.mu.Unlock()
+	if old != nil {
+		old.timer.Stop()
+		old.c.Close()
+	}
+}
+
+func (t *Transport) takeSpare(addr string) *Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.spare[addr]
+	if s == nil {
+		return nil
+	}
+	delete(t.spare, addr)
+	s.timer.Stop()
+	return s.c
+}
+
+// proto returns what authority was found to speak.
+func (t *Transport) proto(authority string) proto {
+	return (*t.protos.Load())[authority]
+}
+
+func (t *Transport) setProto(authority string, p proto) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := *t.protos.Load()
+	if old[authority] == p {
+		return
+	}
+	m := make(map[string]proto, len(old)+1)
+	if len(old) < maxProtos {
+		maps.Copy(m, old)
+	}
+	m[authority] = p
+	t.protos.Store(&m)
+}
+
+// heldBody carries a request body through the HTTP/2 attempt of a request
+// to an authority not yet known, holding back a Close that comes before
+// the body is read: net/http's HTTP/2 (from Go 1.27 under x/net's) closes
+// the body of a request it could not get a connection for, and the body
+// must still go over HTTP/1.1.
+type heldBody struct {
+	rc   io.ReadCloser
+	mu   sync.Mutex
+	read bool // Read was called: the body is the HTTP/2 attempt's
+	held bool // Close was called before any Read
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	b.read = true
+	b.mu.Unlock()
+	return b.rc.Read(p)
+}
+
+func (b *heldBody) Close() error {
+	b.mu.Lock()
+	if !b.read {
+		b.held = true
+		b.mu.Unlock()
+		return nil
+	}
+	b.mu.Unlock()
+	return b.rc.Close()
+}
+
+// release reports whether the body is untouched and can be sent again
+// (resend); otherwise it performs a Close it held back, and lets later
+// ones through.
+func (b *heldBody) release(resend bool) bool {
+	b.mu.Lock()
+	untouched, held := !b.read, b.held
+	b.read = true
+	b.mu.Unlock()
+	if resend && untouched {
+		return true
+	}
+	if held {
+		b.rc.Close()
+	}
+	return false
+}
+
+// resend returns r ready to go again after an HTTP/2 attempt that never got
+// a connection: with its body as it was (untouched, held back from a
+// Close), or a fresh one from GetBody.
+func resend(r *http.Request, body io.ReadCloser, hb *heldBody) (*http.Request, error) {
+	switch {
+	case body == nil || body == http.NoBody:
+	case hb != nil && hb.release(true):
+		r.Body = body
+	case r.GetBody != nil:
+		b, err := r.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		r.Body = b
+	default:
+		return nil, fmt.Errorf("alert: %s no longer offers HTTP/2 and the request body cannot be sent again: %w", r.URL.Host, errNoH2)
+	}
+	return r, nil
+}
+
+// connTrace records the connection a request was given, through
+// httptrace's GotConn, which both transports call.
+type connTrace struct {
+	trace httptrace.ClientTrace
+	mu    sync.Mutex
+	conn  net.Conn
+}
+
+func (ct *connTrace) gotConn(info httptrace.GotConnInfo) {
+	ct.mu.Lock()
+	ct.conn = info.Conn
+	ct.mu.Unlock()
+}
+
+func (ct *connTrace) get() net.Conn {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	return ct.conn
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t == nil || t.h1 == nil {
+		return nil, errors.New("alert: Transport not made by NewTransport")
+	}
+	if req.URL == nil || req.URL.Scheme != "https" {
+		return t.h1.RoundTrip(req)
+	}
+	if t.h1.Proxy != nil {
+		if u, err := t.h1.Proxy(req); err != nil || u != nil {
+			// The stock path, see Transport: only an alert that
+			// crypto/tls itself returned is found.
+			resp, err := t.h1.RoundTrip(req)
+			if err != nil {
+				return nil, explain(err, nil)
+			}
+			return resp, nil
+		}
+	}
+	ct := new(connTrace)
+	ct.trace.GotConn = ct.gotConn
+	r := req.WithContext(httptrace.WithClientTrace(req.Context(), &ct.trace))
+	// The URL's host as written, which needs no allocation: the same
+	// server written two ways costs one extra handshake to learn that it
+	// has no HTTP/2.
+	authority := req.URL.Host
+	var resp *http.Response
+	var err error
+	p := t.proto(authority)
+	if !t.useH2 || p == protoH1 {
+		resp, err = t.h1.RoundTrip(r)
+	} else {
+		// To an authority not known yet, the request goes to the HTTP/2
+		// transport with its body held back from a Close, so that it can
+		// still go over HTTP/1.1 if the server has no HTTP/2.
+		var hb *heldBody
+		body := r.Body
+		if p == protoUnknown && body != nil && body != http.NoBody {
+			hb = &heldBody{rc: body}
+			r.Body = hb
+		}
+		resp, err = t.h2.RoundTrip(r)
+		switch {
+		case errors.Is(err, errNoH2):
+			// The HTTP/2 dial found out before the body was sent.
+			t.setProto(authority, protoH1)
+			if r, err = resend(r, body, hb); err != nil {
+				return nil, err
+			}
+			resp, err = t.h1.RoundTrip(r)
+		default:
+			if hb != nil {
+				hb.release(false)
+			}
+			if err == nil && p == protoUnknown {
+				t.setProto(authority, protoH2)
+			}
+		}
+	}
+	conn := ct.get()
+	if err != nil {
+		return nil, explain(err, conn)
+	}
+	resp.Request = req
+	if resp.TLS == nil {
+		// net/http fills it in only for a *tls.Conn.
+		if c, ok := conn.(*Conn); ok {
+			resp.TLS = c.state()
+		}
+	}
+	return resp, nil
+}
+
+// CloseIdleConnections closes the idle connections of both protocols and
+// forgets which servers do not speak HTTP/2.
+func (t *Transport) CloseIdleConnections() {
+	if t == nil || t.h1 == nil {
+		return
+	}
+	t.h1.CloseIdleConnections()
+	t.h2.CloseIdleConnections()
+	t.mu.Lock()
+	spares := t.spare
+	t.spare = make(map[string]*spareConn)
+	t.protos.Store(new(map[string]proto))
+	t.mu.Unlock()
+	for _, s := range spares {
+		s.timer.Stop()
+		s.c.Close()
+	}
+}
+
+// explain returns err as an *Error if it carries an alert, or if the
+// connection the request was given had received one: when that
+// connection dies before the first request on it starts, the HTTP/2
+// client returns a fixed error and drops the read loop's alert.
+func explain(err error, conn net.Conn) error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	if code, ok := remoteAlert(err); ok {
+		return newError(code, err)
+	}
+	if c, ok := conn.(*Conn); ok {
+		if a := c.alert.Load(); a != nil {
+			return &Error{Code: a.Code, Description: a.Description, Err: err}
+		}
+	}
+	return err
+}
