@@ -51,6 +51,7 @@ const (
 	DefaultUpload   = 1 << 20
 	DefaultTimeout  = 10 * time.Second
 	DefaultInterval = 100 * time.Millisecond
+	DefaultWatch    = 500 * time.Millisecond
 
 	// MaxTrials bounds Config.Trials: the probe asks a question, it is not
 	// a load generator.
@@ -89,6 +90,14 @@ type Config struct {
 
 	// Interval is the pause between trials; 0 means DefaultInterval.
 	Interval time.Duration
+
+	// Watch is how long a trial goes on sending after the server's FIN,
+	// and then at most how long it waits for the server to acknowledge
+	// the last bytes, to see whether a reset follows: a server that
+	// closed its socket instead of half-closing it answers the next data
+	// with an RST. It is spent in full only against servers that do not
+	// reset; 0 means DefaultWatch.
+	Watch time.Duration
 
 	// Dial connects to the server; nil means a net.Dialer. Tests use it to
 	// dial from inside a network namespace.
@@ -145,8 +154,10 @@ type prober struct {
 	cert *tls.Certificate
 	// garbage is the random payload of the corrupted records. Its content
 	// does not matter, only that it cannot be authenticated, so one buffer
-	// serves every record of the probe.
+	// serves every record of the probe. zeros is the upload of
+	// ModeClientCert, which goes through TLS. Both are only read.
 	garbage []byte
+	zeros   []byte
 }
 
 func newProber(cfg Config) (*prober, error) {
@@ -176,6 +187,9 @@ func newProber(cfg Config) (*prober, error) {
 	if cfg.Interval == 0 {
 		cfg.Interval = DefaultInterval
 	}
+	if cfg.Watch == 0 {
+		cfg.Watch = DefaultWatch
+	}
 	switch {
 	case cfg.Upload < 0:
 		return nil, fmt.Errorf("probe: negative upload %d", cfg.Upload)
@@ -185,6 +199,8 @@ func newProber(cfg Config) (*prober, error) {
 		return nil, fmt.Errorf("probe: negative timeout %v", cfg.Timeout)
 	case cfg.Interval < 0:
 		return nil, fmt.Errorf("probe: negative interval %v", cfg.Interval)
+	case cfg.Watch < 0:
+		return nil, fmt.Errorf("probe: negative watch %v", cfg.Watch)
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = (&net.Dialer{}).DialContext
@@ -207,6 +223,7 @@ func newProber(cfg Config) (*prober, error) {
 				return nil, fmt.Errorf("probe: client certificate: %w", err)
 			}
 		}
+		p.zeros = make([]byte, maxRecordPayload)
 	} else {
 		p.garbage = make([]byte, maxRecordPayload)
 		rand.Read(p.garbage)

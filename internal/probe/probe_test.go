@@ -153,8 +153,8 @@ func TestConfigurationProblems(t *testing.T) {
 			if !strings.Contains(rep.Trials[0].Error, tc.want) {
 				t.Errorf("error %q does not mention %q", rep.Trials[0].Error, tc.want)
 			}
-			if rep.Verdict.Status != probe.Inconclusive || rep.ExitCode() != 2 {
-				t.Errorf("verdict %v, exit %d; want inconclusive, 2", rep.Verdict.Status, rep.ExitCode())
+			if rep.Verdict.Status != probe.Inconclusive || rep.ExitCode() != probe.ExitInconclusive {
+				t.Errorf("verdict %v, exit %d; want inconclusive, %d", rep.Verdict.Status, rep.ExitCode(), probe.ExitInconclusive)
 			}
 		})
 	}
