@@ -158,6 +158,9 @@ type prober struct {
 	// ModeClientCert, which goes through TLS. Both are only read.
 	garbage []byte
 	zeros   []byte
+	// host names the server in the Host header of ModeClientCert's
+	// request.
+	host string
 }
 
 func newProber(cfg Config) (*prober, error) {
@@ -205,7 +208,7 @@ func newProber(cfg Config) (*prober, error) {
 	if cfg.Dial == nil {
 		cfg.Dial = (&net.Dialer{}).DialContext
 	}
-	p := &prober{cfg: cfg}
+	p := &prober{cfg: cfg, host: host}
 	if cfg.TLS != nil {
 		p.tls = cfg.TLS.Clone()
 	} else {
@@ -215,6 +218,9 @@ func newProber(cfg Config) (*prober, error) {
 		// What tls.Dial does: verify the certificate for the dialed host,
 		// which may be an IP address.
 		p.tls.ServerName = host
+	}
+	if p.tls.ServerName != "" {
+		p.host = p.tls.ServerName
 	}
 	p.tls.Certificates, p.tls.GetClientCertificate = nil, nil
 	if cfg.Mode == ModeClientCert {

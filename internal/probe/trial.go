@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -135,10 +136,11 @@ const (
 	headKeep = 512
 	// trickle is what the writer sends, once the upload is done, while
 	// the trial still watches: a small record every trickleEvery, as a
-	// slow client still sending would, and far too little to exhaust a
-	// lingering server's byte budget.
+	// slow client still sending would, up to trickleMax in all, far too
+	// little to exhaust a lingering server's byte budget.
 	trickle      = 512
 	trickleEvery = 10 * time.Millisecond
+	trickleMax   = 64 << 10
 )
 
 // trial runs one connection: connect, handshake, provoke, upload and read
@@ -339,6 +341,18 @@ func (p *prober) upload(tc *tls.Conn, lc *lockedConn, sent *int64, stop <-chan s
 		if err := write(badRecordPayload); err != nil {
 			return err
 		}
+	} else if proto := tc.ConnectionState().NegotiatedProtocol; proto == "" || proto == "http/1.1" {
+		// The upload is the body of an HTTP/1.1 request, as a real
+		// client's would be: a server that reads the request before it
+		// looks at the certificate (nginx) then answers the certificate,
+		// not a malformed request.
+		head := fmt.Sprintf("POST / HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"+
+			"Content-Length: %d\r\n\r\n", p.host, p.cfg.Upload+trickleMax)
+		w, err := tc.Write([]byte(head))
+		atomic.AddInt64(sent, int64(w))
+		if err != nil {
+			return err
+		}
 	}
 	for left := p.cfg.Upload; left > 0 && !stopped(); {
 		n := min(left, maxRecordPayload)
@@ -349,7 +363,7 @@ func (p *prober) upload(tc *tls.Conn, lc *lockedConn, sent *int64, stop <-chan s
 	}
 	tick := time.NewTicker(trickleEvery)
 	defer tick.Stop()
-	for {
+	for left := trickleMax; left > 0; left -= trickle {
 		select {
 		case <-stop:
 			return nil
@@ -359,6 +373,7 @@ func (p *prober) upload(tc *tls.Conn, lc *lockedConn, sent *int64, stop <-chan s
 			}
 		}
 	}
+	return nil
 }
 
 // lockedConn serializes writes to the connection under TLS, so that a
