@@ -209,3 +209,32 @@ func TestTimeoutAndCancel(t *testing.T) {
 		t.Errorf("cancelled probe took %v", d)
 	}
 }
+
+// TestHostileText: a server whose certificate names carry terminal escape
+// sequences cannot make the probe print them: the
+// trial's error, its line and the summary show them escaped.
+func TestHostileText(t *testing.T) {
+	checkFDs(t)
+	evil, err := testbed.NewPKI("\x1b]0;owned\x07\x1b[2Jevil.example") // IA5: ASCII only
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := startGo(t, ln, false, serverConfig(evil, probe.ModeRecord, 0))
+	rep := run(t, probe.Config{Addr: addr, TLS: &tls.Config{RootCAs: evil.CAPool, ServerName: "other.example"}})
+	var summary strings.Builder
+	rep.WriteSummary(&summary)
+	if len(rep.Trials) != 1 || !strings.Contains(rep.Trials[0].Error, `\x1b]0;owned\x07`) {
+		t.Fatalf("want one trial whose error shows the name escaped, got %+v", rep.Trials)
+	}
+	for what, s := range map[string]string{
+		"error": rep.Trials[0].Error, "trial line": probe.FormatTrial(rep.Trials[0]), "summary": summary.String(),
+	} {
+		if i := strings.IndexFunc(s, func(r rune) bool { return r == 0x1b || r == 0x07 || r == '\u202e' }); i >= 0 {
+			t.Errorf("%s carries a control character at %d: %q", what, i, s)
+		}
+	}
+}

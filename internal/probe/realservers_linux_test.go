@@ -1,13 +1,11 @@
 package probe_test
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"os/exec"
-	"sort"
 	"testing"
 	"time"
 
@@ -162,5 +160,3 @@ func checkRealServer(t *testing.T, kind string, mode probe.Mode, version uint16,
 	}
 }
 
-var _ = sort.Ints
-var _ = context.Background

@@ -138,7 +138,7 @@ const (
 	// the trial still watches: a small record every trickleEvery, as a
 	// slow client still sending would, up to trickleMax in all, far too
 	// little to exhaust a lingering server's byte budget.
-	trickle      = 512
+	trickle      = 1 << 10
 	trickleEvery = 10 * time.Millisecond
 	trickleMax   = 64 << 10
 )

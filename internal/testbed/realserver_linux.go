@@ -201,12 +201,14 @@ var versionLine = map[string]*regexp.Regexp{
 	"nginx":   regexp.MustCompile(`nginx/\S+`),
 	"haproxy": regexp.MustCompile(`HAProxy version \S+`),
 	"apache":  regexp.MustCompile(`Apache/\S+`),
-	"caddy":   regexp.MustCompile(`v2\.\S+`),
+	// caddy build-info's module line: "caddy version" says "unknown"
+	// for a binary built with go install.
+	"caddy": regexp.MustCompile(`caddyserver/caddy/v2\s+v2\.\S+`),
 }
 
 // serverVersion asks the program for its version.
 func serverVersion(kind, path string) (string, error) {
-	flag := map[string]string{"nginx": "-v", "haproxy": "-v", "apache": "-v", "caddy": "version"}[kind]
+	flag := map[string]string{"nginx": "-v", "haproxy": "-v", "apache": "-v", "caddy": "build-info"}[kind]
 	out, err := exec.Command(path, flag).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("testbed: %s %s: %w: %s", path, flag, err, out)
@@ -216,7 +218,7 @@ func serverVersion(kind, path string) (string, error) {
 		return "", fmt.Errorf("testbed: %s %s: no version in %q", path, flag, out)
 	}
 	if kind == "caddy" {
-		v = "Caddy " + v
+		v = "Caddy " + strings.Fields(v)[1]
 	}
 	return strings.Replace(v, " version ", " ", 1), nil
 }
