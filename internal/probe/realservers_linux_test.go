@@ -159,4 +159,3 @@ func checkRealServer(t *testing.T, kind string, mode probe.Mode, version uint16,
 		}
 	}
 }
-
