@@ -23,7 +23,7 @@ import (
 
 // The README's table of how popular servers fare comes from
 //
-//	go test ./internal/probe -run TestServersTable -v -timeout 30m -args -table [-trials 20] [-caddy PATH] [-old-probe PATH]
+//	go test ./internal/probe -run TestServersTable -v -timeout 30m -args -table [-trials 20] [-upload 1048576] [-caddy PATH] [-old-probe PATH]
 //
 // as root. It is a measurement, not a check, so it runs only when asked.
 var (
@@ -33,6 +33,7 @@ var (
 	tableOld     = flag.String("old-probe", "", "TestServersTable: a linger binary built from an older commit, run on nginx and HAProxy for the before column")
 	tableServers = flag.String("servers", "", "TestServersTable: comma-separated servers (default all)")
 	tableNets    = flag.String("nets", "loopback,impaired", "TestServersTable: networks: loopback, impaired")
+	tableUpload  = flag.Int64("upload", probe.DefaultUpload, "TestServersTable: bytes each trial uploads")
 )
 
 type tableCell struct {
@@ -110,7 +111,7 @@ func TestServersTable(t *testing.T) {
 				}
 				cfg := clientTLS(pki, uint16(ver))
 				cfg.ServerName = ""
-				rep := run(t, probe.Config{Addr: addr, Mode: c.mode, TLS: cfg, Trials: *tableTrials,
+				rep := run(t, probe.Config{Addr: addr, Mode: c.mode, TLS: cfg, Trials: *tableTrials, Upload: *tableUpload,
 					Interval: 20 * time.Millisecond, Timeout: 20 * time.Second, Watch: probe.DefaultWatch, Dial: dial})
 				time.Sleep(100 * time.Millisecond)
 				rsts := capture()
@@ -128,7 +129,7 @@ func TestServersTable(t *testing.T) {
 		vs = append(vs, s+": "+v)
 	}
 	sort.Strings(vs)
-	fmt.Printf("\n%d trials a cell, upload %d KiB; %s\n\n", *tableTrials, probe.DefaultUpload>>10, strings.Join(vs, "; "))
+	fmt.Printf("\n%d trials a cell, upload %d KiB; %s\n\n", *tableTrials, *tableUpload>>10, strings.Join(vs, "; "))
 	fmt.Println("| server | network | TLS | provoke | probe | verdict and counts |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- |")
 	for _, r := range rows {
@@ -224,6 +225,7 @@ func runOldProbe(t *testing.T, command func(context.Context, string, ...string) 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := command(ctx, *tableOld, "probe", "--json", "--trials", strconv.Itoa(*tableTrials), "--interval", "20ms",
+		"--upload", strconv.FormatInt(*tableUpload, 10),
 		"--timeout", "20s", "--provoke", string(c.mode), "--tls", c.tlsVersion, "--ca", files.CA, addr)
 	cmd.Stderr = os.Stderr
 	out, _ := cmd.Output() // exit 1 and 2 are verdicts

@@ -31,10 +31,47 @@ type RSTCapture struct {
 }
 
 // snap is how much of a packet the kernel hands over: enough for an IPv6
-// header and a TCP header with options. The socket's filter passes only
-// packets this short, which every RST is and most data segments are not,
-// so a large upload does not fill the socket's buffer.
+// header and a TCP header with options.
 const snap = 128
+
+// rstFilter is a classic BPF program that passes, cut to snap bytes, only
+// the TCP segments with RST set that leave the host (a packet sent on
+// loopback is seen twice, leaving and arriving), so that a large upload's
+// segments and acknowledgements never queue on the capture. With SOCK_DGRAM
+// the program sees the packet from its IP header.
+var rstFilter = func() []unix.SockFilter {
+	const (
+		adPkttype = 0xfffff000 + 4 // SKF_AD_OFF + SKF_AD_PKTTYPE
+		ld        = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		ldb       = unix.BPF_LD | unix.BPF_B | unix.BPF_ABS
+		ldbx      = unix.BPF_LD | unix.BPF_B | unix.BPF_IND
+		ldxmsh    = unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH
+		rsh       = unix.BPF_ALU | unix.BPF_RSH | unix.BPF_K
+		jeq       = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		jset      = unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K
+		ret       = unix.BPF_RET | unix.BPF_K
+	)
+	// Jump offsets count the instructions skipped after the jump.
+	return []unix.SockFilter{
+		/* 0 */ {Code: ld, K: adPkttype},
+		/* 1 */ {Code: jeq, K: syscall.PACKET_OUTGOING, Jf: 14},
+		/* 2 */ {Code: ldb, K: 0},
+		/* 3 */ {Code: rsh, K: 4},
+		/* 4 */ {Code: jeq, K: 4, Jt: 1},
+		/* 5 */ {Code: jeq, K: 6, Jt: 5, Jf: 10},
+		/* 6 IPv4 */ {Code: ldb, K: 9},
+		/* 7 */ {Code: jeq, K: syscall.IPPROTO_TCP, Jf: 8},
+		/* 8 */ {Code: ldxmsh, K: 0}, // X = 4 * IHL
+		/* 9 */ {Code: ldbx, K: 13}, // TCP flags
+		/* 10 */ {Code: jset, K: 0x04, Jt: 4, Jf: 5},
+		/* 11 IPv6 */ {Code: ldb, K: 6},
+		/* 12 */ {Code: jeq, K: syscall.IPPROTO_TCP, Jf: 3},
+		/* 13 */ {Code: ldb, K: 40 + 13},
+		/* 14 */ {Code: jset, K: 0x04, Jf: 1},
+		/* 15 */ {Code: ret, K: snap},
+		/* 16 */ {Code: ret, K: 0},
+	}
+}()
 
 // CaptureRSTs starts counting the RSTs sent from TCP port port on the
 // interface named ifname ("" for every interface of the calling thread's
@@ -53,18 +90,13 @@ func CaptureRSTs(ifname string, port int) (*RSTCapture, error) {
 		syscall.Close(fd)
 		return nil, os.NewSyscallError(op, err)
 	}
-	// Accept only short packets, cut to snap bytes (classic BPF: load the
-	// length, drop above snap, else keep snap bytes).
-	prog := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_LEN},
-		{Code: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, Jt: 1, K: snap},
-		{Code: unix.BPF_RET | unix.BPF_K, K: snap},
-		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
-	}
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
-		&unix.SockFprog{Len: uint16(len(prog)), Filter: unsafe.SliceData(prog)}); err != nil {
+		&unix.SockFprog{Len: uint16(len(rstFilter)), Filter: unsafe.SliceData(rstFilter)}); err != nil {
 		return fail("setsockopt(SO_ATTACH_FILTER)", err)
 	}
+	// Room for bursts of RSTs while the reader is not scheduled (a loaded
+	// machine); FORCE, as root, past rmem_max. Close reports drops anyway.
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
 	if ifname != "" {
 		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
@@ -152,10 +184,26 @@ func (c *RSTCapture) RSTs() map[int]int {
 	return m
 }
 
-// Close stops the capture and returns its error, if reading failed.
+// ErrCaptureDropped is returned by Close when the kernel dropped packets
+// the capture should have counted: its counts are then too low.
+var ErrCaptureDropped = errors.New("testbed: the packet capture dropped packets")
+
+// Close stops the capture and returns its error: reading failed, or the
+// kernel dropped packets (ErrCaptureDropped).
 func (c *RSTCapture) Close() error {
+	var dropped uint32
+	if rc, err := c.f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			if st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+				dropped = st.Drops
+			}
+		})
+	}
 	c.closing.Store(true)
 	err := c.f.Close()
+	if dropped > 0 {
+		err = errors.Join(err, fmt.Errorf("%w: %d", ErrCaptureDropped, dropped))
+	}
 	<-c.done
 	c.mu.Lock()
 	defer c.mu.Unlock()
