@@ -82,6 +82,17 @@ func TestServersTable(t *testing.T) {
 	}
 	versions := map[string]string{}
 	var rows []string
+	// matrix[server][probe][cell] is the compact form the README shows.
+	matrix := map[string]map[string]map[tableCell]string{}
+	put := func(server, probeName string, c tableCell, text string) {
+		if matrix[server] == nil {
+			matrix[server] = map[string]map[tableCell]string{}
+		}
+		if matrix[server][probeName] == nil {
+			matrix[server][probeName] = map[tableCell]string{}
+		}
+		matrix[server][probeName][c] = text
+	}
 	for _, server := range servers {
 		if server == "caddy" && caddy == "" {
 			t.Log("no caddy binary: no Caddy row (build one with GOBIN=$(mktemp -d) go install github.com/caddyserver/caddy/v2/cmd/caddy@latest)")
@@ -103,6 +114,7 @@ func TestServersTable(t *testing.T) {
 					time.Sleep(100 * time.Millisecond)
 					rsts := capture()
 					row("before (main)", fmt.Sprintf("%s; wire: %d/%d connections reset", old, countPorts(rsts), *tableTrials))
+					put(server, "before", c, fmt.Sprintf("%s; wire: %d reset", old, countPorts(rsts)))
 				}
 				capture := startCapture(t, c.net, pair, p)
 				ver := tls.VersionTLS13
@@ -121,6 +133,11 @@ func TestServersTable(t *testing.T) {
 				}
 				row("after", fmt.Sprintf("%s; probe: %d reset, wire: %d reset; %d disagree", summarizeReport(rep),
 					rep.Resets, countTrialPorts(rep, rsts), len(mism)))
+				cell := fmt.Sprintf("%s; wire: %d reset", summarizeReport(rep), countTrialPorts(rep, rsts))
+				if len(mism) > 0 {
+					cell += fmt.Sprintf(" (**%d trials disagree**)", len(mism))
+				}
+				put(server, "after", c, cell)
 			})
 		}
 	}
@@ -134,6 +151,29 @@ func TestServersTable(t *testing.T) {
 	fmt.Println("| --- | --- | --- | --- | --- | --- |")
 	for _, r := range rows {
 		fmt.Println(r)
+	}
+
+	// The same, one row per server and probe, one column per cell.
+	fmt.Println()
+	head, rule := "| server | probe |", "| --- | --- |"
+	for _, c := range cells {
+		head += fmt.Sprintf(" %s, TLS %s, %s |", c.net, c.tlsVersion, c.mode)
+		rule += " --- |"
+	}
+	fmt.Println(head)
+	fmt.Println(rule)
+	for _, server := range servers {
+		for _, probeName := range []string{"before", "after"} {
+			m := matrix[server][probeName]
+			if m == nil {
+				continue
+			}
+			line := fmt.Sprintf("| %s %s | %s |", server, versions[server], probeName)
+			for _, c := range cells {
+				line += " " + m[c] + " |"
+			}
+			fmt.Println(line)
+		}
 	}
 }
 
