@@ -15,8 +15,16 @@
 // A server that closes at once while the upload is still arriving makes its
 // kernel send a TCP reset, which discards what it had not yet sent and makes
 // the client's next write fail: the alert is lost, or found only by a client
-// that reads after its write failed. A lingering close (package
-// github.com/linger-go/linger) delivers it.
+// that reads after its write failed. A server that read everything before it
+// closed sends a FIN instead, but if it closed its socket rather than only
+// its side of the connection, the next data the client sends draws a reset
+// all the same; so a trial goes on sending for Config.Watch after the FIN
+// and looks. A lingering close (package github.com/linger-go/linger)
+// delivers the alert with no reset.
+//
+// Some servers refuse a certificate with an HTTP response instead of an
+// alert (nginx answers "400 The SSL certificate error"); a trial reports the
+// status line, and whether a reset followed it.
 package probe
 
 import (
