@@ -81,8 +81,11 @@ func CaptureRSTs(ifname string, port int) (*RSTCapture, error) {
 	// SOCK_DGRAM: the kernel strips the link-layer header, which differs
 	// between loopback, veth and TUN devices, so every packet starts at
 	// its IP header.
-	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_DGRAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC,
-		int(htons(syscall.ETH_P_ALL)))
+	//
+	// Protocol 0: the socket receives nothing until bind names a protocol,
+	// so no packet queues on it before the filter is in place (a busy
+	// loopback would fill its buffer in that moment and count drops).
+	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_DGRAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socket(AF_PACKET)", err)
 	}
@@ -97,15 +100,17 @@ func CaptureRSTs(ifname string, port int) (*RSTCapture, error) {
 	// Room for bursts of RSTs while the reader is not scheduled (a loaded
 	// machine); FORCE, as root, past rmem_max. Close reports drops anyway.
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+	ifindex := 0 // every interface
 	if ifname != "" {
 		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			syscall.Close(fd)
 			return nil, fmt.Errorf("capture on %s: %w", ifname, err)
 		}
-		if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: htons(syscall.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-			return fail("bind(AF_PACKET)", err)
-		}
+		ifindex = ifi.Index
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: htons(syscall.ETH_P_ALL), Ifindex: ifindex}); err != nil {
+		return fail("bind(AF_PACKET)", err)
 	}
 	// Non-blocking, so os.NewFile puts it on the runtime's poller and
 	// Close wakes the reader.
