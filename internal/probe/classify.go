@@ -95,9 +95,14 @@ func classify(o observation) classified {
 		c.reset, c.resetSeenBy, c.err = true, "wire", "the socket was reset after the server's FIN, once more data arrived"
 	}
 	// A FIN is EOF from crypto/tls (with or without close_notify) or from
-	// the raw read after an alert. After an RST, Linux keeps returning
-	// EOF to reads if the FIN came first, so this holds with a reset too.
-	c.fin = isEOF(o.read) || isEOF(o.tail)
+	// the raw read after an alert, but not every EOF is a FIN: after an RST
+	// the error goes to whichever call comes first, and later reads return
+	// EOF. Linux reports an RST that follows the peer's FIN as EPIPE (the
+	// connection is in CLOSE_WAIT) and one with no FIN before it as
+	// ECONNRESET, so an ECONNRESET anywhere means there was no FIN first.
+	c.fin = (isEOF(o.read) || isEOF(o.tail)) &&
+		!errors.Is(o.read, syscall.ECONNRESET) && !errors.Is(o.tail, syscall.ECONNRESET) &&
+		!errors.Is(o.write, syscall.ECONNRESET)
 
 	switch {
 	case c.alert != nil && c.reset:
