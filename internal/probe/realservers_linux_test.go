@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,6 +99,18 @@ func TestRealServers(t *testing.T) {
 			}
 		}
 		for _, ver := range versions {
+			// Record mode against a server that demands a certificate
+			// must point at client-cert mode, whatever the server
+			// answers (a TLS 1.2 handshake failure, certificate_required,
+			// an HTTP 400).
+			t.Run(kind+"/"+ver.name+"/record, certificate required", func(t *testing.T) {
+				srv := startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
+					Version: ver.v, RequireCert: true})
+				rep := run(t, probe.Config{Addr: srv.Addr, TLS: clientTLS(pki, ver.v), Trials: 2, Upload: 16 << 10})
+				if !strings.Contains(rep.Verdict.Line, "--provoke client-cert") {
+					t.Errorf("verdict does not suggest --provoke client-cert: %s", rep.Verdict.Line)
+				}
+			})
 			for _, mode := range modes {
 				t.Run(kind+"/"+ver.name+"/"+string(mode), func(t *testing.T) {
 					srv := startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",

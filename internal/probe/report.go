@@ -138,12 +138,19 @@ func (r *Report) verdict() Verdict {
 	if hf := r.Counts[HandshakeFailed]; hf > 0 {
 		note = fmt.Sprintf(" (%d trials failed at the handshake and are not counted)", hf)
 	}
-	if n := r.Alerts["certificate_required"]; n > 0 && r.Mode == ModeRecord {
+	asked := 0
+	for _, t := range r.Trials {
+		if t.CertRequested && t.Outcome != HandshakeFailed {
+			asked++
+		}
+	}
+	if asked > 0 && r.Mode == ModeRecord {
 		// A TLS 1.3 server that requires a client certificate refuses
-		// the connection before it reads the bad record: delivery is
-		// still measured, but of a different alert.
-		note += fmt.Sprintf(" (%d answered certificate_required, not bad_record_mac: the server requires a "+
-			"client certificate, and --provoke client-cert tests its rejections)", n)
+		// the connection for the missing one, before it reads the bad
+		// record (certificate_required, or an HTTP answer): delivery is
+		// still measured, but of a different refusal, whatever it is.
+		note += fmt.Sprintf(" (in %d trials the server asked for a client certificate, so it may have refused the "+
+			"missing certificate rather than the bad record; --provoke client-cert tests its rejections of one)", asked)
 	}
 	var afterFIN string
 	if r.ResetsAfterFIN > 0 {

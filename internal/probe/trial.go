@@ -87,6 +87,9 @@ type Trial struct {
 	HTTPStatus string `json:"http_status,omitempty"`
 	// Version is the negotiated TLS version.
 	Version string `json:"tls_version,omitempty"`
+	// CertRequested reports that the server asked for a client
+	// certificate.
+	CertRequested bool `json:"cert_requested,omitempty"`
 	// InHandshake reports that the server rejected the client inside the
 	// handshake (TLS 1.2, or a TLS 1.3 server that checks early), before
 	// the client could send any application data.
@@ -171,6 +174,7 @@ func (p *prober) trial(ctx context.Context, n int) (t Trial) {
 	defer stop()
 
 	o, provoked, alertAt := p.observe(ctx, raw, &t)
+	t.CertRequested = o.certAsked
 	c := classify(o)
 	t.Outcome, t.Error = c.outcome, c.err
 	t.Reset, t.ResetSeenBy, t.FIN, t.InHandshake = c.reset, c.resetSeenBy, c.fin, c.inHandshake
