@@ -277,7 +277,7 @@ func (p *prober) observe(ctx context.Context, raw net.Conn, t *Trial) (o observa
 	if (isEOF(o.read) || isEOF(o.tail)) && !isReset(o.read) && !isReset(o.tail) {
 		timer := time.NewTimer(p.cfg.Watch)
 		select {
-		case <-wdone: // the writer failed: a reset, or the trial's deadline
+		case <-wdone: // the writer stopped: a reset, the trial's deadline, or its trickle is spent
 		case <-timer.C:
 		case <-ctx.Done():
 		}
