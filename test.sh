@@ -3,12 +3,14 @@
 #
 # As root on Debian it first installs the packages the tests use (curl and
 # openssl as real clients, iproute2 and nftables for network
-# namespaces, chromium to render the lab's HTML report). Tests whose tools
-# or privileges are missing skip with a message saying so.
+# namespaces, chromium to render the lab's HTML report, nginx, haproxy and
+# apache2 as real servers for the probe, which the tests start themselves on
+# ports of their own, and tcpdump to look at the wire by hand). Tests whose
+# tools or privileges are missing skip with a message saying so.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-pkgs=(curl openssl iproute2 nftables chromium)
+pkgs=(curl openssl iproute2 nftables chromium nginx haproxy apache2 tcpdump)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 	missing=()
 	for p in "${pkgs[@]}"; do

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -17,9 +18,10 @@ import (
 )
 
 // runProbe is the flag layer of "linger probe"; package internal/probe does
-// the work. Exit status: 0 every provoked alert was delivered, 1 some were
-// not (or reached the client only with a reset behind them), 2 nothing could
-// be provoked or the command line was wrong.
+// the work. Exit status: 0 every provocation was answered (an alert, or an
+// HTTP response) with no reset, 1 some answers were lost or had a reset
+// behind them, 2 the command line was wrong (the flag package's status for
+// a bad flag), 3 nothing could be provoked.
 func runProbe(ctx context.Context, args []string) error {
 	return probeMain(ctx, args, os.Stdout, os.Stderr)
 }
@@ -38,6 +40,7 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	trials := fs.Int("trials", probe.DefaultTrials, fmt.Sprintf("number of connections, 1 to %d", probe.MaxTrials))
 	timeout := fs.Duration("timeout", probe.DefaultTimeout, "bound on each trial, connecting included")
 	interval := fs.Duration("interval", probe.DefaultInterval, "pause between trials (at least 1ms: the probe is polite)")
+	watch := fs.Duration("watch", probe.DefaultWatch, "how long to keep sending after the server's FIN, to see whether a reset follows")
 	upload := sizeFlag(probe.DefaultUpload)
 	fs.Var(&upload, "upload", "bytes to keep sending after the provocation, such as 64KiB or 1MiB")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of text")
@@ -45,7 +48,11 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(fs.Output(), "usage: linger probe [flags] HOST:PORT\n\n"+
 			"Asks a TLS server whether its fatal alerts reach a client that is still sending:\n"+
 			"each trial provokes an alert, keeps uploading, and reads what arrives.\n"+
-			"Exit status: 0 every alert delivered, 1 some lost or reset, 2 nothing provoked.\n\n")
+			"\nExit status:\n"+
+			"  0  every provocation answered (a TLS alert, or an HTTP response) and no connection reset\n"+
+			"  1  some answers lost, or followed by a reset\n"+
+			"  2  the command line is wrong (bad flag, missing port, unreadable --ca, --cert or --key)\n"+
+			"  3  inconclusive: no trial got as far as the provocation (see the trials' errors)\n\n")
 		fs.PrintDefaults()
 	}
 
@@ -57,7 +64,7 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if errors.Is(err, flag.ErrHelp) {
 				return err
 			}
-			return exitError(2) // the flag package has printed the problem and the usage
+			return exitError(probe.ExitUsage) // the flag package has printed the problem and the usage
 		}
 		if fs.NArg() == 0 {
 			break
@@ -68,10 +75,19 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	usageErr := func(format string, a ...any) error {
 		fmt.Fprintf(stderr, "linger probe: "+format+"\n", a...)
 		fs.Usage()
-		return exitError(2)
+		return exitError(probe.ExitUsage)
+	}
+	// A file that cannot be read is a usage error too, but the flags'
+	// list would bury the one line that matters.
+	fileErr := func(format string, a ...any) error {
+		fmt.Fprintf(stderr, "linger probe: "+format+"\n", a...)
+		return exitError(probe.ExitUsage)
 	}
 	if len(pos) != 1 {
 		return usageErr("want one HOST:PORT, got %d arguments", len(pos))
+	}
+	if _, port, err := net.SplitHostPort(pos[0]); err != nil || port == "" {
+		return usageErr("%q: want HOST:PORT, such as example.com:443 or [::1]:8443", pos[0])
 	}
 	if *interval < 1e6 {
 		return usageErr("--interval %v: want at least 1ms", *interval)
@@ -81,6 +97,9 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if *timeout <= 0 {
 		return usageErr("--timeout %v: want a positive duration", *timeout)
+	}
+	if *watch <= 0 {
+		return usageErr("--watch %v: want a positive duration", *watch)
 	}
 	if upload <= 0 {
 		return usageErr("--upload: want a positive size")
@@ -93,6 +112,7 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Trials:   *trials,
 		Timeout:  *timeout,
 		Interval: *interval,
+		Watch:    *watch,
 		TLS:      &tls.Config{ServerName: *serverName, InsecureSkipVerify: *insecure},
 	}
 	if cfg.Mode != probe.ModeRecord && cfg.Mode != probe.ModeClientCert {
@@ -113,11 +133,11 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *caFile != "" {
 		pem, err := os.ReadFile(*caFile)
 		if err != nil {
-			return fmt.Errorf("--ca: %w", err)
+			return fileErr("--ca: %v", err)
 		}
 		cfg.TLS.RootCAs = x509.NewCertPool()
 		if !cfg.TLS.RootCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("--ca %s: no PEM certificates in it", *caFile)
+			return fileErr("--ca %s: no PEM certificates in it", *caFile)
 		}
 	}
 	if (*certFile == "") != (*keyFile == "") {
@@ -129,7 +149,7 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 		if err != nil {
-			return fmt.Errorf("--cert/--key: %w", err)
+			return fileErr("--cert/--key: %v", err)
 		}
 		cfg.ClientCert = &cert
 	}
@@ -160,29 +180,48 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-// sizeFlag is a byte count given as 1048576, 1MiB, 1M, 64KiB or 64k.
+// sizeFlag is a byte count given as 1048576, 1MiB, 1M, 64KiB or 64k (the
+// units are powers of 1024, case does not matter, a space may precede the
+// unit).
 type sizeFlag int64
 
 func (s *sizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
 
+// maxSize bounds a size: far above any sensible upload, far below overflow.
+const maxSize = 1 << 40
+
 func (s *sizeFlag) Set(v string) error {
-	num := strings.TrimRight(strings.ToLower(strings.TrimSpace(v)), "ibk mg")
-	unit := strings.ToLower(strings.TrimSpace(v[len(num):]))
-	mult := int64(1)
-	switch strings.TrimSuffix(strings.TrimSuffix(unit, "b"), "i") {
-	case "":
-	case "k":
-		mult = 1 << 10
-	case "m":
-		mult = 1 << 20
-	case "g":
-		mult = 1 << 30
-	default:
-		return fmt.Errorf("unknown unit %q", unit)
+	v = strings.TrimSpace(v)
+	i := 0
+	for i < len(v) && '0' <= v[i] && v[i] <= '9' {
+		i++
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-	if err != nil || n < 0 || n > (1<<40)/mult {
-		return fmt.Errorf("bad size %q", v)
+	num, unit := v[:i], strings.TrimSpace(v[i:])
+	if num == "" {
+		return errors.New("not a size: want a whole number of bytes, optionally with a unit (KiB, MiB, GiB)")
+	}
+	mult := int64(0)
+	for _, u := range []struct {
+		names []string
+		mult  int64
+	}{
+		{[]string{"", "b"}, 1},
+		{[]string{"k", "kb", "kib"}, 1 << 10},
+		{[]string{"m", "mb", "mib"}, 1 << 20},
+		{[]string{"g", "gb", "gib"}, 1 << 30},
+	} {
+		for _, name := range u.names {
+			if strings.EqualFold(unit, name) {
+				mult = u.mult
+			}
+		}
+	}
+	if mult == 0 {
+		return fmt.Errorf("unknown unit %q: want B, KiB, MiB or GiB", unit)
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n > maxSize/mult {
+		return errors.New("too large: at most 1 TiB")
 	}
 	*s = sizeFlag(n * mult)
 	return nil

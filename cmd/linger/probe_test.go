@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -26,7 +28,7 @@ func TestSizeFlag(t *testing.T) {
 			t.Errorf("Set(%q) = %d, %v; want %d", in, s, err, want)
 		}
 	}
-	for _, in := range []string{"", "MiB", "1TiB", "-1", "1.5M", "x"} {
+	for _, in := range []string{"", "MiB", "1TiB", "-1", "1.5M", "x", "1Ⱥ", "1ȺȺȺ", "Ⱥ1", "1\x1b[2J", "99999999999999999999"} {
 		var s sizeFlag
 		if err := s.Set(in); err == nil {
 			t.Errorf("Set(%q) = %d, want an error", in, s)
@@ -36,7 +38,8 @@ func TestSizeFlag(t *testing.T) {
 
 // TestProbeCommand runs the command against a lingering and a plainly
 // closing Go server: the exit status is 0 for the first and 1 for the
-// second, --json prints a report, and a bad command line exits 2.
+// second, --json prints a report, a bad command line exits 2 and a probe
+// that cannot provoke anything 3.
 func TestProbeCommand(t *testing.T) {
 	before := testbed.OpenFDs()
 	t.Cleanup(func() {
@@ -68,10 +71,16 @@ func TestProbeCommand(t *testing.T) {
 		{"linger", []string{"--ca", files.CA, "--trials", "3", "--interval", "5ms", lingering}, 0, "DELIVERED"},
 		{"plain, flags after the address", []string{plain, "--ca", files.CA, "--trials", "3", "--interval", "5ms"}, 1, "RESET AFTER ALERT"},
 		{"json", []string{"--json", "--ca", files.CA, "--trials", "2", "--interval", "5ms", "--upload", "64KiB", lingering}, 0, `"status": "delivered"`},
-		{"untrusted server", []string{"--trials", "2", lingering}, 2, "--ca"},
+		{"untrusted server: inconclusive", []string{"--trials", "2", lingering}, 3, "--ca"},
 		{"no address", []string{"--trials", "2"}, 2, "usage"},
+		{"no port", []string{"127.0.0.1"}, 2, "want HOST:PORT"},
+		{"missing --ca file", []string{"--ca", files.CA + ".missing", lingering}, 2, "no such file"},
+		{"--ca file without certificates", []string{"--ca", files.ServerKey, lingering}, 2, "no PEM certificates"},
+		{"unknown flag", []string{"--nonsense", lingering}, 2, "flag provided but not defined"},
+		{"bad size", []string{"--upload", "1Ⱥ", lingering}, 2, `unknown unit "Ⱥ"`},
 		{"bad mode", []string{"--provoke", "nonsense", lingering}, 2, "record or client-cert"},
 		{"zero interval", []string{"--interval", "0s", lingering}, 2, "at least 1ms"},
+		{"zero watch", []string{"--watch", "0s", lingering}, 2, "--watch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -94,11 +103,26 @@ func TestProbeCommand(t *testing.T) {
 				if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 					t.Fatalf("--json output: %v\n%s", err, stdout.String())
 				}
-				if len(rep.Trials) != 2 || rep.Counts[probe.AlertFirst] != 2 {
+				if len(rep.Trials) != 2 || rep.Counts[probe.AlertFirst] != 2 || rep.Trials[0].ClientPort == 0 {
 					t.Errorf("--json report: %+v", rep)
 				}
 			}
 		})
+	}
+}
+
+// TestProbeHelp: --help exits 0 (main turns flag.ErrHelp into 0) and
+// documents every exit status the command uses.
+func TestProbeHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := probeMain(context.Background(), []string{"--help"}, &stdout, &stderr)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v, want flag.ErrHelp", err)
+	}
+	for _, code := range []int{probe.ExitDelivered, probe.ExitNotDelivered, probe.ExitUsage, probe.ExitInconclusive} {
+		if want := fmt.Sprintf("\n  %d  ", code); !strings.Contains(stderr.String(), want) {
+			t.Errorf("--help does not document exit status %d:\n%s", code, stderr.String())
+		}
 	}
 }
 

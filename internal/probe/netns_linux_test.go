@@ -3,6 +3,7 @@ package probe_test
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -14,7 +15,9 @@ import (
 // with 10 ms of delay each way and 2 % loss, where a server closing at once
 // loses alerts outright (its RST follows the alert, and a dropped alert is
 // never retransmitted) and a lingering server still delivers every one.
-// The server's own kernel counters show the RSTs.
+// The server's own kernel counters show the RSTs, and a packet socket in
+// its namespace must see a reset on exactly the connections the probe
+// reported reset.
 func TestImpairedPath(t *testing.T) {
 	testbed.RequireRoot(t, "the impaired-path probe")
 	checkFDs(t)
@@ -69,10 +72,28 @@ func TestImpairedPath(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			_, port, _ := net.SplitHostPort(addr)
+			var capture *testbed.RSTCapture
+			if err := pair.Server.Do(func() (err error) {
+				capture, err = testbed.CaptureRSTs("", atoi(port))
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
 			tlsCfg := clientTLS(p, 0)
 			tlsCfg.ServerName = host
+			// A lost segment costs a retransmission timeout (200 ms at
+			// least) before the RST it draws, so the watch is longer here.
 			rep := run(t, probe.Config{Addr: addr, Mode: mode, TLS: tlsCfg, Trials: 8,
-				Upload: c.upload, Dial: pair.Client.DialContext})
+				Upload: c.upload, Dial: pair.Client.DialContext, Watch: time.Second})
+			time.Sleep(100 * time.Millisecond)
+			rsts := capture.RSTs()
+			if err := capture.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range wireMismatches(rep, rsts) {
+				t.Errorf("the probe disagrees with the server's side of the wire: %s", m)
+			}
 			after, err := pair.Server.Counters()
 			if err != nil {
 				t.Fatal(err)
@@ -86,4 +107,9 @@ func TestImpairedPath(t *testing.T) {
 			}
 		})
 	}
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }

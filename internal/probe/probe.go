@@ -15,8 +15,16 @@
 // A server that closes at once while the upload is still arriving makes its
 // kernel send a TCP reset, which discards what it had not yet sent and makes
 // the client's next write fail: the alert is lost, or found only by a client
-// that reads after its write failed. A lingering close (package
-// github.com/linger-go/linger) delivers it.
+// that reads after its write failed. A server that read everything before it
+// closed sends a FIN instead, but if it closed its socket rather than only
+// its side of the connection, the next data the client sends draws a reset
+// all the same; so a trial goes on sending for Config.Watch after the FIN
+// and looks. A lingering close (package github.com/linger-go/linger)
+// delivers the alert with no reset.
+//
+// Some servers refuse a certificate with an HTTP response instead of an
+// alert (nginx answers "400 The SSL certificate error"); a trial reports the
+// status line, and whether a reset followed it.
 package probe
 
 import (
@@ -51,6 +59,7 @@ const (
 	DefaultUpload   = 1 << 20
 	DefaultTimeout  = 10 * time.Second
 	DefaultInterval = 100 * time.Millisecond
+	DefaultWatch    = 500 * time.Millisecond
 
 	// MaxTrials bounds Config.Trials: the probe asks a question, it is not
 	// a load generator.
@@ -89,6 +98,14 @@ type Config struct {
 
 	// Interval is the pause between trials; 0 means DefaultInterval.
 	Interval time.Duration
+
+	// Watch is how long a trial goes on sending after the server's FIN,
+	// and then at most how long it waits for the server to acknowledge
+	// the last bytes, to see whether a reset follows: a server that
+	// closed its socket instead of half-closing it answers the next data
+	// with an RST. It is spent in full only against servers that do not
+	// reset; 0 means DefaultWatch.
+	Watch time.Duration
 
 	// Dial connects to the server; nil means a net.Dialer. Tests use it to
 	// dial from inside a network namespace.
@@ -145,8 +162,13 @@ type prober struct {
 	cert *tls.Certificate
 	// garbage is the random payload of the corrupted records. Its content
 	// does not matter, only that it cannot be authenticated, so one buffer
-	// serves every record of the probe.
+	// serves every record of the probe. zeros is the upload of
+	// ModeClientCert, which goes through TLS. Both are only read.
 	garbage []byte
+	zeros   []byte
+	// host names the server in the Host header of ModeClientCert's
+	// request.
+	host string
 }
 
 func newProber(cfg Config) (*prober, error) {
@@ -176,6 +198,9 @@ func newProber(cfg Config) (*prober, error) {
 	if cfg.Interval == 0 {
 		cfg.Interval = DefaultInterval
 	}
+	if cfg.Watch == 0 {
+		cfg.Watch = DefaultWatch
+	}
 	switch {
 	case cfg.Upload < 0:
 		return nil, fmt.Errorf("probe: negative upload %d", cfg.Upload)
@@ -185,11 +210,13 @@ func newProber(cfg Config) (*prober, error) {
 		return nil, fmt.Errorf("probe: negative timeout %v", cfg.Timeout)
 	case cfg.Interval < 0:
 		return nil, fmt.Errorf("probe: negative interval %v", cfg.Interval)
+	case cfg.Watch < 0:
+		return nil, fmt.Errorf("probe: negative watch %v", cfg.Watch)
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = (&net.Dialer{}).DialContext
 	}
-	p := &prober{cfg: cfg}
+	p := &prober{cfg: cfg, host: host}
 	if cfg.TLS != nil {
 		p.tls = cfg.TLS.Clone()
 	} else {
@@ -200,6 +227,9 @@ func newProber(cfg Config) (*prober, error) {
 		// which may be an IP address.
 		p.tls.ServerName = host
 	}
+	if p.tls.ServerName != "" {
+		p.host = p.tls.ServerName
+	}
 	p.tls.Certificates, p.tls.GetClientCertificate = nil, nil
 	if cfg.Mode == ModeClientCert {
 		if p.cert = cfg.ClientCert; p.cert == nil {
@@ -207,6 +237,7 @@ func newProber(cfg Config) (*prober, error) {
 				return nil, fmt.Errorf("probe: client certificate: %w", err)
 			}
 		}
+		p.zeros = make([]byte, maxRecordPayload)
 	} else {
 		p.garbage = make([]byte, maxRecordPayload)
 		rand.Read(p.garbage)

@@ -153,8 +153,8 @@ func TestConfigurationProblems(t *testing.T) {
 			if !strings.Contains(rep.Trials[0].Error, tc.want) {
 				t.Errorf("error %q does not mention %q", rep.Trials[0].Error, tc.want)
 			}
-			if rep.Verdict.Status != probe.Inconclusive || rep.ExitCode() != 2 {
-				t.Errorf("verdict %v, exit %d; want inconclusive, 2", rep.Verdict.Status, rep.ExitCode())
+			if rep.Verdict.Status != probe.Inconclusive || rep.ExitCode() != probe.ExitInconclusive {
+				t.Errorf("verdict %v, exit %d; want inconclusive, %d", rep.Verdict.Status, rep.ExitCode(), probe.ExitInconclusive)
 			}
 		})
 	}
@@ -207,5 +207,34 @@ func TestTimeoutAndCancel(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("cancelled probe took %v", d)
+	}
+}
+
+// TestHostileText: a server whose certificate names carry terminal escape
+// sequences cannot make the probe print them: the
+// trial's error, its line and the summary show them escaped.
+func TestHostileText(t *testing.T) {
+	checkFDs(t)
+	evil, err := testbed.NewPKI("\x1b]0;owned\x07\x1b[2Jevil.example") // IA5: ASCII only
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := startGo(t, ln, false, serverConfig(evil, probe.ModeRecord, 0))
+	rep := run(t, probe.Config{Addr: addr, TLS: &tls.Config{RootCAs: evil.CAPool, ServerName: "other.example"}})
+	var summary strings.Builder
+	rep.WriteSummary(&summary)
+	if len(rep.Trials) != 1 || !strings.Contains(rep.Trials[0].Error, `\x1b]0;owned\x07`) {
+		t.Fatalf("want one trial whose error shows the name escaped, got %+v", rep.Trials)
+	}
+	for what, s := range map[string]string{
+		"error": rep.Trials[0].Error, "trial line": probe.FormatTrial(rep.Trials[0]), "summary": summary.String(),
+	} {
+		if i := strings.IndexFunc(s, func(r rune) bool { return r == 0x1b || r == 0x07 || r == '\u202e' }); i >= 0 {
+			t.Errorf("%s carries a control character at %d: %q", what, i, s)
+		}
 	}
 }

@@ -22,8 +22,14 @@ type Report struct {
 	// Counts has an entry for every outcome, zero included.
 	Counts map[Outcome]int `json:"counts"`
 	// Alerts counts the alerts received, by name.
-	Alerts  map[string]int `json:"alerts,omitempty"`
-	Verdict Verdict        `json:"verdict"`
+	Alerts map[string]int `json:"alerts,omitempty"`
+	// HTTP counts the HTTP status lines received instead of an alert.
+	HTTP map[string]int `json:"http_statuses,omitempty"`
+	// Resets counts the trials in which the server reset the connection;
+	// ResetsAfterFIN those of them in which its FIN came first.
+	Resets         int     `json:"resets"`
+	ResetsAfterFIN int     `json:"resets_after_fin"`
+	Verdict        Verdict `json:"verdict"`
 }
 
 // Status is the verdict in one word.
@@ -32,9 +38,16 @@ type Status string
 const (
 	// Delivered: every provoked alert arrived and no connection was reset.
 	Delivered Status = "delivered"
+	// HTTPAnswered: the server answered every provocation with an HTTP
+	// response instead of an alert, and no connection was reset. Clients
+	// read an HTTP error, not a TLS alert.
+	HTTPAnswered Status = "http_answer"
 	// ResetAfterAlert: every provoked alert arrived, but some only with a
 	// reset behind it, which a client still sending runs into first.
 	ResetAfterAlert Status = "reset_after_alert"
+	// ResetAfterAnswer: the server answered over HTTP, but reset some
+	// connections after its answer.
+	ResetAfterAnswer Status = "reset_after_answer"
 	// Lost: some provoked alerts never arrived.
 	Lost Status = "lost"
 	// Inconclusive: no trial got as far as the provocation.
@@ -48,17 +61,27 @@ type Verdict struct {
 	Line string `json:"line"`
 }
 
-// ExitCode is the probe's exit status for scripts: 0 when every provoked
-// alert was delivered, 1 when some were not, 2 when nothing could be
-// provoked.
+// Exit statuses of the probe, for scripts. ExitUsage is the command's, for a
+// command line it cannot run; the flag package uses the same.
+const (
+	ExitDelivered    = 0
+	ExitNotDelivered = 1
+	ExitUsage        = 2
+	ExitInconclusive = 3
+)
+
+// ExitCode is the probe's exit status for scripts: ExitDelivered when
+// every provocation was answered (with an alert, or over HTTP) and no
+// connection was reset, ExitNotDelivered when some answers were lost or
+// followed by a reset, ExitInconclusive when nothing could be provoked.
 func (r *Report) ExitCode() int {
 	switch r.Verdict.Status {
-	case Delivered:
-		return 0
+	case Delivered, HTTPAnswered:
+		return ExitDelivered
 	case Inconclusive:
-		return 2
+		return ExitInconclusive
 	}
-	return 1
+	return ExitNotDelivered
 }
 
 // Provoked counts the trials that got past the handshake to the
@@ -70,7 +93,7 @@ func (r *Report) summarize() {
 	for _, o := range Outcomes {
 		r.Counts[o] = 0
 	}
-	r.Alerts = nil
+	r.Alerts, r.HTTP, r.Resets, r.ResetsAfterFIN = nil, nil, 0, 0
 	for _, t := range r.Trials {
 		r.Counts[t.Outcome]++
 		if t.Alert != "" {
@@ -79,9 +102,24 @@ func (r *Report) summarize() {
 			}
 			r.Alerts[t.Alert]++
 		}
+		if t.HTTPStatus != "" {
+			if r.HTTP == nil {
+				r.HTTP = make(map[string]int)
+			}
+			r.HTTP[t.HTTPStatus]++
+		}
+		if t.Reset {
+			r.Resets++
+			if t.FIN {
+				r.ResetsAfterFIN++
+			}
+		}
 	}
 	r.Verdict = r.verdict()
 }
+
+const lingerAdvice = "close with a lingering close (half-close, read and discard until the client closes, " +
+	"bounded), e.g. github.com/linger-go/linger"
 
 func (r *Report) verdict() Verdict {
 	provoked := r.Provoked()
@@ -100,26 +138,43 @@ func (r *Report) verdict() Verdict {
 	if hf := r.Counts[HandshakeFailed]; hf > 0 {
 		note = fmt.Sprintf(" (%d trials failed at the handshake and are not counted)", hf)
 	}
-	if n := r.Alerts["certificate_required"]; n > 0 && r.Mode == ModeRecord {
-		// A TLS 1.3 server that requires a client certificate refuses
-		// the connection before it reads the bad record: delivery is
-		// still measured, but of a different alert.
-		note += fmt.Sprintf(" (%d answered certificate_required, not bad_record_mac: the server requires a "+
-			"client certificate, and --provoke client-cert tests its rejections)", n)
+	asked := 0
+	for _, t := range r.Trials {
+		if t.CertRequested && t.Outcome != HandshakeFailed {
+			asked++
+		}
 	}
-	alerts := r.alertList()
+	if asked > 0 && r.Mode == ModeRecord {
+		// A TLS 1.3 server that requires a client certificate refuses
+		// the connection for the missing one, before it reads the bad
+		// record (certificate_required, or an HTTP answer): delivery is
+		// still measured, but of a different refusal, whatever it is.
+		note += fmt.Sprintf(" (in %d trials the server asked for a client certificate, so it may have refused the "+
+			"missing certificate rather than the bad record; --provoke client-cert tests its rejections of one)", asked)
+	}
+	var afterFIN string
+	if r.ResetsAfterFIN > 0 {
+		afterFIN = fmt.Sprintf("; %d of the resets came after a clean FIN, when more of the upload arrived: "+
+			"the server closed its socket instead of half-closing it and reading on", r.ResetsAfterFIN)
+	}
+	inHandshake := 0
+	for _, t := range r.Trials {
+		if t.InHandshake && t.Outcome == AlertAfterError {
+			inHandshake++
+		}
+	}
 	lost := r.Counts[Reset] + r.Counts[EOF] + r.Counts[Timeout]
+	answeredHTTP := r.Counts[HTTPAnswer] + r.Counts[HTTPThenReset]
 	switch {
 	case lost > 0:
 		var why []string
 		if n := r.Counts[Reset]; n > 0 {
 			why = append(why, fmt.Sprintf("%d reset: the server closed while the upload was still arriving, "+
-				"so its kernel sent RST and discarded the alert; close with a lingering close "+
-				"(half-close, read and discard until the client closes, bounded), e.g. github.com/linger-go/linger", n))
+				"so its kernel sent RST and discarded the alert; %s", n, lingerAdvice))
 		}
 		if n := r.Counts[EOF]; n > 0 {
-			why = append(why, fmt.Sprintf("%d closed without an alert: the server's TLS stack or application "+
-				"drops the connection silently", n))
+			why = append(why, fmt.Sprintf("%d closed without an alert or an HTTP answer: the server's TLS stack "+
+				"or application drops the connection silently", n))
 		}
 		if n := r.Counts[Timeout]; n > 0 {
 			why = append(why, fmt.Sprintf("%d timed out: the server neither answered nor closed; "+
@@ -127,23 +182,54 @@ func (r *Report) verdict() Verdict {
 		}
 		return Verdict{Lost, fmt.Sprintf("LOST: in %d of %d trials the client never saw the alert%s. %s.",
 			lost, provoked, note, strings.Join(why, "; "))}
+	case inHandshake > 0 && inHandshake == r.Counts[AlertAfterError]:
+		return Verdict{ResetAfterAlert, fmt.Sprintf("RESET AFTER ALERT: in %d of %d trials the server rejected the "+
+			"client inside the handshake (%s) with the alert (%s) and then reset the connection, which it closed with "+
+			"the client's last handshake messages unread%s. A client cannot be sending application data yet, so it "+
+			"reads the alert; but the reset destroys the alert whenever the segment carrying it is lost and would "+
+			"have been retransmitted. To avoid the reset, %s.",
+			inHandshake, provoked, r.versions(), r.alertList(), note, lingerAdvice)}
 	case r.Counts[AlertAfterError] > 0:
 		return Verdict{ResetAfterAlert, fmt.Sprintf("RESET AFTER ALERT: in %d of %d trials the alert (%s) arrived "+
-			"but the server then reset the connection (it closed without reading what the client was still "+
-			"sending)%s, so a client still sending gets ECONNRESET or EPIPE and sees the alert only if it reads after a failed write "+
-			"(Linux keeps it readable, Windows discards it). Close with a lingering close (half-close, read "+
-			"and discard until the client closes, bounded), e.g. github.com/linger-go/linger.",
-			r.Counts[AlertAfterError], provoked, alerts, note)}
+			"but the server also reset the connection (it closed without reading what the client was still "+
+			"sending%s)%s, so a client still sending gets ECONNRESET or EPIPE and sees the alert only if it reads "+
+			"after a failed write (Linux keeps it readable, Windows discards it). To deliver it, %s.",
+			r.Counts[AlertAfterError], provoked, r.alertList(), afterFIN, note, lingerAdvice)}
+	case r.Counts[HTTPThenReset] > 0:
+		return Verdict{ResetAfterAnswer, fmt.Sprintf("RESET AFTER ANSWER: in %d of %d trials the server answered "+
+			"over HTTP (%s) instead of sending a TLS alert, and then reset the connection (it closed without "+
+			"reading what the client was still sending%s)%s, so a client still sending gets ECONNRESET or EPIPE "+
+			"from its write and may never read the answer. To deliver it, %s.",
+			r.Counts[HTTPThenReset], provoked, r.httpList(), afterFIN, note, lingerAdvice)}
+	case answeredHTTP == provoked:
+		return Verdict{HTTPAnswered, fmt.Sprintf("ANSWERED OVER HTTP: in all %d trials the server completed the "+
+			"handshake and refused the client with an HTTP response (%s) instead of a TLS alert, and reset no "+
+			"connection%s: clients read an HTTP error, not a TLS alert.", provoked, r.httpList(), note)}
 	}
-	return Verdict{Delivered, fmt.Sprintf("DELIVERED: all %d alerts (%s) arrived before any error and no "+
-		"connection was reset%s: clients still sending learn why they were refused.", provoked, alerts, note)}
+	if answeredHTTP > 0 {
+		note += fmt.Sprintf(" (%d answered over HTTP instead: %s)", answeredHTTP, r.httpList())
+	}
+	return Verdict{Delivered, fmt.Sprintf("DELIVERED: all %d answers (%s) arrived before any error and no "+
+		"connection was reset%s: clients still sending learn why they were refused.", provoked, r.alertList(), note)}
 }
+
+// httpList formats the HTTP status lines received, most frequent first.
+func (r *Report) httpList() string { return countList(r.HTTP) }
 
 // alertList formats the alerts received, most frequent first, as
 // "bad_record_mac" or "unknown_ca 19, bad_certificate 1".
 func (r *Report) alertList() string {
-	names := slices.SortedFunc(maps.Keys(r.Alerts), func(a, b string) int {
-		if d := r.Alerts[b] - r.Alerts[a]; d != 0 {
+	if len(r.Alerts) == 0 {
+		return "none"
+	}
+	return countList(r.Alerts)
+}
+
+// countList formats counts by name, most frequent first, leaving out the
+// count when there is only one name.
+func countList(m map[string]int) string {
+	names := slices.SortedFunc(maps.Keys(m), func(a, b string) int {
+		if d := m[b] - m[a]; d != 0 {
 			return d
 		}
 		return strings.Compare(a, b)
@@ -153,7 +239,7 @@ func (r *Report) alertList() string {
 	}
 	var parts []string
 	for _, n := range names {
-		parts = append(parts, fmt.Sprintf("%s %d", n, r.Alerts[n]))
+		parts = append(parts, fmt.Sprintf("%s %d", n, m[n]))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -163,6 +249,19 @@ func FormatTrial(t Trial) string {
 	var parts []string
 	if t.Alert != "" {
 		parts = append(parts, fmt.Sprintf("%s (%d) after %.1f ms", t.Alert, t.AlertCode, t.AlertMS))
+	}
+	if t.HTTPStatus != "" {
+		parts = append(parts, t.HTTPStatus)
+	}
+	if t.Reset {
+		how := "reset seen by a " + t.ResetSeenBy
+		if t.ResetSeenBy == "wire" {
+			how = "reset seen on the socket after the watch"
+		}
+		if t.FIN {
+			how += ", after the server's FIN"
+		}
+		parts = append(parts, how)
 	}
 	if t.Outcome != HandshakeFailed {
 		s := "sent " + formatBytes(t.Sent)
@@ -192,8 +291,13 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	for _, o := range Outcomes {
 		fmt.Fprintf(&b, "  %-36s %4d\n", o.Describe(), r.Counts[o])
 	}
+	fmt.Fprintf(&b, "  %-36s %4d\n", "connections reset by the server", r.Resets)
+	fmt.Fprintf(&b, "  %-36s %4d\n", "  of them after its FIN", r.ResetsAfterFIN)
 	if len(r.Alerts) > 0 {
 		fmt.Fprintf(&b, "alerts: %s\n", r.alertList())
+	}
+	if len(r.HTTP) > 0 {
+		fmt.Fprintf(&b, "HTTP answers: %s\n", r.httpList())
 	}
 	fmt.Fprintf(&b, "verdict: %s\n", r.Verdict.Line)
 	_, err := io.WriteString(w, b.String())

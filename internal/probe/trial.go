@@ -3,15 +3,10 @@ package probe
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/linger-go/linger/alert"
@@ -25,11 +20,19 @@ const (
 	// client still sending learns why it was refused.
 	AlertFirst Outcome = "alert"
 	// AlertAfterError: the alert arrived, but the server also reset the
-	// connection while the upload was still coming. A client still sending
-	// gets ECONNRESET or EPIPE from its write and finds the alert only if
-	// it reads afterwards (Linux keeps the alert readable after the reset,
+	// connection, before or after its FIN. A client still sending gets
+	// ECONNRESET or EPIPE from its write and finds the alert only if it
+	// reads afterwards (Linux keeps the alert readable after the reset,
 	// Windows discards it).
 	AlertAfterError Outcome = "alert_after_error"
+	// HTTPAnswer: instead of an alert the server answered with an HTTP
+	// response (nginx answers an untrusted client certificate with "400
+	// The SSL certificate error") and the connection was never reset. A
+	// client reads an HTTP error, not an alert.
+	HTTPAnswer Outcome = "http"
+	// HTTPThenReset: an HTTP response, then a reset: a client still
+	// sending gets ECONNRESET or EPIPE from its write.
+	HTTPThenReset Outcome = "http_then_reset"
 	// Reset: the connection was reset and no alert ever arrived.
 	Reset Outcome = "reset"
 	// EOF: the server closed the connection without sending an alert.
@@ -38,21 +41,26 @@ const (
 	Timeout Outcome = "timeout"
 	// HandshakeFailed: the trial could not get to the provocation:
 	// connection refused, an untrusted server certificate, no common
-	// version or protocol, or (ModeClientCert) a server that did not ask
-	// for a certificate. A configuration problem, not a delivery failure.
+	// version or protocol, a server that requires a client certificate
+	// (ModeRecord), or one that did not ask for one (ModeClientCert). A
+	// configuration problem, not a delivery failure.
 	HandshakeFailed Outcome = "handshake_failed"
 )
 
 // Outcomes lists every outcome, in the order reports show them.
-var Outcomes = []Outcome{AlertFirst, AlertAfterError, Reset, EOF, Timeout, HandshakeFailed}
+var Outcomes = []Outcome{AlertFirst, AlertAfterError, HTTPAnswer, HTTPThenReset, Reset, EOF, Timeout, HandshakeFailed}
 
 // Describe returns the outcome's words for people.
 func (o Outcome) Describe() string {
 	switch o {
 	case AlertFirst:
-		return "alert received first"
+		return "alert, no reset"
 	case AlertAfterError:
-		return "alert found after a transport error"
+		return "alert, then a reset"
+	case HTTPAnswer:
+		return "HTTP response, no reset"
+	case HTTPThenReset:
+		return "HTTP response, then a reset"
 	case Reset:
 		return "reset, no alert"
 	case EOF:
@@ -73,25 +81,47 @@ type Trial struct {
 	// "bad_record_mac"; AlertCode its number.
 	Alert     string `json:"alert,omitempty"`
 	AlertCode uint8  `json:"alert_code,omitempty"`
+	// HTTPStatus is the status line of the server's HTTP response, when
+	// it answered with one instead of an alert, with non-printable
+	// characters escaped.
+	HTTPStatus string `json:"http_status,omitempty"`
 	// Version is the negotiated TLS version.
 	Version string `json:"tls_version,omitempty"`
-	// Reset reports whether the connection was reset (ECONNRESET or EPIPE
-	// on a read or a write).
+	// CertRequested reports that the server asked for a client
+	// certificate.
+	CertRequested bool `json:"cert_requested,omitempty"`
+	// InHandshake reports that the server rejected the client inside the
+	// handshake (TLS 1.2, or a TLS 1.3 server that checks early), before
+	// the client could send any application data.
+	InHandshake bool `json:"in_handshake,omitempty"`
+	// Reset reports whether the server reset the connection: a read or a
+	// write returned ECONNRESET or EPIPE, or, on Linux, the socket was
+	// found reset once the probe stopped sending.
 	Reset bool `json:"reset"`
+	// FIN reports whether the server closed its side cleanly (the client
+	// read EOF) before any reset.
+	FIN bool `json:"fin"`
+	// ResetSeenBy says what saw the reset: "write", "read", or "wire"
+	// (the socket's state after the watch).
+	ResetSeenBy string `json:"reset_seen_by,omitempty"`
+	// ClientPort is the trial's local TCP port, to match the trial with a
+	// packet capture.
+	ClientPort int `json:"client_port,omitempty"`
 	// Sent counts the bytes written after the handshake: the corrupted
-	// record and the upload.
+	// record, the upload, and what was sent while watching after the
+	// server's FIN.
 	Sent int64 `json:"sent"`
 	// Received counts application data the server sent, which a server
-	// that accepted the client certificate might.
+	// that accepted the client certificate, or answers over HTTP, might.
 	Received int64 `json:"received,omitempty"`
 	// AlertMS is the time from the provocation to reading the alert:
 	// from writing the bad record, or from the start of the handshake in
 	// ModeClientCert.
 	AlertMS float64 `json:"alert_ms,omitempty"`
-	// ElapsedMS is the whole trial, connecting included.
+	// ElapsedMS is the whole trial, connecting and watching included.
 	ElapsedMS float64 `json:"elapsed_ms"`
 	// Error is the error that decided the outcome, if any: the handshake's,
-	// or the first transport error.
+	// or the first transport error, with non-printable characters escaped.
 	Error string `json:"error,omitempty"`
 }
 
@@ -104,10 +134,20 @@ const (
 	badRecordPayload = 512
 	maxRecordPayload = 1 << 14
 	readBuffer       = 32 << 10
+	// headKeep is how much of the server's application data a trial
+	// keeps, to recognise an HTTP response and report its status line.
+	headKeep = 512
+	// trickle is what the writer sends, once the upload is done, while
+	// the trial still watches: a small record every trickleEvery, as a
+	// slow client still sending would, up to trickleMax in all, far too
+	// little to exhaust a lingering server's byte budget.
+	trickle      = 1 << 10
+	trickleEvery = 10 * time.Millisecond
+	trickleMax   = 64 << 10
 )
 
 // trial runs one connection: connect, handshake, provoke, upload and read
-// concurrently, classify.
+// concurrently, watch for a reset after the server's FIN, classify.
 func (p *prober) trial(ctx context.Context, n int) (t Trial) {
 	start := time.Now()
 	t.N = n
@@ -117,10 +157,13 @@ func (p *prober) trial(ctx context.Context, n int) (t Trial) {
 	defer cancel()
 	raw, err := p.cfg.Dial(ctx, "tcp", p.cfg.Addr)
 	if err != nil {
-		t.Outcome, t.Error = HandshakeFailed, "connect: "+err.Error()
+		t.Outcome, t.Error = HandshakeFailed, printable("connect: "+err.Error())
 		return t
 	}
 	defer raw.Close()
+	if a, ok := raw.LocalAddr().(*net.TCPAddr); ok {
+		t.ClientPort = a.Port
+	}
 	// Every read and write of the trial, through TLS or not, ends when
 	// ctx does: at the trial's timeout, or at once when the caller cancels
 	// (Ctrl-C). An expired deadline rather than Close, so that what was
@@ -130,107 +173,138 @@ func (p *prober) trial(ctx context.Context, n int) (t Trial) {
 	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
+	o, provoked, alertAt := p.observe(ctx, raw, &t)
+	t.CertRequested = o.certAsked
+	c := classify(o)
+	t.Outcome, t.Error = c.outcome, c.err
+	t.Reset, t.ResetSeenBy, t.FIN, t.InHandshake = c.reset, c.resetSeenBy, c.fin, c.inHandshake
+	t.HTTPStatus = c.httpStatus
+	if c.alert != nil {
+		t.Alert, t.AlertCode = alert.Name(c.alert.Code), c.alert.Code
+		t.AlertMS = ms(alertAt.Sub(provoked))
+	}
+	return t
+}
+
+// observe does the I/O of a trial on raw and records what it saw; the
+// counters go to t as they change. It returns when the provocation was
+// made and when crypto/tls returned its read error (the alert's arrival, if
+// it is one).
+func (p *prober) observe(ctx context.Context, raw net.Conn, t *Trial) (o observation, provoked, readEnd time.Time) {
+	o.mode = p.cfg.Mode
 	// The corrupted records go onto raw while crypto/tls may be writing
 	// too (an alert of its own after a bad read); lockedConn keeps whole
 	// records from interleaving.
 	lc := &lockedConn{Conn: raw}
 	cfg := p.tls.Clone()
 	var certAsked atomic.Bool
-	if p.cfg.Mode == ModeClientCert {
-		// GetClientCertificate, not Certificates: crypto/tls withholds a
-		// certificate that the server's list of acceptable CAs does not
-		// cover, and the server would then fail for the missing
-		// certificate instead of rejecting ours.
-		cert := p.cert
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			certAsked.Store(true)
-			return cert, nil
-		}
+	// GetClientCertificate, not Certificates: crypto/tls withholds a
+	// certificate that the server's list of acceptable CAs does not
+	// cover, and the server would then fail for the missing certificate
+	// instead of rejecting ours. In ModeRecord it answers with no
+	// certificate, only to learn that the server asked for one.
+	cert := p.cert
+	if cert == nil {
+		cert = &tls.Certificate{}
+	}
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		certAsked.Store(true)
+		return cert, nil
 	}
 	tc := tls.Client(lc, cfg)
-	provoked := time.Now()
-	herr := tc.HandshakeContext(ctx)
+	provoked = time.Now()
+	o.handshake = tc.HandshakeContext(ctx)
+	o.cancelled = ctx.Err() != nil
+	o.certAsked = certAsked.Load()
 	if v := tc.ConnectionState().Version; v != 0 {
 		t.Version = tls.VersionName(v)
 	}
-
-	var werr, rerr, rawErr error
-	var readEnd time.Time // when crypto/tls returned its error: the alert's arrival, if it is one
 	buf := make([]byte, readBuffer)
-	switch {
-	case herr != nil && (p.cfg.Mode != ModeClientCert || !certAsked.Load() || isLocal(herr)):
-		t.Outcome, t.Error = HandshakeFailed, handshakeError(ctx, herr)
-		return t
-	case herr != nil:
-		// The server asked for our certificate and then failed the
-		// handshake (TLS 1.2, or an early check): this is the provoked
-		// rejection. Nothing can be uploaded before the handshake ends,
-		// so there is no writer, but how the server closed still counts.
-		rerr, readEnd = herr, time.Now()
-		rawErr = afterRead(raw, rerr, buf)
-	case p.cfg.Mode == ModeClientCert && !certAsked.Load():
-		t.Outcome = HandshakeFailed
-		t.Error = "the server did not ask for a client certificate, so it cannot reject one (try --provoke record)"
-		return t
-	default:
-		if p.cfg.Mode == ModeRecord {
-			provoked = time.Now()
+	if o.handshake != nil {
+		if p.cfg.Mode == ModeClientCert && o.certAsked {
+			// A rejection inside the handshake: nothing can be
+			// uploaded before the handshake ends, so there is no
+			// writer, but how the server closed still counts.
+			o.read, readEnd = o.handshake, time.Now()
+			o.tail = readTail(raw, o.read, buf)
 		}
-		// Write and read at once, like a real client: the writer keeps
-		// sending while the reader waits for what the server says.
-		wdone := make(chan struct{})
-		go func() {
-			defer close(wdone)
-			werr = p.upload(tc, lc, &t.Sent)
-		}()
-		for {
-			n, err := tc.Read(buf)
-			t.Received += int64(n)
-			if err != nil {
-				rerr, readEnd = err, time.Now()
-				break
-			}
-		}
-		rawErr = afterRead(raw, rerr, buf)
-		// Whether the server resets the connection while we are still
-		// sending is what the probe is about, so the writer gets to
-		// finish (or fail) before the trial is classified. The trial's
-		// deadline bounds the wait.
-		<-wdone
+		return o, provoked, readEnd
+	}
+	if p.cfg.Mode == ModeClientCert && !o.certAsked {
+		return o, provoked, readEnd
+	}
+	if p.cfg.Mode == ModeRecord {
+		provoked = time.Now()
 	}
 
-	ae, found := alert.FromError(rerr)
-	if found {
-		t.Alert, t.AlertCode = alert.Name(ae.Code), ae.Code
-		t.AlertMS = ms(readEnd.Sub(provoked))
+	// Write and read at once, like a real client: the writer keeps
+	// sending while the reader waits for what the server says, and goes
+	// on sending a trickle after the upload until the trial stops it.
+	stopWriting := make(chan struct{})
+	var stopOnce sync.Once
+	halt := func() {
+		stopOnce.Do(func() {
+			close(stopWriting)
+			// A write blocked on a full send buffer (a server that
+			// no longer reads) must return too.
+			raw.SetWriteDeadline(time.Unix(1, 0))
+		})
 	}
-	t.Reset = isReset(werr) || isReset(rerr) || isReset(rawErr)
-	switch {
-	case found && t.Reset:
-		t.Outcome, t.Error = AlertAfterError, firstReset(werr, rawErr, rerr)
-	case found:
-		t.Outcome = AlertFirst
-	case t.Reset:
-		t.Outcome, t.Error = Reset, firstReset(werr, rerr, rawErr)
-	case isTimeout(rerr):
-		t.Outcome, t.Error = Timeout, "no alert within the trial's timeout"
-	default:
-		t.Outcome, t.Error = EOF, errString(rerr)
+	defer halt()
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		o.write = p.upload(tc, lc, &t.Sent, stopWriting)
+	}()
+	for {
+		n, err := tc.Read(buf)
+		if len(o.head) < headKeep {
+			o.head = append(o.head, buf[:min(n, headKeep-len(o.head))]...)
+		}
+		o.received += int64(n)
+		t.Received = o.received
+		if err != nil {
+			o.read, readEnd = err, time.Now()
+			break
+		}
 	}
-	if !found && t.Received > 0 && p.cfg.Mode == ModeClientCert {
-		// A server that answers with data took the certificate: there
-		// was no rejection to deliver.
-		t.Error += fmt.Sprintf("; the server sent %d bytes of application data: did it accept the certificate?", t.Received)
+	o.tail = readTail(raw, o.read, buf)
+
+	// The server has spoken and closed its side. A server that closed its
+	// socket altogether (rather than half-closing and reading on) answers
+	// the next data that arrives with an RST, which a client in the middle
+	// of an upload runs into: so keep sending for p.cfg.Watch and look.
+	if (isEOF(o.read) || isEOF(o.tail)) && !isReset(o.read) && !isReset(o.tail) {
+		timer := time.NewTimer(p.cfg.Watch)
+		select {
+		case <-wdone: // the writer stopped: a reset, the trial's deadline, or its trickle is spent
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		timer.Stop()
 	}
-	return t
+	halt()
+	<-wdone
+	if isTimeout(o.write) {
+		// The write deadline that halt set, not the server.
+		o.write = nil
+	}
+	if !isReset(o.write) && ctx.Err() == nil {
+		// The last records written may still be on their way: wait until
+		// the server has acknowledged them or answered them with an RST.
+		o.wireReset = settle(ctx, raw, p.cfg.Watch)
+	}
+	return o, provoked, readEnd
 }
 
-// afterRead looks, once crypto/tls has returned rerr, for how the server
-// ended the connection: after an alert crypto/tls reads no more, so the
-// raw connection is read until the server's FIN (EOF), its reset, or the
-// deadline. Reading to EOF also means our own close sends FIN, not RST.
-func afterRead(raw net.Conn, rerr error, buf []byte) error {
-	if _, ok := alert.FromError(rerr); !ok {
+// readTail looks, once crypto/tls has returned rerr, for how the server
+// ended the connection: after an alert or a close_notify crypto/tls reads
+// no more, so the raw connection is read until the server's FIN (EOF), its
+// reset, or the deadline. Reading to EOF also means our own close sends
+// FIN, not RST. It returns nil when rerr already tells (a reset, a
+// timeout).
+func readTail(raw net.Conn, rerr error, buf []byte) error {
+	if _, ok := alert.FromError(rerr); !ok && !isEOF(rerr) {
 		return nil
 	}
 	for {
@@ -243,31 +317,64 @@ func afterRead(raw net.Conn, rerr error, buf []byte) error {
 // upload sends the provocation's bytes, as a client still sending its
 // request would: in ModeRecord the corrupted record and then more records
 // of random bytes, straight onto the TCP connection; in ModeClientCert
-// application data through TLS. It counts what was written in *sent and
-// returns the first write error.
-func (p *prober) upload(tc *tls.Conn, lc *lockedConn, sent *int64) error {
-	if p.cfg.Mode == ModeRecord {
-		if err := lc.writeRecord(p.garbage[:badRecordPayload]); err != nil {
-			return err
-		}
-		atomic.AddInt64(sent, recordHeader+badRecordPayload)
-		for left := p.cfg.Upload; left > 0; {
-			n := min(left, maxRecordPayload)
+// application data through TLS. Once the upload is done it sends a small
+// record every trickleEvery until stop is closed. It counts what was
+// written in *sent and returns the first write error.
+func (p *prober) upload(tc *tls.Conn, lc *lockedConn, sent *int64, stop <-chan struct{}) error {
+	write := func(n int64) error {
+		if p.cfg.Mode == ModeRecord {
 			if err := lc.writeRecord(p.garbage[:n]); err != nil {
 				return err
 			}
 			atomic.AddInt64(sent, recordHeader+n)
-			left -= n
+			return nil
 		}
-		return nil
+		w, err := tc.Write(p.zeros[:n])
+		atomic.AddInt64(sent, int64(w))
+		return err
 	}
-	chunk := make([]byte, maxRecordPayload)
-	for left := p.cfg.Upload; left > 0; {
-		n, err := tc.Write(chunk[:min(left, int64(len(chunk)))])
-		atomic.AddInt64(sent, int64(n))
-		left -= int64(n)
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
+	if p.cfg.Mode == ModeRecord {
+		if err := write(badRecordPayload); err != nil {
+			return err
+		}
+	} else if proto := tc.ConnectionState().NegotiatedProtocol; proto == "" || proto == "http/1.1" {
+		// The upload is the body of an HTTP/1.1 request, as a real
+		// client's would be: a server that reads the request before it
+		// looks at the certificate (nginx) then answers the certificate,
+		// not a malformed request.
+		head := fmt.Sprintf("POST / HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"+
+			"Content-Length: %d\r\n\r\n", p.host, p.cfg.Upload+trickleMax)
+		w, err := tc.Write([]byte(head))
+		atomic.AddInt64(sent, int64(w))
 		if err != nil {
 			return err
+		}
+	}
+	for left := p.cfg.Upload; left > 0 && !stopped(); {
+		n := min(left, maxRecordPayload)
+		if err := write(n); err != nil {
+			return err
+		}
+		left -= n
+	}
+	tick := time.NewTicker(trickleEvery)
+	defer tick.Stop()
+	for left := trickleMax; left > 0; left -= trickle {
+		select {
+		case <-stop:
+			return nil
+		case <-tick.C:
+			if err := write(trickle); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -296,61 +403,6 @@ func (c *lockedConn) writeRecord(payload []byte) error {
 	copy(rec[recordHeader:], payload)
 	_, err := c.Write(rec)
 	return err
-}
-
-// isReset reports whether err says the peer reset the connection: the first
-// write or read after an RST returns ECONNRESET, later writes EPIPE.
-func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, syscall.ECONNABORTED)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
-		(errors.As(err, &ne) && ne.Timeout())
-}
-
-// isLocal reports whether a handshake error is this side's doing (crypto/tls
-// sends a "local error" alert, or certificate verification failed) rather
-// than the server's rejection.
-func isLocal(err error) bool {
-	if _, ok := alert.FromError(err); ok {
-		return false
-	}
-	return !isReset(err) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isTimeout(err)
-}
-
-// handshakeError describes a failed handshake for people, with a hint at
-// the usual fix.
-func handshakeError(ctx context.Context, err error) string {
-	var (
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-	)
-	s := err.Error()
-	switch {
-	case isTimeout(err) || ctx.Err() != nil:
-		return "handshake timed out: is this a TLS port?"
-	case errors.As(err, &unknown):
-		return s + " (give the server's CA with --ca, or --insecure)"
-	case errors.As(err, &hostname):
-		return s + " (set --servername, or --insecure)"
-	}
-	if ae, ok := alert.FromError(err); ok && ae.Code == 116 {
-		return s + " (the server requires a client certificate: try --provoke client-cert)"
-	}
-	return s
-}
-
-// firstReset returns the text of the first of errs that reports a reset.
-func firstReset(errs ...error) string {
-	for _, err := range errs {
-		if isReset(err) {
-			return err.Error()
-		}
-	}
-	return ""
 }
 
 func errString(err error) string {

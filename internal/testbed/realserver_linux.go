@@ -1,0 +1,378 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// A RealServer is a TLS server people run (nginx, HAProxy, Apache, Caddy),
+// started by StartRealServer from a configuration it writes, so that tests
+// and measurements can ask how it closes.
+type RealServer struct {
+	// Kind is what runs: "nginx", "haproxy", "apache" or "caddy".
+	Kind string
+	// Addr is the HOST:PORT it listens on.
+	Addr string
+	// Version is the server's own version line.
+	Version string
+}
+
+// RealServerKinds lists the servers StartRealServer knows, and Binaries the
+// program each one runs.
+var (
+	RealServerKinds = []string{"nginx", "haproxy", "apache", "caddy"}
+	Binaries        = map[string]string{"nginx": "nginx", "haproxy": "haproxy", "apache": "apache2", "caddy": "caddy"}
+)
+
+// RealServerConfig says how to run a real server.
+type RealServerConfig struct {
+	// Kind is one of RealServerKinds.
+	Kind string
+	// Binary is the program to run; empty means Binaries[Kind] from PATH.
+	Binary string
+	// Files is the PKI: the server's certificate and key, and the CA its
+	// clients' certificates must chain to.
+	Files Files
+	// Dir receives the configuration, logs and runtime files; the caller
+	// removes it.
+	Dir string
+	// Host is the address to listen on; Port 0 picks a free port on Host
+	// from this process's network namespace.
+	Host string
+	Port int
+	// Version is tls.VersionTLS12 or tls.VersionTLS13 to allow only
+	// that; 0 allows both.
+	Version uint16
+	// RequireCert makes the server require a client certificate issued
+	// by Files.CA.
+	RequireCert bool
+	// Command makes the process; nil means exec.CommandContext.
+	// Namespace.Command runs the server inside a network namespace.
+	Command func(ctx context.Context, name string, args ...string) *exec.Cmd
+	// Dial reaches the server, to know when it listens; nil means a
+	// net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// ErrNoBinary is returned by StartRealServer when the server's program is
+// not installed.
+var ErrNoBinary = errors.New("testbed: server program not installed")
+
+// StartRealServer writes a configuration for cfg.Kind that serves HTTPS with
+// the PKI's server certificate and answers every request with 200, starts
+// the server in the foreground, and waits until it accepts connections.
+// The returned stop function ends it: SIGTERM to its process group (Apache
+// stops its children itself), SIGKILL after 5 s, and waits. Its error says
+// if the server had died before stop was called.
+func StartRealServer(cfg RealServerConfig) (*RealServer, func() error, error) {
+	bin := cfg.Binary
+	if bin == "" {
+		bin = Binaries[cfg.Kind]
+	}
+	if bin == "" {
+		return nil, nil, fmt.Errorf("testbed: unknown server %q (want one of %s)", cfg.Kind, strings.Join(RealServerKinds, ", "))
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrNoBinary, bin, err)
+	}
+	if cfg.Command == nil {
+		cfg.Command = exec.CommandContext
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = (&net.Dialer{}).DialContext
+	}
+	if cfg.Port == 0 {
+		if cfg.Port, err = freePort(cfg.Host); err != nil {
+			return nil, nil, err
+		}
+	}
+	s := &RealServer{Kind: cfg.Kind, Addr: net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))}
+	s.Version, err = serverVersion(cfg.Kind, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	args, env, err := writeServerConfig(cfg, s.Addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	logPath := filepath.Join(cfg.Dir, cfg.Kind+".out")
+	out, err := os.Create(logPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("testbed: %w", err)
+	}
+	defer out.Close() // the child has its own copy
+	// The process's own context is never cancelled: stop ends it with
+	// signals to its group.
+	cmd := cfg.Command(context.Background(), path, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("testbed: starting %s: %w", cfg.Kind, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var waitErr error
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return waitErr
+		}
+		stopped = true
+		select {
+		case err := <-exited:
+			waitErr = fmt.Errorf("testbed: %s had exited: %v; %s", cfg.Kind, err, tail(logPath))
+			return waitErr
+		default:
+		}
+		pgid := cmd.Process.Pid
+		syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			syscall.Kill(-pgid, syscall.SIGKILL)
+			<-exited
+		}
+		// Children that outlived the leader (none should) go too.
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		c, err := cfg.Dial(ctx, "tcp", s.Addr)
+		if err == nil {
+			c.Close()
+			return s, stop, nil
+		}
+		select {
+		case werr := <-exited:
+			exited <- werr
+			stop()
+			return nil, nil, fmt.Errorf("testbed: %s exited at start: %v; %s", cfg.Kind, werr, tail(logPath))
+		case <-ctx.Done():
+			stop()
+			return nil, nil, fmt.Errorf("testbed: %s did not listen on %s within 10 s: %w; %s", cfg.Kind, s.Addr, err, tail(logPath))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// freePort asks the kernel for a free port on host. Another process could
+// take it before the server binds it; the server then fails to start and
+// says so.
+func freePort(host string) (int, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("testbed: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// tail returns the end of a server's output, for an error message.
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	b = bytes.TrimSpace(b)
+	if len(b) > 600 {
+		b = b[len(b)-600:]
+	}
+	if len(b) == 0 {
+		return "no output"
+	}
+	return "output: " + string(b)
+}
+
+var versionLine = map[string]*regexp.Regexp{
+	"nginx":   regexp.MustCompile(`nginx/\S+`),
+	"haproxy": regexp.MustCompile(`HAProxy version \S+`),
+	"apache":  regexp.MustCompile(`Apache/\S+`),
+	// caddy build-info's module line: "caddy version" says "unknown"
+	// for a binary built with go install.
+	"caddy": regexp.MustCompile(`caddyserver/caddy/v2\s+v2\.\S+`),
+}
+
+// serverVersion asks the program for its version.
+func serverVersion(kind, path string) (string, error) {
+	flag := map[string]string{"nginx": "-v", "haproxy": "-v", "apache": "-v", "caddy": "build-info"}[kind]
+	out, err := exec.Command(path, flag).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("testbed: %s %s: %w: %s", path, flag, err, out)
+	}
+	v := versionLine[kind].FindString(string(out))
+	if v == "" {
+		return "", fmt.Errorf("testbed: %s %s: no version in %q", path, flag, out)
+	}
+	if kind == "caddy" {
+		v = "Caddy " + strings.Fields(v)[1]
+	}
+	return strings.Replace(v, " version ", " ", 1), nil
+}
+
+// writeServerConfig writes cfg.Kind's configuration into cfg.Dir and
+// returns the program's arguments and extra environment.
+func writeServerConfig(cfg RealServerConfig, addr string) (args, env []string, err error) {
+	write := func(name, text string) (string, error) {
+		p := filepath.Join(cfg.Dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			return "", fmt.Errorf("testbed: %w", err)
+		}
+		return p, nil
+	}
+	f, dir := cfg.Files, cfg.Dir
+	switch cfg.Kind {
+	case "nginx":
+		protocols := map[uint16]string{0: "TLSv1.2 TLSv1.3", tls.VersionTLS12: "TLSv1.2", tls.VersionTLS13: "TLSv1.3"}[cfg.Version]
+		verify := ""
+		if cfg.RequireCert {
+			verify = fmt.Sprintf("ssl_client_certificate %s;\n\t\tssl_verify_client on;\n\t\tssl_verify_depth 1;", f.CA)
+		}
+		// One process, in the foreground: nothing to reap but the
+		// process itself, and no user switch.
+		conf := fmt.Sprintf(`daemon off;
+master_process off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 256; }
+http {
+	access_log off;
+	client_body_temp_path %[1]s/body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	server {
+		listen %[2]s ssl;
+		ssl_certificate %[3]s;
+		ssl_certificate_key %[4]s;
+		ssl_protocols %[5]s;
+		%[6]s
+		location / { return 200 "ok\n"; }
+	}
+}
+`, dir, addr, f.ServerCert, f.ServerKey, protocols, verify)
+		p, err := write("nginx.conf", conf)
+		return []string{"-p", dir, "-c", p, "-e", filepath.Join(dir, "error.log")}, nil, err
+	case "haproxy":
+		cert, err := os.ReadFile(f.ServerCert)
+		if err != nil {
+			return nil, nil, fmt.Errorf("testbed: %w", err)
+		}
+		key, err := os.ReadFile(f.ServerKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("testbed: %w", err)
+		}
+		pem, err := write("haproxy.pem", string(cert)+string(key))
+		if err != nil {
+			return nil, nil, err
+		}
+		bind := "bind " + addr + " ssl crt " + pem
+		switch cfg.Version {
+		case tls.VersionTLS12:
+			bind += " ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.2"
+		case tls.VersionTLS13:
+			bind += " ssl-min-ver TLSv1.3 ssl-max-ver TLSv1.3"
+		}
+		if cfg.RequireCert {
+			bind += " verify required ca-file " + f.CA
+		}
+		conf := fmt.Sprintf(`global
+	maxconn 256
+defaults
+	mode http
+	timeout connect 5s
+	timeout client 10s
+	timeout server 10s
+frontend probe
+	%s
+	http-request return status 200 content-type text/plain string "ok"
+`, bind)
+		p, err := write("haproxy.cfg", conf)
+		return []string{"-db", "-f", p}, nil, err
+	case "apache":
+		protocols := map[uint16]string{0: "-all +TLSv1.2 +TLSv1.3", tls.VersionTLS12: "-all +TLSv1.2", tls.VersionTLS13: "-all +TLSv1.3"}[cfg.Version]
+		verify := ""
+		if cfg.RequireCert {
+			verify = fmt.Sprintf("SSLCACertificateFile %s\n\tSSLVerifyClient require\n\tSSLVerifyDepth 1", f.CA)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "htdocs"), 0o755); err != nil {
+			return nil, nil, fmt.Errorf("testbed: %w", err)
+		}
+		const mods = "/usr/lib/apache2/modules"
+		conf := fmt.Sprintf(`ServerRoot %[1]s
+DefaultRuntimeDir %[1]s
+PidFile %[1]s/httpd.pid
+ErrorLog %[1]s/error.log
+LogLevel warn
+ServerName localhost
+User nobody
+Group nogroup
+LoadModule mpm_event_module %[7]s/mod_mpm_event.so
+LoadModule authz_core_module %[7]s/mod_authz_core.so
+LoadModule ssl_module %[7]s/mod_ssl.so
+Listen %[2]s
+DocumentRoot %[1]s/htdocs
+<VirtualHost %[2]s>
+	SSLEngine on
+	SSLCertificateFile %[3]s
+	SSLCertificateKeyFile %[4]s
+	SSLProtocol %[5]s
+	%[6]s
+</VirtualHost>
+`, dir, addr, f.ServerCert, f.ServerKey, protocols, verify, mods)
+		p, err := write("httpd.conf", conf)
+		return []string{"-d", dir, "-f", p, "-DFOREGROUND"}, nil, err
+	case "caddy":
+		policy := map[string]any{"certificate_selection": map[string]any{"any_tag": []string{"probe"}}}
+		switch cfg.Version {
+		case tls.VersionTLS12:
+			policy["protocol_min"], policy["protocol_max"] = "tls1.2", "tls1.2"
+		case tls.VersionTLS13:
+			policy["protocol_min"], policy["protocol_max"] = "tls1.3", "tls1.3"
+		}
+		if cfg.RequireCert {
+			policy["client_authentication"] = map[string]any{
+				"ca":   map[string]any{"provider": "file", "pem_files": []string{f.CA}},
+				"mode": "require_and_verify",
+			}
+		}
+		conf := map[string]any{
+			"admin":   map[string]any{"disabled": true},
+			"storage": map[string]any{"module": "file_system", "root": filepath.Join(dir, "caddy")},
+			"apps": map[string]any{
+				"http": map[string]any{"servers": map[string]any{"probe": map[string]any{
+					"listen":                  []string{addr},
+					"protocols":               []string{"h1", "h2"},
+					"automatic_https":         map[string]any{"disable": true},
+					"tls_connection_policies": []any{policy},
+					"routes": []any{map[string]any{"handle": []any{
+						map[string]any{"handler": "static_response", "body": "ok\n"}}}},
+				}}},
+				"tls": map[string]any{"certificates": map[string]any{"load_files": []any{map[string]any{
+					"certificate": f.ServerCert, "key": f.ServerKey, "tags": []string{"probe"}}}}},
+			},
+		}
+		b, err := json.MarshalIndent(conf, "", "  ")
+		if err != nil {
+			return nil, nil, fmt.Errorf("testbed: %w", err)
+		}
+		p, err := write("caddy.json", string(b))
+		// Caddy keeps its data under $HOME and $XDG_*: keep them in dir.
+		return []string{"run", "--config", p}, []string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir}, err
+	}
+	return nil, nil, fmt.Errorf("testbed: unknown server %q", cfg.Kind)
+}
