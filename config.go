@@ -26,6 +26,17 @@ const (
 	// DefaultMaxConns bounds the descriptors and kernel socket memory that
 	// lingering can take.
 	DefaultMaxConns = 4096
+
+	// DefaultMaxQueued bounds the kernel memory that lingering sockets keep
+	// for our unacknowledged bytes: a peer that reads slowly on purpose
+	// can otherwise keep every lingering socket's send queue full until
+	// MaxHold.
+	DefaultMaxQueued = 64 << 20
+
+	// DefaultIPv6PrefixLen groups IPv6 peers by /64 for MaxConnsPerIP:
+	// one host, or one customer of a provider, usually has a whole /64 to
+	// pick addresses from.
+	DefaultIPv6PrefixLen = 64
 )
 
 // Config bounds a Closer. The zero value is ready to use: each zero field
@@ -51,10 +62,23 @@ type Config struct {
 	MaxConns int
 
 	// MaxConnsPerIP, if positive, caps the connections lingering at once for
-	// one peer IP address; at the cap, that peer's longest-lingering
-	// connection is released. Zero means no cap: peers behind one NAT share
-	// an address.
+	// one peer: one IPv4 address, or one IPv6 prefix of IPv6PrefixLen bits.
+	// At the cap, that peer's longest-lingering connection is released.
+	// Zero means no cap: peers behind one NAT share an address.
 	MaxConnsPerIP int
+
+	// IPv6PrefixLen is the length of the IPv6 prefix that MaxConnsPerIP
+	// counts as one peer, from 1 to 128. Zero means DefaultIPv6PrefixLen.
+	IPv6PrefixLen int
+
+	// MaxQueued caps the bytes of ours (a response, an alert, and the FIN)
+	// that lingering connections together still hold unacknowledged in
+	// their kernel send queues, as measured when each was handed off. When
+	// a new connection would take the total over it, the longest-lingering
+	// connections holding queued bytes are released and aborted with a
+	// reset, which frees their send queues at once, as a plain close with
+	// unread data would. Linux only; zero means DefaultMaxQueued.
+	MaxQueued int64
 
 	// OnClose, if set, receives a Report for every connection handed to the
 	// Closer once it is finally closed. It is called without locks held,
@@ -79,6 +103,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: MaxConns %d is negative", ErrConfig, c.MaxConns)
 	case c.MaxConnsPerIP < 0:
 		return c, fmt.Errorf("%w: MaxConnsPerIP %d is negative", ErrConfig, c.MaxConnsPerIP)
+	case c.IPv6PrefixLen < 0 || c.IPv6PrefixLen > 128:
+		return c, fmt.Errorf("%w: IPv6PrefixLen %d is not between 1 and 128", ErrConfig, c.IPv6PrefixLen)
+	case c.MaxQueued < 0:
+		return c, fmt.Errorf("%w: MaxQueued %d is negative", ErrConfig, c.MaxQueued)
 	}
 	if c.MaxHold == 0 {
 		c.MaxHold = DefaultMaxHold
@@ -93,6 +121,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
+	}
+	if c.IPv6PrefixLen == 0 {
+		c.IPv6PrefixLen = DefaultIPv6PrefixLen
+	}
+	if c.MaxQueued == 0 {
+		c.MaxQueued = DefaultMaxQueued
 	}
 	if c.IdleTimeout > c.MaxHold {
 		return c, fmt.Errorf("%w: IdleTimeout %v exceeds MaxHold %v", ErrConfig, c.IdleTimeout, c.MaxHold)

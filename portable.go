@@ -25,6 +25,9 @@ func (p portable) newEntry(h handle) *entry { return &entry{conn: h.conn, fd: -1
 
 func (p portable) closeNow(h handle) { h.conn.Close() }
 
+// queued is not known here; MaxQueued applies to the event loop only.
+func (p portable) queued(handle) int64 { return 0 }
+
 func (p portable) start(e *entry) {
 	c := p.c
 	e.hard = e.start + int64(c.cfg.MaxHold)
@@ -35,8 +38,11 @@ func (p portable) start(e *entry) {
 
 // stop releases e at once; its goroutine wakes from the deadline in the past
 // and closes the socket.
-func (p portable) stop(e *entry, o Outcome) {
-	p.c.release(e, o, -1, nil)
+func (p portable) stop(e *entry, o Outcome, err error) {
+	p.c.release(e, o, -1, err)
+	if tcp, ok := e.conn.(*net.TCPConn); ok && errors.Is(err, ErrMaxQueued) {
+		tcp.SetLinger(0) // close sends RST and frees the send queue at once
+	}
 	e.conn.SetReadDeadline(time.Unix(1, 0))
 }
 
