@@ -87,7 +87,7 @@ func runAdmission(t testing.TB, portable bool, data []byte) {
 		IdleTimeout:   time.Hour, // only the driver ends connections
 		MaxHold:       time.Hour,
 		MaxConns:      1 + int(next()%6),
-		MaxConnsPerIP: int(next() % 4), // 0: off
+		MaxConnsPerIP: int(next()%4) - 1, // -1: off; 0: the default, above MaxConns
 		IPv6PrefixLen: []int{0, 48, 64, 128}[next()%4],
 	}
 	d := &admissionDriver{
@@ -346,7 +346,7 @@ func (d *admissionDriver) check(step string) {
 		t.Errorf("%s: Stats count %d closed, reports %d", step, total, len(d.released)+d.plains)
 	}
 	want := map[netip.Prefix]int{}
-	if d.cfg.MaxConnsPerIP > 0 {
+	if d.c.peers != nil {
 		for _, m := range d.lingering {
 			want[m.key]++
 		}
@@ -417,16 +417,17 @@ func TestAdmissionModel(t *testing.T) {
 //
 //	go test -run '^$' -fuzz FuzzAdmission -fuzztime 60s .
 //
-// The first byte picks the backend; the next three the caps.
+// The first byte picks the backend; the next three the caps: MaxConns 1
+// to 6, MaxConnsPerIP off, the default (256), 1 or 2, and IPv6PrefixLen.
 func FuzzAdmission(f *testing.F) {
 	// Seeds: the crashes once seen, then a mix. Each is a few operations,
 	// so that plain go test runs them in well under a second.
 	h, pc, pr, nt, tw, sd := byte(opHandoff), byte(opPeerCloses), byte(opPeerResets), byte(opNotTCP), byte(opCloseTwice), byte(opShutdown)
 	for _, seed := range [][]byte{
 		// MaxConnsPerIP 1: two from one IP, then one closes.
-		{0, 0, 1, 0, h, 0, h, 0, pc, 0, h, 0},
-		// MaxConnsPerIP 3 (8 in the report), MaxConns 2: .1, .2, .1.
-		{1, 1, 3, 0, h, 0, h, 1, h, 0, pc, 0, pc, 0},
+		{0, 0, 2, 0, h, 0, h, 0, pc, 0, h, 0},
+		// MaxConnsPerIP above MaxConns 2: .1, .2, .1.
+		{1, 1, 1, 0, h, 0, h, 1, h, 0, pc, 0, pc, 0},
 		// Addresses of one /64, then the first again.
 		{0, 5, 2, 2, h, 3, h, 4, h, 8, h, 3, pr, 1, h, 4},
 		// Mapped and plain IPv4 are one peer.

@@ -27,12 +27,12 @@ type Closer struct {
 	// blocking call or a batch of reads, so Close and Stats never wait for
 	// draining.
 	mu      sync.Mutex
-	down    bool          // Shutdown was called
-	drained chan struct{} // closed when nothing lingers after Shutdown
-	all     list          // every lingering entry, oldest first
-	queued  list          // entries holding bytes of ours, oldest first
-	qbytes  int64         // the sum of their queued bytes, as last seen
-	peers   map[netip.Prefix]*list
+	down    bool                  // Shutdown was called
+	drained chan struct{}         // closed when nothing lingers after Shutdown
+	all     list                  // every lingering entry, oldest first
+	queued  list                  // entries holding bytes of ours, oldest first
+	qbytes  int64                 // the sum of their queued bytes, as last seen
+	peers   map[netip.Prefix]list // by value: nothing can hold a stale one
 	stats   counters
 	reports []Report // waiting for OnClose, delivered by unlock
 	fds     []int    // descriptors to close, by unlock, once mu is released
@@ -53,7 +53,7 @@ func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 	c.all.which = byAge
 	c.queued.which = byQueue
 	if cfg.MaxConnsPerIP > 0 {
-		c.peers = make(map[netip.Prefix]*list)
+		c.peers = make(map[netip.Prefix]list)
 	}
 	c.be = newBackend(c, portableOnly)
 	return c, nil
@@ -202,16 +202,13 @@ func (c *Closer) admit(h handle, addr netip.AddrPort, queued int64) {
 		c.report(Report{RemoteAddr: tcpAddr(addr), Outcome: Plain, Unacked: -1, Err: ErrShutdown})
 		return
 	}
-	// Each stop releases at once, so each loop ends. A peer's list may be
-	// deleted from c.peers by the release of its last entry; it is looked
-	// up again below.
+	// Each stop releases at once, so each loop ends. Each release may
+	// change or delete the peer's list, so it is looked up every time.
 	var key netip.Prefix
 	if c.peers != nil {
 		key = c.peerKey(addr)
-		if p := c.peers[key]; p != nil {
-			for p.len >= c.cfg.MaxConnsPerIP {
-				c.be.stop(p.front, Released, nil)
-			}
+		for c.peers[key].len >= c.cfg.MaxConnsPerIP {
+			c.be.stop(c.peers[key].front, Released, nil)
 		}
 	}
 	for c.all.len >= c.cfg.MaxConns {
@@ -226,11 +223,9 @@ func (c *Closer) admit(h handle, addr netip.AddrPort, queued int64) {
 	c.all.push(e)
 	if c.peers != nil {
 		p := c.peers[key]
-		if p == nil {
-			p = &list{which: byPeer}
-			c.peers[key] = p
-		}
+		p.which = byPeer
 		p.push(e)
+		c.peers[key] = p
 	}
 	c.setQueued(e, queued)
 	c.be.start(e)
@@ -257,11 +252,12 @@ func (c *Closer) release(e *entry, o Outcome, unacked int64, err error) {
 	c.all.remove(e)
 	if c.peers != nil {
 		key := c.peerKey(e.addr)
-		if p := c.peers[key]; p != nil {
-			p.remove(e)
-			if p.len == 0 {
-				delete(c.peers, key)
-			}
+		p := c.peers[key]
+		p.remove(e)
+		if p.len == 0 {
+			delete(c.peers, key)
+		} else {
+			c.peers[key] = p
 		}
 	}
 	c.setQueued(e, 0)
