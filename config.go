@@ -88,7 +88,8 @@ type Config struct {
 	// a new connection would take the total over it, the longest-lingering
 	// connections holding queued bytes are released and aborted with a
 	// reset, which frees their send queues at once, as a plain close with
-	// unread data would. Linux only; zero means DefaultMaxQueued.
+	// unread data would. It applies to Linux's event loop, which sees the
+	// send queues; zero means DefaultMaxQueued.
 	MaxQueued int64
 
 	// OnClose, if set, receives a Report for every connection handed to the

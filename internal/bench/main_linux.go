@@ -78,7 +78,7 @@ func Main(ctx context.Context, self, args []string) error {
 	fs.IntVar(&pf.sndbuf, "pin-sndbuf", 64<<10, "pin: the server's SO_SNDBUF (0: the kernel's autotuning)")
 	fs.DurationVar(&pf.d, "pin-d", 40*time.Second, "pin: how long to watch each mode (past MaxHold)")
 	fs.IntVar(&pf.perIP, "pin-perip", 256, "pin: MaxConnsPerIP in the linger-perip mode")
-	pinModes := fs.String("pin-modes", "plain,linger,linger-perip", "pin: modes to run")
+	pinModes := fs.String("pin-modes", "plain,linger,linger-noperip", "pin: modes to run: plain, linger (the defaults), linger-perip (MaxConnsPerIP -pin-perip), linger-noperip (no per-IP cap)")
 	kinds := fs.String("clients", "upload-1k,upload-1m,cooperative,deaf",
 		"flood: client kinds: upload-SIZE (write SIZE bytes, e.g. 1k or 1m, then read), cooperative (write flat out while reading, stop at the alert), deaf (write flat out, never read)")
 	fs.Usage = func() {

@@ -47,9 +47,14 @@ type PinResult struct {
 	// Freed is the time from the first connection until the server held
 	// no socket on the port any more (0: not within the run), and Held the
 	// time the attack kept more than 1 MiB queued.
-	Freed    time.Duration     `json:"freed_ns"`
-	Held     time.Duration     `json:"held_1mib_ns"`
-	Outcomes map[string]uint64 `json:"outcomes,omitempty"`
+	Freed time.Duration `json:"freed_ns"`
+	// At10s are the sockets and send-queue memory 10 s into the attack,
+	// when a plain close has long freed everything: what the attack holds
+	// for as long as it lasts.
+	SocketsAt10s int               `json:"sockets_at_10s"`
+	QueuedAt10s  int64             `json:"send_queue_bytes_at_10s"`
+	Held         time.Duration     `json:"held_1mib_ns"`
+	Outcomes     map[string]uint64 `json:"outcomes,omitempty"`
 	// Written is the response bytes the server got queued, in all.
 	Written int64 `json:"written_bytes"`
 }
@@ -60,7 +65,7 @@ type PinResult struct {
 // its write timeout, then closes: plainly, or through a Closer. Every
 // 250 ms the server's sockets and their send queues are counted with ss.
 func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
-	r := PinResult{Mode: mode, N: f.n}
+	r := PinResult{Mode: mode, N: f.n, SocketsAt10s: -1}
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return r, err
@@ -71,9 +76,13 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 	var lc *linger.Closer
 	if mode != "plain" {
 		cfg := linger.Config{MaxHold: f.maxHold}
-		if mode == "linger-perip" {
+		switch mode {
+		case "linger-perip":
 			cfg.MaxConnsPerIP = f.perIP
 			r.PerIP = f.perIP
+		case "linger-noperip":
+			cfg.MaxConnsPerIP = -1
+			r.PerIP = -1
 		}
 		if lc, err = linger.New(cfg); err != nil {
 			return r, err
@@ -196,6 +205,9 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 			return r, err
 		}
 		r.Sockets = max(r.Sockets, socks)
+		if time.Since(start) >= 10*time.Second && r.SocketsAt10s < 0 {
+			r.SocketsAt10s, r.QueuedAt10s = socks, queued
+		}
 		r.Queued = max(r.Queued, queued)
 		if lc != nil {
 			r.Lingering = max(r.Lingering, lc.Stats().Lingering)
@@ -296,18 +308,28 @@ func printPin(w io.Writer, f pinFlags, rs []PinResult) {
 	fmt.Fprintf(w, "pin: %d connections from one IP, 4 KiB receive window never read, 1 byte/s sent; the server writes %d KiB to each for %v (SO_SNDBUF %s), then closes\n",
 		f.n, f.resp>>10, f.write, sndbuf)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\tpeak sockets\tpeak send queues\tpeak lingering\t>1 MiB held for\tall freed after\tqueued by the server\toutcomes\t")
+	fmt.Fprintln(tw, "server\tpeak sockets\tpeak send queues\tsockets at 10 s\tsend queues at 10 s\tpeak lingering\t>1 MiB held for\tall freed after\tqueued by the server\toutcomes\t")
 	for _, r := range rs {
 		mode := r.Mode
 		if r.PerIP > 0 {
 			mode = fmt.Sprintf("%s (%d)", r.Mode, r.PerIP)
 		}
+		if r.Mode == "linger" {
+			mode = "linger (defaults)"
+		}
 		freed := "not within the run"
 		if r.Freed > 0 {
 			freed = fmt.Sprintf("%.1f s", r.Freed.Seconds())
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.1f MiB\t%d\t%.1f s\t%s\t%.1f MiB\t%v\t\n", mode, r.Sockets, float64(r.Queued)/(1<<20),
-			r.Lingering, r.Held.Seconds(), freed, float64(r.Written)/(1<<20), r.Outcomes)
+		at10 := "-\t-" // the run was shorter
+		switch {
+		case r.SocketsAt10s >= 0:
+			at10 = fmt.Sprintf("%d\t%.1f MiB", r.SocketsAt10s, float64(r.QueuedAt10s)/(1<<20))
+		case r.Freed > 0 && r.Freed < 10*time.Second:
+			at10 = "0\t0 MiB" // all freed before, and the run ended
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.1f MiB\t%s\t%d\t%.1f s\t%s\t%.1f MiB\t%v\t\n", mode, r.Sockets, float64(r.Queued)/(1<<20),
+			at10, r.Lingering, r.Held.Seconds(), freed, float64(r.Written)/(1<<20), r.Outcomes)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
