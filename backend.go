@@ -25,17 +25,16 @@ type backend interface {
 	stop(e *entry, o Outcome, err error)
 	// closeNow closes a detached handle that was never started.
 	closeNow(h handle)
-	// queued returns the bytes of ours, FIN included, that the peer of a
-	// detached handle has not acknowledged yet, or 0 where this cannot be
-	// known.
-	queued(h handle) int64
 }
 
 // handle is a detached socket: a descriptor for the Linux event loop, a
-// net.Conn for the portable backend.
+// net.Conn for the portable backend. The event loop also reads, before it
+// takes the Closer's lock, where the socket's acknowledgements stand.
 type handle struct {
-	fd   int
-	conn net.Conn
+	fd     int
+	conn   net.Conn
+	queued int64  // bytes of ours, FIN included, not yet acknowledged (0: unknown)
+	acked  uint64 // tcpi_bytes_acked
 }
 
 var errTaken = errors.New("linger: connection closed concurrently")

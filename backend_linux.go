@@ -56,20 +56,33 @@ type loop struct {
 
 func (l *loop) detach(tcp *net.TCPConn) (handle, error) {
 	fd, err := detachFD(tcp)
-	return handle{fd: fd}, err
+	if err != nil {
+		return handle{fd: -1}, err
+	}
+	h := handle{fd: fd}
+	// Read now, before the Closer's lock is taken for the hand-off: a
+	// system call under the lock can cost the lock's holder its P, and
+	// everyone waiting for the lock the wait for another.
+	if acked, outq, _, err := ackState(fd); err == nil {
+		h.acked, h.queued = acked, outq
+	}
+	return h, nil
 }
 
-func (l *loop) newEntry(h handle) *entry { return &entry{fd: int32(h.fd), heapIdx: -1} }
+// newEntry starts e's progress accounting. The bytes the peer has
+// acknowledged so far are the baseline against which IdleTimeout sees
+// progress, and the sum of acknowledged and queued bytes is where that
+// progress ends. The FIN takes one sequence number, which tcpi_bytes_acked
+// counts once it is acknowledged; the acknowledgement of our FIN alone is
+// not progress.
+func (l *loop) newEntry(h handle) *entry {
+	e := &entry{fd: int32(h.fd), heapIdx: -1}
+	e.ackedEnd = h.acked + uint64(max(h.queued-1, 0))
+	e.acked = min(h.acked, e.ackedEnd)
+	return e
+}
 
 func (l *loop) closeNow(h handle) { l.c.fds = append(l.c.fds, h.fd) }
-
-func (l *loop) queued(h handle) int64 {
-	q, err := unix.IoctlGetInt(h.fd, unix.SIOCOUTQ)
-	if err != nil {
-		return 0
-	}
-	return int64(q)
-}
 
 func (l *loop) start(e *entry) {
 	c := l.c
@@ -79,15 +92,6 @@ func (l *loop) start(e *entry) {
 			c.fds = append(c.fds, int(e.fd))
 			return
 		}
-	}
-	// The bytes the peer has acknowledged so far are the baseline against
-	// which IdleTimeout sees progress, and the sum of acknowledged and
-	// queued bytes is where that progress ends. The FIN takes one sequence
-	// number, which tcpi_bytes_acked counts once it is acknowledged; the
-	// acknowledgement of our FIN alone is not progress.
-	if acked, outq, _, err := ackState(int(e.fd)); err == nil {
-		e.ackedEnd = acked + uint64(max(outq-1, 0))
-		e.acked = min(acked, e.ackedEnd)
 	}
 	// Level-triggered: whatever is left unread after a round of draining
 	// reports again, so one busy peer cannot starve the others.

@@ -92,8 +92,9 @@ var ErrNilConn = errors.New("linger: nil connection")
 // never fails because lingering was not possible.
 //
 // On Windows, where a socket cannot be duplicated within a process, conn
-// itself lingers: its write side is shut down at once, but a goroutine
-// blocked in its Read returns only when lingering ends.
+// itself lingers: its write side is shut down at once (a goroutine blocked
+// in its Write gets the error of that), but a goroutine blocked in its Read
+// returns only when lingering ends.
 func (c *Closer) Close(conn net.Conn) error {
 	tcp, err := tcpConn(conn)
 	if err != nil {
@@ -152,7 +153,7 @@ func (c *Closer) closeFrom(conn net.Conn, tcp *net.TCPConn, addr netip.AddrPort)
 		}
 		return cerr
 	}
-	c.admit(h, addr, c.be.queued(h))
+	c.admit(h, addr)
 	return nil
 }
 
@@ -191,10 +192,10 @@ func (c *Closer) peerKey(a netip.AddrPort) netip.Prefix {
 	return p
 }
 
-// admit starts lingering on a detached socket holding queued bytes of ours
-// not yet acknowledged, first making room under the caps by releasing the
-// longest-lingering connections.
-func (c *Closer) admit(h handle, addr netip.AddrPort, queued int64) {
+// admit starts lingering on a detached socket, first making room under the
+// caps by releasing the longest-lingering connections.
+func (c *Closer) admit(h handle, addr netip.AddrPort) {
+	queued := h.queued
 	c.mu.Lock()
 	defer c.unlock()
 	if c.down {

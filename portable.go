@@ -25,9 +25,6 @@ func (p portable) newEntry(h handle) *entry { return &entry{conn: h.conn, fd: -1
 
 func (p portable) closeNow(h handle) { h.conn.Close() }
 
-// queued is not known here; MaxQueued applies to the event loop only.
-func (p portable) queued(handle) int64 { return 0 }
-
 func (p portable) start(e *entry) {
 	c := p.c
 	e.hard = e.start + int64(c.cfg.MaxHold)
