@@ -112,6 +112,7 @@ func Main(ctx context.Context, self, args []string) error {
 		fl.d, fl.warm, fl.workers, *rounds = 500*time.Millisecond, 200*time.Millisecond, 8, 1
 		fl.cap = 4
 		pf.n, pf.d, pf.maxHold, pf.perIP = 200, 4*time.Second, 2*time.Second, 16
+		*pinModes = "plain,linger,linger-perip"
 	}
 	fl.srcs = held.srcs
 	ms := strings.Split(*modes, ",")
@@ -216,6 +217,9 @@ func Main(ctx context.Context, self, args []string) error {
 		for _, r := range rs {
 			if r.Freed == 0 {
 				problems = append(problems, fmt.Sprintf("pin %s: the server still held sockets at the end", r.Mode))
+			}
+			if r.PerIP > 0 && r.Lingering > r.PerIP {
+				problems = append(problems, fmt.Sprintf("pin %s: %d lingering from one address, above MaxConnsPerIP %d", r.Mode, r.Lingering, r.PerIP))
 			}
 		}
 	}
