@@ -106,3 +106,34 @@ func TestOutOfDescriptors(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerAlreadyGone: a connection whose peer closed, and then reset the
+// bytes we sent after its close (as a client does to a server's TLS
+// close_notify after it has closed), has nothing left to linger for. That
+// is a clean outcome, not a plain close with an error.
+func TestPeerAlreadyGone(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			h := newHarness(t, Config{}, be.portable)
+			srv, cli := pair(t, listen(t), nil)
+			cli.Close()
+			srv.Read(make([]byte, 1)) // EOF: the peer closed
+			srv.Write([]byte("close_notify, say"))
+			// Wait for the peer's reset to end the connection.
+			deadline := time.Now().Add(5 * time.Second)
+			for tcpState(t, srv) != tcpClose {
+				if time.Now().After(deadline) {
+					t.Fatal("the peer did not reset the connection")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if err := h.Close(srv); err != nil {
+				t.Errorf("Close = %v", err)
+			}
+			r := h.next(t, 5*time.Second)
+			if r.Outcome != PeerClosed || r.Err != nil {
+				t.Errorf("report %v %v, want %v and no error", r.Outcome, r.Err, PeerClosed)
+			}
+		})
+	}
+}
