@@ -262,7 +262,7 @@ func TestShutdown(t *testing.T) {
 // last bytes (here a TLS record) reach the peer before a clean end.
 func TestCloseTLSConn(t *testing.T) {
 	pki := testbed.SharedPKI(t)
-	h := newHarness(t, Config{}, false)
+	h := newHarness(t, Config{}, selectedPortable())
 	srvRaw, cliRaw := pair(t, listen(t), nil)
 	srv := tls.Server(srvRaw, pki.ServerConfig(tls.VersionTLS13))
 	cli := tls.Client(cliRaw, pki.ClientConfig(&pki.Client, tls.VersionTLS13))

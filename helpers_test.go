@@ -29,6 +29,11 @@ var backends = []struct {
 	{"portable", true},
 }
 
+// selectedPortable is the backend for tests that run on one only: the
+// portable backend when LINGER_BACKEND=portable, the platform's otherwise.
+// Tests of what only the event loop sees pass false instead.
+func selectedPortable() bool { return backendsel.Portable.Load() }
+
 // harness is a Closer under test with its reports collected.
 type harness struct {
 	*Closer

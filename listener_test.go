@@ -19,7 +19,7 @@ import (
 // it (sendfile through ReadFrom, CloseWrite, keep-alive, raw access) work
 // as before.
 func TestListenerKeepsTCPConn(t *testing.T) {
-	h := newHarness(t, Config{}, false)
+	h := newHarness(t, Config{}, selectedPortable())
 	ln := h.Listener(listen(t))
 	client, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -80,7 +80,7 @@ func is[T any](v any) bool { _, ok := v.(T); return ok }
 // TestListenerPassesOtherConns: a listener of another kind hands out its own
 // connections untouched.
 func TestListenerPassesOtherConns(t *testing.T) {
-	h := newHarness(t, Config{}, false)
+	h := newHarness(t, Config{}, selectedPortable())
 	sock := filepath.Join(t.TempDir(), "s")
 	ul, err := net.Listen("unix", sock)
 	if err != nil {
@@ -106,7 +106,7 @@ func TestListenerPassesOtherConns(t *testing.T) {
 // TestStats: counters per outcome, bytes and the hold-time histogram, and
 // their JSON form.
 func TestStats(t *testing.T) {
-	h := newHarness(t, Config{IdleTimeout: 100 * time.Millisecond}, false)
+	h := newHarness(t, Config{IdleTimeout: 100 * time.Millisecond}, selectedPortable())
 	ln := listen(t)
 	srv, cli := pair(t, ln, nil)
 	cli.Write(make([]byte, 1000))
@@ -167,7 +167,7 @@ func (l *oddListener) Addr() net.Addr            { return &net.TCPAddr{} }
 // *net.TCPConn, or a connection and an error together, has its error
 // passed on, and no Conn wraps a nil connection.
 func TestListenerOddInner(t *testing.T) {
-	h := newHarness(t, Config{}, false)
+	h := newHarness(t, Config{}, selectedPortable())
 	errAccept := errors.New("accept failed")
 	srv, cli := pair(t, listen(t), nil)
 	for _, tc := range []struct {

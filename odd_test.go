@@ -17,7 +17,7 @@ import (
 
 // TestCloseNil: nil connections, of any type, are an error, not a panic.
 func TestCloseNil(t *testing.T) {
-	h := newHarness(t, Config{}, false)
+	h := newHarness(t, Config{}, selectedPortable())
 	for _, conn := range []net.Conn{
 		nil,
 		(*net.TCPConn)(nil),
@@ -38,7 +38,7 @@ func TestCloseNil(t *testing.T) {
 // TestNotTCPCountedOnce: a connection that is not TCP is counted when its
 // Close succeeds, so closing it twice counts it once.
 func TestNotTCPCountedOnce(t *testing.T) {
-	h := newHarness(t, Config{}, false)
+	h := newHarness(t, Config{}, selectedPortable())
 	sock := filepath.Join(t.TempDir(), "s")
 	ul, err := net.Listen("unix", sock)
 	if err != nil {

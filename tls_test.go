@@ -60,7 +60,7 @@ func TestTLSAlertReachesClient(t *testing.T) {
 			ln := net.Listener(listen(t))
 			var h *harness
 			if lingers {
-				h = newHarness(t, Config{}, false)
+				h = newHarness(t, Config{}, selectedPortable())
 				ln = h.Listener(ln)
 			}
 			addr := serveTLS(t, ln, pki.ServerConfig(tls.VersionTLS13))
