@@ -133,11 +133,14 @@ func ackState(fd int) (acked uint64, outq int64, ti *unix.TCPInfo, err error) {
 		if err != nil {
 			return 0, 0, nil, err
 		}
+		acked, outq = ti.Bytes_acked, int64(q2)
 		if q1 == q2 {
-			return ti.Bytes_acked, int64(q2), ti, nil
+			break
 		}
+		// Acknowledgements keep coming: the last reading is off by what
+		// came in between, which is progress either way.
 	}
-	return ti.Bytes_acked, 0, ti, nil // acknowledgements keep coming: progress, counted next time
+	return acked, outq, ti, nil
 }
 
 func (l *loop) fd() int { return int(l.ep.Fd()) }
