@@ -54,8 +54,10 @@ const (
 // takes its default.
 type Config struct {
 	// IdleTimeout ends a lingering connection whose peer has neither sent
-	// bytes nor acknowledged bytes we sent for this long. Acknowledgements
-	// are seen on Linux only; elsewhere only incoming bytes count.
+	// bytes nor acknowledged bytes we sent for this long. A connection with
+	// bytes of ours, or our FIN, still unacknowledged is not idle: the
+	// kernel is still sending them. Acknowledgements are seen on Linux
+	// only; elsewhere only incoming bytes count.
 	// Zero means DefaultIdleTimeout, or MaxHold if that is shorter.
 	IdleTimeout time.Duration
 
