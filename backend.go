@@ -18,29 +18,50 @@ type backend interface {
 	// run with Closer.mu held.
 	newEntry(h handle) *entry
 	start(e *entry)
-	// stop ends e at once with outcome o and releases it before returning;
-	// it runs with Closer.mu held.
-	stop(e *entry, o Outcome)
+	// stop ends e at once with outcome o (and err in its Report) and
+	// releases it before returning; it runs with Closer.mu held. With
+	// ErrMaxQueued the socket is aborted, so that the kernel frees its send
+	// queue at once.
+	stop(e *entry, o Outcome, err error)
 	// closeNow closes a detached handle that was never started.
 	closeNow(h handle)
 }
 
 // handle is a detached socket: a descriptor for the Linux event loop, a
-// net.Conn for the portable backend.
+// net.Conn for the portable backend. The event loop also reads, before it
+// takes the Closer's lock, where the socket's acknowledgements stand.
 type handle struct {
-	fd   int
-	conn net.Conn
+	fd     int
+	conn   net.Conn
+	queued int64  // bytes of ours, FIN included, not yet acknowledged (0: unknown)
+	acked  uint64 // tcpi_bytes_acked
 }
 
 var errTaken = errors.New("linger: connection closed concurrently")
+
+// closedError is returned by detach when it closed the caller's connection
+// and then found it could not linger: the socket is gone, and the
+// connection ended with outcome (and err, for Plain).
+type closedError struct {
+	outcome Outcome
+	err     error
+}
+
+func (e *closedError) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return "linger: connection already ended: " + e.outcome.String()
+}
+
+func (e *closedError) Unwrap() error { return e.err }
 
 // entry is one lingering connection. All its fields are guarded by
 // Closer.mu. Its size is the per-socket cost of lingering, so fields are
 // ordered to pack.
 type entry struct {
-	prev, next         *entry // age list, oldest first
-	peerPrev, peerNext *entry // the same peer's list, with MaxConnsPerIP
-	addr               netip.AddrPort
+	links [3]link // on the Closer's age list, its peer's list, and the list of entries holding queued bytes
+	addr  netip.AddrPort
 
 	// Clocks, in nanoseconds since Closer.epoch.
 	start      int64
@@ -49,26 +70,12 @@ type entry struct {
 	lastActive int64 // the peer last sent or acknowledged bytes
 
 	discarded int64
-	acked     uint64   // the peer's cumulative acknowledged bytes, last seen
+	queued    int64    // bytes of ours not yet acknowledged, FIN included, last seen (Linux)
+	acked     uint64   // the peer's cumulative acknowledged bytes, last seen (Linux)
+	ackedEnd  uint64   // acked once every byte of ours is, not counting the FIN (Linux)
 	conn      net.Conn // portable backend
 	fd        int32    // Linux event loop
 	heapIdx   int32    // position in the Linux event loop's timer heap
 	released  bool
-}
-
-// tcpConn finds the *net.TCPConn under conn, or returns nil.
-func tcpConn(conn net.Conn) *net.TCPConn {
-	for i := 0; i < 8 && conn != nil; i++ { // a bound against a wrapper that returns itself
-		switch v := conn.(type) {
-		case *net.TCPConn:
-			return v
-		case *Conn:
-			return v.TCPConn
-		case interface{ NetConn() net.Conn }:
-			conn = v.NetConn()
-		default:
-			return nil
-		}
-	}
-	return nil
+	draining  bool // the event loop is reading from fd without Closer.mu
 }

@@ -30,39 +30,68 @@ func newBackend(c *Closer, portableOnly bool) backend {
 // OS thread in epoll_wait, and the timer heap's earliest deadline is simply
 // the read deadline of that descriptor.
 //
-// All fields are guarded by Closer.mu.
+// The loop reads from its sockets without Closer.mu: it marks the entries of
+// a batch as draining under the lock, reads them unlocked, and takes the lock
+// again to record what it read. Close and Stats therefore wait at most for
+// that bookkeeping, never for the reads. A draining entry's descriptor stays
+// open until the loop is done with it, even if the entry is released in the
+// meantime, so the loop never reads from a descriptor number that was closed
+// and reused.
 type loop struct {
-	c      *Closer
+	c *Closer
+
+	// Guarded by Closer.mu.
 	ep     *os.File // nil while nothing lingers
 	rc     syscall.RawConn
 	byFD   []*entry // lingering entries indexed by descriptor
 	timers timerHeap
 	wake   int64 // the deadline set on ep, or MaxInt64
-	events [128]unix.EpollEvent
+
+	// Owned by the loop's goroutine.
+	events  [128]unix.EpollEvent
+	ready   []*entry
+	budgets []int64
+	results []drainResult
 }
 
 func (l *loop) detach(tcp *net.TCPConn) (handle, error) {
 	fd, err := detachFD(tcp)
-	return handle{fd: fd}, err
+	if err != nil {
+		return handle{fd: -1}, err
+	}
+	h := handle{fd: fd}
+	// Read now, before the Closer's lock is taken for the hand-off: a
+	// system call under the lock can cost the lock's holder its P, and
+	// everyone waiting for the lock the wait for another.
+	if acked, outq, _, err := ackState(fd); err == nil {
+		h.acked, h.queued = acked, outq
+	}
+	return h, nil
 }
 
-func (l *loop) newEntry(h handle) *entry { return &entry{fd: int32(h.fd), heapIdx: -1} }
+// newEntry starts e's progress accounting. The bytes the peer has
+// acknowledged so far are the baseline against which IdleTimeout sees
+// progress, and the sum of acknowledged and queued bytes is where that
+// progress ends. The FIN takes one sequence number, which tcpi_bytes_acked
+// counts once it is acknowledged; the acknowledgement of our FIN alone is
+// not progress.
+func (l *loop) newEntry(h handle) *entry {
+	e := &entry{fd: int32(h.fd), heapIdx: -1}
+	e.ackedEnd = h.acked + uint64(max(h.queued-1, 0))
+	e.acked = min(h.acked, e.ackedEnd)
+	return e
+}
 
-func (l *loop) closeNow(h handle) { unix.Close(h.fd) }
+func (l *loop) closeNow(h handle) { l.c.fds = append(l.c.fds, h.fd) }
 
 func (l *loop) start(e *entry) {
 	c := l.c
 	if l.ep == nil {
 		if err := l.open(); err != nil {
 			c.release(e, Plain, -1, err)
-			unix.Close(int(e.fd))
+			c.fds = append(c.fds, int(e.fd))
 			return
 		}
-	}
-	// The bytes the peer has acknowledged so far are the baseline against
-	// which IdleTimeout sees progress.
-	if ti, err := unix.GetsockoptTCPInfo(int(e.fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-		e.acked = ti.Bytes_acked
 	}
 	// Level-triggered: whatever is left unread after a round of draining
 	// reports again, so one busy peer cannot starve the others.
@@ -70,7 +99,7 @@ func (l *loop) start(e *entry) {
 	if err := unix.EpollCtl(l.fd(), unix.EPOLL_CTL_ADD, int(e.fd), &ev); err != nil {
 		// ENOSPC (fs.epoll.max_user_watches) or ENOMEM: a plain close.
 		c.release(e, Plain, -1, os.NewSyscallError("epoll_ctl", err))
-		unix.Close(int(e.fd))
+		c.fds = append(c.fds, int(e.fd))
 		l.maybeClose()
 		return
 	}
@@ -83,6 +112,35 @@ func (l *loop) start(e *entry) {
 	e.deadline = min(e.start+int64(c.cfg.IdleTimeout), e.hard)
 	heap.Push(&l.timers, e)
 	l.rearm()
+}
+
+// ackState returns how many bytes the peer of fd has acknowledged
+// (tcpi_bytes_acked) and how many of ours, FIN included, it has not
+// (SIOCOUTQ), read consistently: once we have shut down writing, their sum
+// no longer changes, so two reads of SIOCOUTQ around TCP_INFO that agree
+// show that no acknowledgement came in between.
+func ackState(fd int) (acked uint64, outq int64, ti *unix.TCPInfo, err error) {
+	for range 3 {
+		q1, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		ti, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		q2, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		acked, outq = ti.Bytes_acked, int64(q2)
+		if q1 == q2 {
+			break
+		}
+		// Acknowledgements keep coming: the last reading is off by what
+		// came in between, which is progress either way.
+	}
+	return acked, outq, ti, nil
 }
 
 func (l *loop) fd() int { return int(l.ep.Fd()) }
@@ -137,13 +195,13 @@ func (l *loop) maybeClose() {
 	}
 }
 
+// run is the loop's goroutine. It owns ep: only run closes it, under
+// Closer.mu, once nothing lingers.
 func (l *loop) run(ep *os.File, rc syscall.RawConn) {
 	c := l.c
 	defer c.wg.Done()
 	for {
 		err := rc.Read(func(epfd uintptr) bool {
-			c.mu.Lock()
-			defer c.unlock()
 			// Timeout 0: the runtime's poller did the waiting.
 			n, err := unix.EpollWait(int(epfd), l.events[:], 0)
 			if n <= 0 {
@@ -152,14 +210,7 @@ func (l *loop) run(ep *os.File, rc syscall.RawConn) {
 				// runtime might not signal readiness a second time.
 				return err != nil
 			}
-			now := c.now()
-			for _, ev := range l.events[:n] {
-				if int(ev.Fd) < len(l.byFD) {
-					if e := l.byFD[ev.Fd]; e != nil {
-						l.drain(e, now)
-					}
-				}
-			}
+			l.round(l.events[:n])
 			return true
 		})
 		c.mu.Lock()
@@ -167,7 +218,7 @@ func (l *loop) run(ep *os.File, rc syscall.RawConn) {
 			// Not expected from an epoll descriptor; end every entry rather
 			// than spin.
 			for len(l.timers) > 0 {
-				l.stop(l.timers[0], PeerReset)
+				l.finish(l.timers[0], PeerReset, err)
 			}
 		}
 		l.wake = math.MaxInt64
@@ -183,38 +234,93 @@ func (l *loop) run(ep *os.File, rc syscall.RawConn) {
 	}
 }
 
-// drain discards what e's peer has sent and ends e if the peer closed,
-// reset, or went over the byte budget.
-func (l *loop) drain(e *entry, now int64) {
+// drainResult is what one entry's reads found.
+type drainResult struct {
+	n    int64   // bytes discarded
+	end  Outcome // how the entry ends, if done
+	err  error
+	done bool
+}
+
+// round drains the entries with events ready: it marks them under
+// Closer.mu, reads them without it, and records the results under it again.
+func (l *loop) round(evs []unix.EpollEvent) {
 	c := l.c
+	c.mu.Lock()
+	for _, ev := range evs {
+		if int(ev.Fd) >= len(l.byFD) {
+			continue
+		}
+		// The entry may be newer than the event, if the one it was for
+		// ended and its descriptor number was reused: a read then finds
+		// nothing, which is harmless.
+		if e := l.byFD[ev.Fd]; e != nil && !e.draining {
+			e.draining = true
+			l.ready = append(l.ready, e)
+			// One more byte than the budget allows, so that a peer that
+			// sends exactly the budget and then closes is not penalised.
+			l.budgets = append(l.budgets, c.cfg.MaxDiscard-e.discarded+1)
+		}
+	}
+	c.unlock()
+
+	for i, e := range l.ready {
+		l.results = append(l.results, drain(int(e.fd), l.budgets[i]))
+	}
+
+	now := c.now()
+	c.mu.Lock()
+	for i, e := range l.ready {
+		e.draining = false
+		if e.released {
+			// Released while we read; its descriptor was left to us.
+			c.fds = append(c.fds, int(e.fd))
+			continue
+		}
+		r := l.results[i]
+		if r.n > 0 {
+			e.discarded += r.n
+			e.lastActive = now
+		}
+		if r.done {
+			l.finish(e, r.end, r.err)
+		}
+	}
+	c.unlock()
+	clear(l.ready)
+	l.ready, l.budgets, l.results = l.ready[:0], l.budgets[:0], l.results[:0]
+}
+
+// drain discards what fd's peer has sent, up to budget bytes, and says
+// whether the peer closed, reset, or reached the budget. It runs without
+// Closer.mu.
+func drain(fd int, budget int64) (r drainResult) {
 	// A few rounds at most: a peer sending flat out gets its turn again at
 	// the next epoll_wait, after the others.
 	for range 4 {
-		// One more byte than the budget allows, so that a peer that sends
-		// exactly the budget and then closes is not penalised.
-		n, err := recvDiscard(int(e.fd), c.cfg.MaxDiscard-e.discarded+1)
+		n, err := recvDiscard(fd, budget-r.n)
 		switch {
 		case err == unix.EAGAIN:
-			return
+			return r
 		case err == unix.EINTR:
 			continue
 		case err == unix.ECONNRESET:
-			l.finish(e, PeerReset, nil)
-			return
+			r.end, r.done = PeerReset, true
+			return r
 		case err != nil:
-			l.finish(e, PeerReset, os.NewSyscallError("recvfrom", err))
-			return
+			r.end, r.done, r.err = PeerReset, true, os.NewSyscallError("recvfrom", err)
+			return r
 		case n == 0:
-			l.finish(e, PeerClosed, nil)
-			return
+			r.end, r.done = PeerClosed, true
+			return r
 		}
-		e.discarded += int64(n)
-		e.lastActive = now
-		if e.discarded > c.cfg.MaxDiscard {
-			l.finish(e, Budget, nil)
-			return
+		r.n += int64(n)
+		if r.n >= budget {
+			r.end, r.done = Budget, true
+			return r
 		}
 	}
+	return r
 }
 
 // recvDiscard discards up to max bytes queued on fd without copying them.
@@ -238,9 +344,14 @@ func recvDiscard(fd int, max int64) (int, error) {
 }
 
 // expire handles every timer due at now: a connection past its hard cap
-// ends; one whose peer was active within IdleTimeout, or has acknowledged
-// more of our bytes since we last looked, gets another IdleTimeout; the rest
-// are idle.
+// ends; one whose peer was active within IdleTimeout, has acknowledged more
+// of our bytes since we last looked, or still has bytes of ours (or our
+// FIN) unacknowledged, gets another IdleTimeout; the rest are idle.
+//
+// Unacknowledged bytes mean the kernel is still sending, retransmitting or
+// probing them: the connection is not idle, and closing it now would reset
+// it if the peer, having missed our last word, is still sending. MaxHold
+// bounds how long this lasts, and MaxQueued how much memory it takes.
 func (l *loop) expire(now int64) {
 	c := l.c
 	idle := int64(c.cfg.IdleTimeout)
@@ -251,17 +362,26 @@ func (l *loop) expire(now int64) {
 			continue
 		}
 		if e.lastActive+idle <= now {
-			ti, err := unix.GetsockoptTCPInfo(int(e.fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-			if err != nil || ti.Bytes_acked <= e.acked {
+			acked, outq, ti, err := ackState(int(e.fd))
+			if err != nil {
 				l.finish(e, Idle, nil)
 				continue
 			}
-			e.acked = ti.Bytes_acked
-			// tcpi_last_ack_recv dates the last acknowledgement, which is
-			// when the progress was made.
-			e.lastActive = max(e.lastActive, now-int64(time.Duration(ti.Last_ack_recv)*time.Millisecond))
-			if e.lastActive+idle <= now {
+			c.setQueued(e, outq)
+			switch acked = min(acked, e.ackedEnd); {
+			case acked > e.acked:
+				e.acked = acked
+				// tcpi_last_ack_recv dates the last acknowledgement, which
+				// is when the progress was made.
+				e.lastActive = max(e.lastActive, now-int64(time.Duration(ti.Last_ack_recv)*time.Millisecond))
+				if e.lastActive+idle <= now {
+					e.lastActive = now
+				}
+			case outq > 0:
 				e.lastActive = now
+			default:
+				l.finish(e, Idle, nil)
+				continue
 			}
 		}
 		e.deadline = min(e.lastActive+idle, e.hard)
@@ -269,12 +389,13 @@ func (l *loop) expire(now int64) {
 	}
 }
 
-func (l *loop) stop(e *entry, o Outcome) {
-	l.finish(e, o, nil)
+func (l *loop) stop(e *entry, o Outcome, err error) {
+	l.finish(e, o, err)
 	l.maybeClose()
 }
 
-// finish releases e and closes its socket.
+// finish releases e and queues its socket to be closed, by Closer.unlock or,
+// if e is draining, by the loop once its reads are done.
 func (l *loop) finish(e *entry, o Outcome, err error) {
 	fd := int(e.fd)
 	// SIOCOUTQ counts the bytes not yet acknowledged, including our FIN,
@@ -287,14 +408,25 @@ func (l *loop) finish(e *entry, o Outcome, err error) {
 	// descriptor of the socket is closed, and the application might hold
 	// another one (from File, say).
 	unix.EpollCtl(l.fd(), unix.EPOLL_CTL_DEL, fd, nil)
-	// The receive queue is empty (we drained it) unless the peer is past the
-	// budget or sent more since, so this close sends no RST: our FIN is
-	// already out and the kernel finishes the connection on its own.
-	unix.Close(fd)
+	if errors.Is(err, ErrMaxQueued) {
+		// SO_LINGER with a zero timeout makes close send RST and free the
+		// send queue at once, instead of leaving it to an orphan socket
+		// that keeps sending to a peer that reads slowly on purpose.
+		unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	// Otherwise the receive queue is empty (we drained it) unless the peer
+	// is past the budget or sent more since, so the close sends no RST: our
+	// FIN is already out and the kernel finishes the connection on its own.
+	if !e.draining {
+		l.c.fds = append(l.c.fds, fd)
+	}
 	l.byFD[fd] = nil
 	heap.Remove(&l.timers, int(e.heapIdx))
 	l.c.release(e, o, unacked, err)
 }
+
+// closeFD closes a descriptor the event loop released.
+func closeFD(fd int) { unix.Close(fd) }
 
 // timerHeap orders entries by deadline.
 type timerHeap []*entry

@@ -166,7 +166,8 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		{"negative hold", Config{MaxHold: -time.Second}, "MaxHold"},
 		{"negative budget", Config{MaxDiscard: -1}, "MaxDiscard"},
 		{"negative cap", Config{MaxConns: -1}, "MaxConns"},
-		{"negative peer cap", Config{MaxConnsPerIP: -2}, "MaxConnsPerIP"},
+		{"IPv6 prefix too long", Config{IPv6PrefixLen: 129}, "IPv6PrefixLen"},
+		{"negative queue bound", Config{MaxQueued: -1}, "MaxQueued"},
 		{"idle beyond hold", Config{IdleTimeout: time.Minute, MaxHold: time.Second}, "exceeds MaxHold"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,8 +185,13 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		t.Errorf("New with only MaxHold 1s = %v; want IdleTimeout 1s, not an error", err)
 	}
 	if c.cfg.IdleTimeout != DefaultIdleTimeout || c.cfg.MaxHold != DefaultMaxHold ||
-		c.cfg.MaxDiscard != DefaultMaxDiscard || c.cfg.MaxConns != DefaultMaxConns || c.cfg.MaxConnsPerIP != 0 {
+		c.cfg.MaxDiscard != DefaultMaxDiscard || c.cfg.MaxConns != DefaultMaxConns ||
+		c.cfg.MaxConnsPerIP != DefaultMaxConnsPerIP || c.cfg.IPv6PrefixLen != DefaultIPv6PrefixLen ||
+		c.cfg.MaxQueued != DefaultMaxQueued {
 		t.Errorf("zero Config gave %+v, want the defaults", c.cfg)
+	}
+	if c, err := New(Config{MaxConnsPerIP: -1}); err != nil || c.peers != nil {
+		t.Errorf("New with MaxConnsPerIP -1 = %v; want no per-peer cap", err)
 	}
 }
 
@@ -256,7 +262,7 @@ func TestShutdown(t *testing.T) {
 // last bytes (here a TLS record) reach the peer before a clean end.
 func TestCloseTLSConn(t *testing.T) {
 	pki := testbed.SharedPKI(t)
-	h := newHarness(t, Config{}, false)
+	h := newHarness(t, Config{}, selectedPortable())
 	srvRaw, cliRaw := pair(t, listen(t), nil)
 	srv := tls.Server(srvRaw, pki.ServerConfig(tls.VersionTLS13))
 	cli := tls.Client(cliRaw, pki.ClientConfig(&pki.Client, tls.VersionTLS13))

@@ -2,12 +2,14 @@ package linger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"time"
+
+	"github.com/linger-go/linger/internal/backendsel"
 )
 
 // A Closer closes connections with a lingering close. Its methods are safe
@@ -19,28 +21,27 @@ type Closer struct {
 	be    backend
 	wg    sync.WaitGroup // the backend's goroutines
 
-	mu             sync.Mutex
-	down           bool          // Shutdown was called
-	drained        chan struct{} // closed when n drops to 0 after Shutdown
-	n              int           // entries admitted and not yet released
-	oldest, newest *entry        // age list
-	peers          map[netip.Addr]*peer
-	stats          counters
-	reports        []Report // waiting for OnClose, delivered by unlock
-}
-
-// peer lists one IP address's lingering connections, oldest first.
-type peer struct {
-	oldest, newest *entry
-	n              int
+	// mu guards the admission bookkeeping below and each entry's fields,
+	// except what the Linux event loop reads while it drains (see
+	// entry.draining). It is held for bookkeeping only, never across a
+	// blocking call or a batch of reads, so Close and Stats never wait for
+	// draining.
+	mu      sync.Mutex
+	down    bool                  // Shutdown was called
+	drained chan struct{}         // closed when nothing lingers after Shutdown
+	all     list                  // every lingering entry, oldest first
+	queued  list                  // entries holding bytes of ours, oldest first
+	qbytes  int64                 // the sum of their queued bytes, as last seen
+	peers   map[netip.Prefix]list // by value: nothing can hold a stale one
+	stats   counters
+	reports []Report // waiting for OnClose, delivered by unlock
+	fds     []int    // descriptors to close, by unlock, once mu is released
 }
 
 // New returns a Closer with the bounds in cfg, or an error wrapping
 // ErrConfig if cfg is invalid.
 func New(cfg Config) (*Closer, error) {
-	// LINGER_BACKEND=portable selects the portable backend on Linux too, so
-	// that benchmarks and tests can compare the two.
-	return newCloser(cfg, os.Getenv("LINGER_BACKEND") == "portable")
+	return newCloser(cfg, backendsel.Portable.Load())
 }
 
 func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
@@ -49,8 +50,10 @@ func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 		return nil, err
 	}
 	c := &Closer{cfg: cfg, epoch: time.Now()}
+	c.all.which = byAge
+	c.queued.which = byQueue
 	if cfg.MaxConnsPerIP > 0 {
-		c.peers = make(map[netip.Addr]*peer)
+		c.peers = make(map[netip.Prefix]list)
 	}
 	c.be = newBackend(c, portableOnly)
 	return c, nil
@@ -69,6 +72,10 @@ func Must(cfg Config) *Closer {
 // now returns the engine's clock.
 func (c *Closer) now() int64 { return int64(time.Since(c.epoch)) }
 
+// ErrNilConn is returned by Close for a nil connection, or a connection
+// whose underlying TCP connection is nil.
+var ErrNilConn = errors.New("linger: nil connection")
+
 // Close takes conn from its caller and returns at once. Bytes already written
 // to conn still go out, followed by a FIN; anything blocked in conn's Read or
 // Write returns net.ErrClosed; in the background, what the peer still sends
@@ -78,22 +85,39 @@ func (c *Closer) now() int64 { return int64(time.Since(c.epoch)) }
 // *tls.Conn on either, or any connection with a NetConn method that leads to
 // one. A *tls.Conn is closed without close_notify: to send one, close the
 // *tls.Conn itself on a connection accepted through Listener. Anything else is
-// closed plainly and counted.
+// closed plainly and counted, once for each Close that succeeds.
 //
 // Close returns the error of closing conn itself, such as net.ErrClosed for a
-// connection closed before; it never fails because lingering was not
-// possible.
+// connection closed before (which is not counted again), or ErrNilConn; it
+// never fails because lingering was not possible.
 //
 // On Windows, where a socket cannot be duplicated within a process, conn
-// itself lingers: its write side is shut down at once, but a goroutine
-// blocked in its Read returns only when lingering ends.
+// itself lingers: its write side is shut down at once (a goroutine blocked
+// in its Write gets the error of that), but a goroutine blocked in its Read
+// returns only when lingering ends.
 func (c *Closer) Close(conn net.Conn) error {
-	tcp := tcpConn(conn)
-	if tcp == nil {
-		err := conn.Close()
-		c.plain(conn, ErrNotTCP)
+	tcp, err := tcpConn(conn)
+	if err != nil {
 		return err
 	}
+	if tcp == nil {
+		err := conn.Close()
+		if err == nil {
+			c.plain(conn, ErrNotTCP)
+		}
+		return err
+	}
+	var addr netip.AddrPort
+	if a, ok := tcp.RemoteAddr().(*net.TCPAddr); ok {
+		addr = a.AddrPort()
+	}
+	return c.closeFrom(conn, tcp, addr)
+}
+
+// closeFrom is Close once conn's TCP connection and peer address are known.
+func (c *Closer) closeFrom(conn net.Conn, tcp *net.TCPConn, addr netip.AddrPort) error {
+	// An IPv4 peer of a dual-stack listener arrives as ::ffff:a.b.c.d.
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	c.mu.Lock()
 	down := c.down
 	c.mu.Unlock()
@@ -104,18 +128,25 @@ func (c *Closer) Close(conn net.Conn) error {
 		}
 		return err
 	}
-	var addr netip.AddrPort
-	if a, ok := tcp.RemoteAddr().(*net.TCPAddr); ok {
-		addr = a.AddrPort()
-		addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	}
 	h, err := c.be.detach(tcp)
-	switch err {
-	case nil:
-	case errTaken:
-		// Someone else closed conn first; the socket is theirs.
-		return tcp.Close()
-	default:
+	if err != nil {
+		var ended *closedError
+		switch {
+		case errors.Is(err, errTaken):
+			// Someone else closed conn first; the socket is theirs.
+			return tcp.Close()
+		case errors.As(err, &ended):
+			// conn is closed and the socket went with it.
+			r := Report{Outcome: ended.outcome, Unacked: -1, Err: ended.err}
+			if c.cfg.OnClose != nil {
+				r.RemoteAddr = tcpAddr(addr)
+			}
+			c.mu.Lock()
+			c.report(r)
+			c.unlock()
+			return nil
+		}
+		// Nothing was taken: conn is still open, close it plainly.
 		cerr := tcp.Close()
 		if cerr == nil {
 			c.plain(conn, err)
@@ -148,8 +179,23 @@ func remoteAddr(conn net.Conn) (a net.Addr) {
 	return conn.RemoteAddr()
 }
 
-// admit starts lingering on a detached socket, making room under the caps.
+// peerKey is what MaxConnsPerIP counts by: an IPv4 address, or an IPv6
+// address's prefix of Config.IPv6PrefixLen bits, since one IPv6 host
+// usually holds a whole /64.
+func (c *Closer) peerKey(a netip.AddrPort) netip.Prefix {
+	ip := a.Addr()
+	bits := 32
+	if ip.Is6() {
+		bits = c.cfg.IPv6PrefixLen
+	}
+	p, _ := ip.Prefix(bits) // an invalid address gives the zero Prefix: one shared key
+	return p
+}
+
+// admit starts lingering on a detached socket, first making room under the
+// caps by releasing the longest-lingering connections.
 func (c *Closer) admit(h handle, addr netip.AddrPort) {
+	queued := h.queued
 	c.mu.Lock()
 	defer c.unlock()
 	if c.down {
@@ -157,76 +203,65 @@ func (c *Closer) admit(h handle, addr netip.AddrPort) {
 		c.report(Report{RemoteAddr: tcpAddr(addr), Outcome: Plain, Unacked: -1, Err: ErrShutdown})
 		return
 	}
-	var p *peer
+	// Each stop releases at once, so each loop ends. Each release may
+	// change or delete the peer's list, so it is looked up every time.
+	var key netip.Prefix
 	if c.peers != nil {
-		p = c.peers[addr.Addr()]
-		if p == nil {
-			p = new(peer)
-			c.peers[addr.Addr()] = p
-		}
-		if p.n >= c.cfg.MaxConnsPerIP {
-			c.be.stop(p.oldest, Released)
+		key = c.peerKey(addr)
+		for c.peers[key].len >= c.cfg.MaxConnsPerIP {
+			c.be.stop(c.peers[key].front, Released, nil)
 		}
 	}
-	if c.n >= c.cfg.MaxConns {
-		c.be.stop(c.oldest, Released)
+	for c.all.len >= c.cfg.MaxConns {
+		c.be.stop(c.all.front, Released, nil)
+	}
+	for queued > 0 && c.qbytes+queued > c.cfg.MaxQueued && c.queued.front != nil {
+		c.be.stop(c.queued.front, Released, ErrMaxQueued)
 	}
 	e := c.be.newEntry(h)
 	e.addr = addr
 	e.start = c.now()
-	e.prev = c.newest
-	if c.newest != nil {
-		c.newest.next = e
-	} else {
-		c.oldest = e
+	c.all.push(e)
+	if c.peers != nil {
+		p := c.peers[key]
+		p.which = byPeer
+		p.push(e)
+		c.peers[key] = p
 	}
-	c.newest = e
-	if p != nil {
-		e.peerPrev = p.newest
-		if p.newest != nil {
-			p.newest.peerNext = e
-		} else {
-			p.oldest = e
-		}
-		p.newest = e
-		p.n++
-	}
-	c.n++
+	c.setQueued(e, queued)
 	c.be.start(e)
+}
+
+// setQueued records that e holds q bytes of ours not yet acknowledged; c.mu
+// must be held. Entries holding none are not on the queued list.
+func (c *Closer) setQueued(e *entry, q int64) {
+	q = max(q, 0)
+	switch {
+	case e.queued > 0 && q == 0:
+		c.queued.remove(e)
+	case e.queued == 0 && q > 0:
+		c.queued.push(e)
+	}
+	c.qbytes += q - e.queued
+	e.queued = q
 }
 
 // release unlinks e and records how it ended. Backends call it, with c.mu
 // held, exactly once per entry.
 func (c *Closer) release(e *entry, o Outcome, unacked int64, err error) {
 	e.released = true
-	if e.prev != nil {
-		e.prev.next = e.next
-	} else {
-		c.oldest = e.next
-	}
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		c.newest = e.prev
-	}
+	c.all.remove(e)
 	if c.peers != nil {
-		p := c.peers[e.addr.Addr()]
-		if e.peerPrev != nil {
-			e.peerPrev.peerNext = e.peerNext
+		key := c.peerKey(e.addr)
+		p := c.peers[key]
+		p.remove(e)
+		if p.len == 0 {
+			delete(c.peers, key)
 		} else {
-			p.oldest = e.peerNext
-		}
-		if e.peerNext != nil {
-			e.peerNext.peerPrev = e.peerPrev
-		} else {
-			p.newest = e.peerPrev
-		}
-		if p.n--; p.n == 0 {
-			delete(c.peers, e.addr.Addr())
+			c.peers[key] = p
 		}
 	}
-	e.prev, e.next, e.peerPrev, e.peerNext = nil, nil, nil, nil
-	c.n--
+	c.setQueued(e, 0)
 	r := Report{
 		Outcome:   o,
 		Held:      time.Duration(c.now() - e.start),
@@ -238,7 +273,7 @@ func (c *Closer) release(e *entry, o Outcome, unacked int64, err error) {
 		r.RemoteAddr = tcpAddr(e.addr)
 	}
 	c.report(r)
-	if c.n == 0 && c.drained != nil {
+	if c.all.len == 0 && c.drained != nil {
 		close(c.drained)
 		c.drained = nil
 	}
@@ -259,12 +294,16 @@ func (c *Closer) report(r Report) {
 	}
 }
 
-// unlock releases c.mu and then delivers the reports queued under it, so
-// OnClose never runs with the lock held.
+// unlock releases c.mu, then closes the descriptors and delivers the
+// reports queued under it, so that neither close(2) nor OnClose runs with
+// the lock held.
 func (c *Closer) unlock() {
-	rs := c.reports
-	c.reports = nil
+	rs, fds := c.reports, c.fds
+	c.reports, c.fds = nil, nil
 	c.mu.Unlock()
+	for _, fd := range fds {
+		closeFD(fd)
+	}
 	for _, r := range rs {
 		c.cfg.OnClose(r)
 	}
@@ -274,7 +313,7 @@ func (c *Closer) unlock() {
 func (c *Closer) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.stats.snapshot(c.n)
+	return c.stats.snapshot(c.all.len)
 }
 
 // Shutdown makes c close later connections plainly and waits for the ones
@@ -286,7 +325,7 @@ func (c *Closer) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	c.down = true
 	var err error
-	if c.n > 0 {
+	if c.all.len > 0 {
 		if c.drained == nil {
 			c.drained = make(chan struct{})
 		}
@@ -297,9 +336,9 @@ func (c *Closer) Shutdown(ctx context.Context) error {
 			c.mu.Lock()
 		case <-ctx.Done():
 			c.mu.Lock()
-			if k := c.n; k > 0 {
-				for c.oldest != nil {
-					c.be.stop(c.oldest, Shutdown)
+			if k := c.all.len; k > 0 {
+				for c.all.front != nil {
+					c.be.stop(c.all.front, Shutdown, nil)
 				}
 				err = fmt.Errorf("linger: shutdown closed %d lingering connections early: %w", k, ctx.Err())
 			}
@@ -308,4 +347,36 @@ func (c *Closer) Shutdown(ctx context.Context) error {
 	c.unlock()
 	c.wg.Wait()
 	return err
+}
+
+// tcpConn finds the *net.TCPConn under conn: nil if there is none, or
+// ErrNilConn if conn or a connection it leads to is nil.
+func tcpConn(conn net.Conn) (tcp *net.TCPConn, err error) {
+	defer func() {
+		// A wrapper's NetConn may dereference a nil receiver.
+		if recover() != nil {
+			tcp, err = nil, ErrNilConn
+		}
+	}()
+	for i := 0; i < 8; i++ { // a bound against a wrapper that returns itself
+		switch v := conn.(type) {
+		case nil:
+			return nil, ErrNilConn
+		case *net.TCPConn:
+			if v == nil {
+				return nil, ErrNilConn
+			}
+			return v, nil
+		case *Conn:
+			if v == nil || v.TCPConn == nil {
+				return nil, ErrNilConn
+			}
+			return v.TCPConn, nil
+		case interface{ NetConn() net.Conn }:
+			conn = v.NetConn()
+		default:
+			return nil, nil
+		}
+	}
+	return nil, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,15 +16,34 @@ import (
 // The order matters. The duplicate comes first, so that closing tcp's
 // descriptor afterwards releases only a reference: the kernel closes a
 // socket when its last descriptor goes, so no FIN or RST leaves because of
-// that close. shutdown(SHUT_WR) acts on the socket, not on a descriptor: it
-// queues the FIN behind the bytes already written, which still go out. Only
-// then is tcp closed, which wakes any goroutine blocked in its Read or Write
-// with net.ErrClosed, and from then on the duplicate is the only way to the
-// socket.
+// that close. Closing tcp next wakes any goroutine blocked in its Read or
+// Write with net.ErrClosed (before the shutdown, so that a blocked Write
+// cannot see EPIPE from it instead), and from then on the duplicate is the
+// only way to the socket. shutdown(SHUT_WR) comes last: it acts on the
+// socket, not on a descriptor, and queues the FIN behind the bytes already
+// written, which still go out.
+//
+// Every step that can fail for want of resources comes before tcp is
+// closed, so that on such a failure tcp is still open and its caller can
+// close it plainly.
 func detachFD(tcp *net.TCPConn) (int, error) {
-	rc, err := tcp.SyscallConn()
+	fd, err := dupFD(tcp)
 	if err != nil {
 		return -1, err
+	}
+	if err := handOver(tcp, func() error { return unix.Shutdown(fd, unix.SHUT_WR) }); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// dupFD duplicates tcp's descriptor. It returns errTaken if tcp is already
+// closed.
+func dupFD(tcp *net.TCPConn) (int, error) {
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return -1, errTaken // SyscallConn fails only if tcp is closed
 	}
 	fd := -1
 	var dupErr error
@@ -40,31 +60,58 @@ func detachFD(tcp *net.TCPConn) (int, error) {
 		// Typically EMFILE: no descriptor to spare, so no lingering.
 		return -1, os.NewSyscallError("fcntl", dupErr)
 	}
-	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
-		// ENOTCONN: the peer already reset the connection.
-		unix.Close(fd)
-		return -1, os.NewSyscallError("shutdown", err)
-	}
-	if err := tcp.Close(); err != nil {
-		// Another goroutine closed tcp between Control and here: it owns the
-		// close, and the duplicate must go without a trace.
-		unix.Close(fd)
-		if errors.Is(err, net.ErrClosed) {
-			return -1, errTaken
-		}
-		return -1, err
-	}
 	return fd, nil
 }
 
+// handOver closes tcp, whose socket another descriptor keeps, and then
+// shuts down the socket's write side with shutdownWrite. On an error the
+// caller still owns, and must close, its other descriptor; the error is
+// errTaken if someone else closed tcp first (nothing was taken), or a
+// *closedError once tcp is closed.
+func handOver(tcp *net.TCPConn, shutdownWrite func() error) error {
+	if err := tcp.Close(); err != nil {
+		// Another goroutine closed tcp between the duplication and here: it
+		// owns the close, and the duplicate must go without a trace.
+		if errors.Is(err, net.ErrClosed) {
+			return errTaken
+		}
+		return err
+	}
+	if err := shutdownWrite(); err != nil {
+		if errors.Is(err, syscall.ENOTCONN) {
+			// The connection already ended: the peer closed and then reset
+			// it, typically because we wrote after its close. Nothing is
+			// left to linger for, and closing sends nothing.
+			return &closedError{outcome: PeerClosed}
+		}
+		return &closedError{outcome: Plain, err: os.NewSyscallError("shutdown", err)}
+	}
+	return nil
+}
+
 // detachConn is detachFD for the portable backend: the socket comes back as
-// a net.Conn on the runtime's poller.
+// a net.Conn on the runtime's poller. net.FileConn duplicates the descriptor
+// once more, which can fail with EMFILE too, so it runs before tcp is
+// closed.
 func detachConn(tcp *net.TCPConn) (net.Conn, error) {
-	fd, err := detachFD(tcp)
+	fd, err := dupFD(tcp)
 	if err != nil {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), "linger")
-	defer f.Close() // net.FileConn made its own duplicate
-	return net.FileConn(f)
+	conn, err := net.FileConn(f)
+	f.Close() // net.FileConn made its own duplicate, or failed
+	if err != nil {
+		return nil, err
+	}
+	own, ok := conn.(*net.TCPConn)
+	if !ok { // cannot happen: the descriptor is tcp's socket
+		conn.Close()
+		return nil, errors.New("linger: duplicate is not a TCP connection")
+	}
+	if err := handOver(tcp, own.CloseWrite); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }

@@ -3,14 +3,22 @@ package linger
 import (
 	"context"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/backendsel"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain lets LINGER_BACKEND=portable run the tests that use New, the
+// Examples among them, on the portable backend: New itself does not read
+// the environment.
+func TestMain(m *testing.M) {
+	backendsel.Portable.Store(os.Getenv("LINGER_BACKEND") == "portable")
+	goleak.VerifyTestMain(m)
+}
 
 // backends lists the engines every behaviour test runs against.
 var backends = []struct {
@@ -20,6 +28,11 @@ var backends = []struct {
 	{"loop", false},
 	{"portable", true},
 }
+
+// selectedPortable is the backend for tests that run on one only: the
+// portable backend when LINGER_BACKEND=portable, the platform's otherwise.
+// Tests of what only the event loop sees pass false instead.
+func selectedPortable() bool { return backendsel.Portable.Load() }
 
 // harness is a Closer under test with its reports collected.
 type harness struct {

@@ -2,8 +2,10 @@ package linger
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +19,7 @@ import (
 // it (sendfile through ReadFrom, CloseWrite, keep-alive, raw access) work
 // as before.
 func TestListenerKeepsTCPConn(t *testing.T) {
-	h := newHarness(t, Config{}, false)
+	h := newHarness(t, Config{}, selectedPortable())
 	ln := h.Listener(listen(t))
 	client, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -78,7 +80,7 @@ func is[T any](v any) bool { _, ok := v.(T); return ok }
 // TestListenerPassesOtherConns: a listener of another kind hands out its own
 // connections untouched.
 func TestListenerPassesOtherConns(t *testing.T) {
-	h := newHarness(t, Config{}, false)
+	h := newHarness(t, Config{}, selectedPortable())
 	sock := filepath.Join(t.TempDir(), "s")
 	ul, err := net.Listen("unix", sock)
 	if err != nil {
@@ -104,7 +106,7 @@ func TestListenerPassesOtherConns(t *testing.T) {
 // TestStats: counters per outcome, bytes and the hold-time histogram, and
 // their JSON form.
 func TestStats(t *testing.T) {
-	h := newHarness(t, Config{IdleTimeout: 100 * time.Millisecond}, false)
+	h := newHarness(t, Config{IdleTimeout: 100 * time.Millisecond}, selectedPortable())
 	ln := listen(t)
 	srv, cli := pair(t, ln, nil)
 	cli.Write(make([]byte, 1000))
@@ -148,3 +150,74 @@ type nopConn struct{ net.Conn }
 
 func (nopConn) Close() error         { return nil }
 func (nopConn) RemoteAddr() net.Addr { return nil }
+
+// oddListener answers Accept with whatever it is given: an odd caller's
+// listener, not a network.
+type oddListener struct {
+	net.Listener
+	conn net.Conn
+	err  error
+}
+
+func (l *oddListener) Accept() (net.Conn, error) { return l.conn, l.err }
+func (l *oddListener) Close() error              { return nil }
+func (l *oddListener) Addr() net.Addr            { return &net.TCPAddr{} }
+
+// TestListenerOddInner: an inner listener that returns an error with a nil
+// *net.TCPConn, or a connection and an error together, has its error
+// passed on, and no Conn wraps a nil connection.
+func TestListenerOddInner(t *testing.T) {
+	h := newHarness(t, Config{}, selectedPortable())
+	errAccept := errors.New("accept failed")
+	srv, cli := pair(t, listen(t), nil)
+	for _, tc := range []struct {
+		name     string
+		conn     net.Conn
+		err      error
+		wantConn bool // a *Conn around srv
+		wantNil  bool // a nil interface
+	}{
+		{"typed nil with error", (*net.TCPConn)(nil), errAccept, false, true},
+		{"nil with error", nil, errAccept, false, true},
+		{"conn with error", srv, errAccept, true, false},
+		{"typed nil without error", (*net.TCPConn)(nil), nil, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := h.Listener(&oddListener{conn: tc.conn, err: tc.err})
+			conn, err := ln.Accept()
+			if err != tc.err {
+				t.Errorf("Accept error %v, want %v", err, tc.err)
+			}
+			if c, ok := conn.(*Conn); ok && c.TCPConn == nil {
+				t.Fatalf("Accept returned a Conn around nil")
+			}
+			if _, ok := conn.(*Conn); ok != tc.wantConn {
+				t.Errorf("Accept returned %T, want a *linger.Conn: %v", conn, tc.wantConn)
+			}
+			if (conn == nil) != tc.wantNil {
+				t.Errorf("Accept returned %#v, want nil: %v", conn, tc.wantNil)
+			}
+		})
+	}
+	// What the wrapped connection that came with an error does when closed.
+	h.Listener(&oddListener{conn: srv, err: errAccept}).Accept()
+	if err := (&Conn{TCPConn: srv, c: h.Closer}).Close(); err != nil {
+		t.Fatal(err)
+	}
+	cli.Close()
+	if r := h.next(t, 5*time.Second); r.Outcome != PeerClosed {
+		t.Errorf("outcome %v, want %v", r.Outcome, PeerClosed)
+	}
+
+	// http.Server.Serve gets the error, and returns it, instead of
+	// panicking on a connection with nothing inside.
+	srvHTTP := &http.Server{Handler: http.NotFoundHandler()}
+	err := srvHTTP.Serve(h.Listener(&oddListener{conn: (*net.TCPConn)(nil), err: errAccept}))
+	if err != errAccept {
+		t.Errorf("Serve = %v, want %v", err, errAccept)
+	}
+	var zero *Conn
+	if err := zero.Close(); !errors.Is(err, ErrNilConn) {
+		t.Errorf("(*Conn)(nil).Close() = %v, want ErrNilConn", err)
+	}
+}

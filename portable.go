@@ -35,8 +35,11 @@ func (p portable) start(e *entry) {
 
 // stop releases e at once; its goroutine wakes from the deadline in the past
 // and closes the socket.
-func (p portable) stop(e *entry, o Outcome) {
-	p.c.release(e, o, -1, nil)
+func (p portable) stop(e *entry, o Outcome, err error) {
+	p.c.release(e, o, -1, err)
+	if tcp, ok := e.conn.(*net.TCPConn); ok && errors.Is(err, ErrMaxQueued) {
+		tcp.SetLinger(0) // close sends RST and frees the send queue at once
+	}
 	e.conn.SetReadDeadline(time.Unix(1, 0))
 }
 

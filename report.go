@@ -12,7 +12,11 @@ type Outcome uint8
 
 const (
 	// PeerClosed: the peer closed its side; the socket ended with FIN in
-	// both directions. This is the outcome linger exists for.
+	// both directions. This is the outcome linger exists for. It is also
+	// the outcome of a connection that had already ended when it was handed
+	// off (typically a client that closed first and then reset bytes we
+	// sent after its close, such as a TLS close_notify): there was nothing
+	// left to linger for, and nothing went wrong.
 	PeerClosed Outcome = iota
 	// PeerReset: the peer reset the connection, or the socket failed.
 	PeerReset
@@ -24,7 +28,8 @@ const (
 	// Budget: the peer sent more than Config.MaxDiscard bytes.
 	Budget
 	// Released: the connection was released early to make room for a newer
-	// one under Config.MaxConns or Config.MaxConnsPerIP.
+	// one under Config.MaxConns or Config.MaxConnsPerIP, or aborted under
+	// Config.MaxQueued (then Report.Err is ErrMaxQueued).
 	Released
 	// Shutdown: Closer.Shutdown's context ended before the peer finished.
 	Shutdown
@@ -63,6 +68,9 @@ var (
 	ErrNotTCP = errors.New("linger: not a TCP connection")
 	// ErrShutdown: the connection was handed off after Shutdown.
 	ErrShutdown = errors.New("linger: closer is shut down")
+	// ErrMaxQueued: a Released connection was aborted with a reset to keep
+	// the bytes queued by lingering connections under Config.MaxQueued.
+	ErrMaxQueued = errors.New("linger: queued bytes over MaxQueued")
 )
 
 // Report describes one connection handed to a Closer, once it is closed.
@@ -80,8 +88,9 @@ type Report struct {
 	// our last word. It is -1 where this cannot be known (other systems than
 	// Linux, or a plain close).
 	Unacked int64
-	// Err is the reason for a Plain outcome, or the socket error behind a
-	// PeerReset one; nil otherwise.
+	// Err is the reason for a Plain outcome, the socket error behind a
+	// PeerReset one, or ErrMaxQueued for a Released one aborted under
+	// Config.MaxQueued; nil otherwise.
 	Err error
 }
 

@@ -40,7 +40,7 @@ func TestNoResets(t *testing.T) {
 			}
 			var h *harness
 			if lingers {
-				h = newHarness(t, Config{}, false)
+				h = newHarness(t, Config{}, selectedPortable())
 				ln = h.Listener(ln)
 			}
 			// The handshake fails on the untrusted certificate, and the

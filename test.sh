@@ -11,6 +11,24 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 pkgs=(curl openssl iproute2 nftables chromium nginx haproxy apache2 tcpdump)
+
+# apt_get runs apt-get, waiting while another package manager (an unattended
+# upgrade, a concurrent install) holds the dpkg or lists lock: up to 5
+# minutes in all, saying so, then failing with apt-get's own message.
+apt_get() {
+	local deadline=$((SECONDS + 300)) out
+	while :; do
+		if out=$(apt-get "$@" 2>&1); then
+			return 0
+		fi
+		if ! grep -qE 'Could not get lock|Unable to lock|Unable to acquire' <<<"$out" || [ $SECONDS -ge $deadline ]; then
+			echo "$out" >&2
+			return 1
+		fi
+		echo "== another package manager holds the lock; waiting ($((deadline - SECONDS)) s left of 5 min)"
+		sleep 5
+	done
+}
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 	missing=()
 	for p in "${pkgs[@]}"; do
@@ -19,8 +37,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 	done
 	if [ ${#missing[@]} -gt 0 ]; then
 		echo "== installing ${missing[*]}"
-		apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+		apt_get update -qq
+		DEBIAN_FRONTEND=noninteractive apt_get install -y -qq --no-install-recommends "${missing[@]}"
 	fi
 else
 	echo "== not root: skipping package installation; namespace tests will skip"
@@ -49,3 +67,7 @@ go test -count=1 -timeout 10m ./...
 
 echo "== race detector on the engine"
 go test -count=1 -race -timeout 5m .
+
+echo "== the engine on one CPU, and on its portable backend"
+GOMAXPROCS=1 go test -count=1 -timeout 5m .
+LINGER_BACKEND=portable go test -count=1 -timeout 5m .

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -59,7 +60,7 @@ func TestTLSAlertReachesClient(t *testing.T) {
 			ln := net.Listener(listen(t))
 			var h *harness
 			if lingers {
-				h = newHarness(t, Config{}, false)
+				h = newHarness(t, Config{}, selectedPortable())
 				ln = h.Listener(ln)
 			}
 			addr := serveTLS(t, ln, pki.ServerConfig(tls.VersionTLS13))
@@ -86,6 +87,15 @@ func TestTLSAlertReachesClient(t *testing.T) {
 						t.Errorf("alert reported in %d/%d trials through the lingering listener, want all", alerts, tlsTrials)
 					}
 					if !lingers && alerts == tlsTrials {
+						// The failure needs the client to be still sending
+						// when the server closes. An in-process Go client
+						// whose 1 MiB fits in the socket buffers can finish
+						// writing before the server's goroutine runs at all
+						// (GOMAXPROCS=1): then every trial reads the alert,
+						// and the premise, not linger, is what failed.
+						if cl.name == "go" {
+							t.Skipf("plain close: in all %d trials the Go client's 1 MiB write completed before the server closed (GOMAXPROCS=%d), so the failure linger fixes could not happen", tlsTrials, runtime.GOMAXPROCS(0))
+						}
 						t.Errorf("alert reported in every trial with a plain close: the test no longer shows the failure linger fixes")
 					}
 					if h != nil {

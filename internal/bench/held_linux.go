@@ -113,10 +113,12 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 	case "loop", "portable":
 		// Bounds wide enough that nothing ends before the peers close.
 		cfg := linger.Config{
-			MaxConns:    f.n,
-			IdleTimeout: time.Hour,
-			MaxHold:     time.Hour,
-			OnClose:     func(linger.Report) { onRelease() },
+			MaxConns: f.n,
+			// All of them come from a few source addresses.
+			MaxConnsPerIP: -1,
+			IdleTimeout:   time.Hour,
+			MaxHold:       time.Hour,
+			OnClose:       func(linger.Report) { onRelease() },
 		}
 		if mode == "portable" {
 			lc, err = newPortable(cfg)

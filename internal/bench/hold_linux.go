@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/backendsel"
 )
 
 // HoldResult is one mode's run of "hold": how long a connection stays after
@@ -33,15 +33,14 @@ type HoldResult struct {
 	Failed     int `json:"peer_failures"`
 }
 
-var envMu sync.Mutex
+var portableMu sync.Mutex
 
-// newPortable returns a Closer on the portable backend, which linger.New
-// selects on Linux when LINGER_BACKEND=portable.
+// newPortable returns a Closer on the portable backend.
 func newPortable(cfg linger.Config) (*linger.Closer, error) {
-	envMu.Lock()
-	defer envMu.Unlock()
-	os.Setenv("LINGER_BACKEND", "portable")
-	defer os.Unsetenv("LINGER_BACKEND")
+	portableMu.Lock()
+	defer portableMu.Unlock()
+	backendsel.Portable.Store(true)
+	defer backendsel.Portable.Store(false)
 	return linger.New(cfg)
 }
 

@@ -27,6 +27,9 @@ WHAT is one of:
   hold    time from a cooperating peer's FIN to our release, p50/p99
   flood   TLS 1.3 handshakes rejected per second, plain close vs linger,
           with clients that keep sending
+  pin     one IP pinning sockets and send-queue memory with connections
+          that never read (4 KiB window) and send a byte a second: peak
+          sockets, bytes queued and seconds, plain close vs linger
   all     all of the above
 
 Flags:
@@ -64,6 +67,18 @@ func Main(ctx context.Context, self, args []string) error {
 	fs.IntVar(&fl.procs, "procs", 2, "flood: client processes")
 	fs.IntVar(&fl.cap, "cap", 32, "flood: Config.MaxConns (the cap on lingering sockets)")
 	rounds := fs.Int("rounds", 2, "flood: rounds of plain then linger")
+	var pf pinFlags
+	fs.IntVar(&pf.n, "pin-n", 4608, "pin: attacking connections")
+	fs.IntVar(&pf.resp, "pin-resp", 1<<20, "pin: response bytes the server tries to write to each")
+	fs.DurationVar(&pf.write, "pin-write", 300*time.Millisecond, "pin: the server's write timeout")
+	// The kernel doubles SO_SNDBUF: 64 KiB lets about 100 KiB queue per
+	// socket, so 4,608 sockets stay below tcp_mem's pressure threshold,
+	// which is global: autotuning would queue the whole 1 MiB on each,
+	// 4.6 GB, and starve every other TCP user of the machine.
+	fs.IntVar(&pf.sndbuf, "pin-sndbuf", 64<<10, "pin: the server's SO_SNDBUF (0: the kernel's autotuning)")
+	fs.DurationVar(&pf.d, "pin-d", 40*time.Second, "pin: how long to watch each mode (past MaxHold)")
+	fs.IntVar(&pf.perIP, "pin-perip", 256, "pin: MaxConnsPerIP in the linger-perip mode")
+	pinModes := fs.String("pin-modes", "plain,linger,linger-noperip", "pin: modes to run: plain, linger (the defaults), linger-perip (MaxConnsPerIP -pin-perip), linger-noperip (no per-IP cap)")
 	kinds := fs.String("clients", "upload-1k,upload-1m,cooperative,deaf",
 		"flood: client kinds: upload-SIZE (write SIZE bytes, e.g. 1k or 1m, then read), cooperative (write flat out while reading, stop at the alert), deaf (write flat out, never read)")
 	fs.Usage = func() {
@@ -96,6 +111,8 @@ func Main(ctx context.Context, self, args []string) error {
 		*holdN, *holdC = 400, 8
 		fl.d, fl.warm, fl.workers, *rounds = 500*time.Millisecond, 200*time.Millisecond, 8, 1
 		fl.cap = 4
+		pf.n, pf.d, pf.maxHold, pf.perIP = 200, 4*time.Second, 2*time.Second, 16
+		*pinModes = "plain,linger,linger-perip"
 	}
 	fl.srcs = held.srcs
 	ms := strings.Split(*modes, ",")
@@ -182,6 +199,27 @@ func Main(ctx context.Context, self, args []string) error {
 			}
 			if f.Rejected == 0 {
 				problems = append(problems, fmt.Sprintf("flood %s %s: no handshake rejected", f.Clients, f.Mode))
+			}
+		}
+	}
+	if run("pin") {
+		known = true
+		var rs []PinResult
+		for _, m := range strings.Split(*pinModes, ",") {
+			r, err := pin(ctx, m, pf)
+			if err != nil {
+				return fmt.Errorf("pin %s: %w", m, err)
+			}
+			rs = append(rs, r)
+		}
+		res["pin"] = rs
+		printPin(out, pf, rs)
+		for _, r := range rs {
+			if r.Freed == 0 {
+				problems = append(problems, fmt.Sprintf("pin %s: the server still held sockets at the end", r.Mode))
+			}
+			if r.PerIP > 0 && r.Lingering > r.PerIP {
+				problems = append(problems, fmt.Sprintf("pin %s: %d lingering from one address, above MaxConnsPerIP %d", r.Mode, r.Lingering, r.PerIP))
 			}
 		}
 	}

@@ -141,15 +141,25 @@ func TestPairTCP(t *testing.T) {
 // echoed back (round trip).
 func probeLoss(t *testing.T, p *Pair, n int) (oneWay, roundTrip float64) {
 	t.Helper()
+	// Probes 0..n-1 are counted; then end markers (n and up) follow,
+	// enough of them that one gets through any loss rate tested here.
+	// Every path keeps order, so when the client sees a marker echoed,
+	// every probe that was going to arrive has arrived, and the server's
+	// count when it first saw a marker is final. Waiting for the marker,
+	// instead of for a fixed time, keeps a loaded machine's late
+	// goroutines from counting as loss.
+	const markers = 40
 	srv, err := p.Server.ListenPacket("udp", p.ServerIP.String()+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
+	// Large enough to hold every probe even if the reader is late.
+	srv.(*net.UDPConn).SetReadBuffer(4 << 20)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer srv.Close() // first: ends the echo goroutine
-	received := 0
+	received, receivedAtMarker := 0, -1
 	wg.Go(func() {
 		buf := make([]byte, 64)
 		for {
@@ -157,7 +167,13 @@ func probeLoss(t *testing.T, p *Pair, n int) (oneWay, roundTrip float64) {
 			if err != nil {
 				return
 			}
-			received++
+			if m == 8 && binary.BigEndian.Uint64(buf) >= uint64(n) {
+				if receivedAtMarker < 0 {
+					receivedAtMarker = received
+				}
+			} else {
+				received++
+			}
 			srv.WriteTo(buf[:m], from)
 		}
 	})
@@ -167,39 +183,54 @@ func probeLoss(t *testing.T, p *Pair, n int) (oneWay, roundTrip float64) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
+	cli.(*net.UDPConn).SetReadBuffer(4 << 20)
 	to := net.UDPAddrFromAddrPort(srv.LocalAddr().(*net.UDPAddr).AddrPort())
 	seen := make([]bool, n)
 	echoed := 0
 	done := make(chan struct{})
+	marked := make(chan struct{})
 	go func() {
 		defer close(done)
 		buf := make([]byte, 64)
+		gotMarker := false
 		for {
 			m, _, err := cli.ReadFrom(buf)
 			if err != nil {
 				return
 			}
-			if m == 8 {
-				if i := binary.BigEndian.Uint64(buf); i < uint64(n) && !seen[i] {
-					seen[i] = true
-					echoed++
-				}
+			if m != 8 {
+				continue
+			}
+			switch i := binary.BigEndian.Uint64(buf); {
+			case i < uint64(n) && !seen[i]:
+				seen[i] = true
+				echoed++
+			case i >= uint64(n) && !gotMarker:
+				gotMarker = true
+				close(marked)
 			}
 		}
 	}()
 	// Paced so that no socket buffer overflows: those drops are not the
 	// path's.
-	for i := range n {
+	for i := range n + markers {
 		if _, err := cli.WriteTo(binary.BigEndian.AppendUint64(nil, uint64(i)), to); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
-	time.Sleep(2*p.Path.Delay + 200*time.Millisecond)
+	select {
+	case <-marked:
+	case <-time.After(10*time.Second + 2*p.Path.Delay):
+		t.Logf("no end marker came back within 10s; counting what arrived")
+	}
 	cli.SetReadDeadline(time.Now()) // ends the reader
 	<-done
 	srv.Close()
 	wg.Wait()
+	if receivedAtMarker >= 0 {
+		received = receivedAtMarker
+	}
 	return float64(received) / float64(n), float64(echoed) / float64(n)
 }
 
