@@ -18,6 +18,7 @@ type listener struct {
 func (l *listener) Accept() (net.Conn, error) {
 	conn, err := l.Listener.Accept()
 	if tcp, ok := conn.(*net.TCPConn); ok {
+		setUserTimeout(tcp, l.c.cfg.TCPUserTimeout)
 		return &Conn{TCPConn: tcp, c: l.c}, nil
 	}
 	return conn, err
