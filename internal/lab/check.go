@@ -5,7 +5,7 @@ import (
 	"io"
 )
 
-// Check is the verdict of Evaluate: the claims of issue 4 that CI guards.
+// Check is the verdict of Evaluate: the lab's claims that CI guards.
 type Check struct {
 	OK       bool     `json:"ok"`
 	Failures []string `json:"failures"`
@@ -17,8 +17,9 @@ type Check struct {
 const lingerMin = 0.99
 
 // lingerExempt are the cells where linger is not expected to deliver, and
-// why: the stock net/http client hides the alert itself (DESIGN 4.3), which
-// no server can fix; that is what package alert is for.
+// why: the stock net/http client hides the alert itself (its read loop sees
+// the alert and closes the connection, and the caller gets the write loop's
+// error), which no server can fix; that is what package alert is for.
 func lingerExempt(c *Cell) bool {
 	return c.Client == "go-http" && c.Scenario != "http413"
 }
@@ -37,11 +38,11 @@ var mustFail = []struct {
 	maxRate                   float64
 	minTrials                 int
 }{
-	// curl on loopback: DESIGN measured 62–77/200 delivered.
+	// curl on loopback: 62–77 of 200 trials delivered when the lab was designed.
 	{"loopback", "tls13-1m", "curl", 0.9, 50},
-	// The slow reader: DESIGN 0/200.
+	// The slow reader: 0 of 200.
 	{"loopback", "midstream", "go-tls", 0.1, 1},
-	// A Go client uploading 1 MiB over a lossy path: DESIGN 0/200.
+	// A Go client uploading 1 MiB over a lossy path: 0 of 200.
 	{"netns", "tls13-1m", "go-tls", 0.1, 1},
 }
 

@@ -131,7 +131,7 @@ func goTLS(ctx context.Context, t *trial) result {
 	if _, ok := alert.FromError(err); ok {
 		return result{ok: true, reached: 1, first: summarize(err)}
 	}
-	// DESIGN 4.6: Linux keeps data received before an RST readable, so the
+	// Linux keeps data received before an RST readable, so the
 	// alert may still be in the socket although the application reported
 	// something else. A read error is sticky in crypto/tls, and a read
 	// that failed had nothing left before the reset anyway.
@@ -215,7 +215,8 @@ func goTLSSlowReader(tc *tls.Conn, raw net.Conn, payload []byte) result {
 // recorder sits between net/http and the TLS connection and remembers what
 // the transport's read loop saw: whether it read the alert, and the start of
 // the response. That is how the lab tells "the alert reached the client" from
-// "the client reported it" for net/http (DESIGN 4.3).
+// "the client reported it" for net/http, whose read loop sees the alert and
+// closes the connection, so that the caller gets the write loop's error.
 type recorder struct {
 	net.Conn
 	mu    sync.Mutex

@@ -24,7 +24,7 @@ type Scenario struct {
 	upload     int    // bytes the client sends after the handshake
 }
 
-// Scenarios are the scenarios of issue 4, in the order the lab runs them.
+// Scenarios are the lab's scenarios, in the order it runs them.
 var Scenarios = []Scenario{
 	{
 		ID: "tls13-1k", Title: "TLS 1.3, client certificate rejected, client sends 1 KiB",
