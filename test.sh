@@ -2,13 +2,23 @@
 # Runs linger's tests: the command the README gives and CI runs.
 #
 # As root on Debian it first installs the packages the tests use (curl and
-# openssl as real clients, iproute2 and nftables for network
-# namespaces, chromium to render the lab's HTML report). Tests whose tools
-# or privileges are missing skip with a message saying so.
+# openssl as real clients, iproute2 and nftables for network namespaces).
+# Tests whose tools or privileges are missing skip with a message saying so;
+# the lab's HTML is checked without a browser (chromium, if installed,
+# also renders it).
+#
+# Besides the root module it tests the nested modules (caddy, grpc,
+# prometheus: each has its own go.mod so that linger's stays small), and the
+# root module with the oldest Go release it supports, which the go command
+# downloads through the module proxy.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-pkgs=(curl openssl iproute2 nftables chromium)
+pkgs=(curl openssl iproute2 nftables)
+nested=(caddy grpc prometheus)
+# The oldest Go that go.mod's go directive allows: the release before the
+# current one, as Go's own support policy covers the last two.
+oldest_go=go1.25.14
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 	missing=()
 	for p in "${pkgs[@]}"; do
@@ -40,6 +50,16 @@ go run ./cmd/linger lab --quick --check --json "$out/lab.json" --html "$out/lab.
 echo "== benchmarks, smoke size (BENCHMARKS.md has the full-size commands)"
 go test -run '^$' -bench . -benchtime 1x . | tail -n 3
 go run ./cmd/linger bench -smoke all | tail -n 8
+
+echo "== nested modules: ${nested[*]} (caddy's test builds a Caddy: minutes on a cold build cache)"
+for m in "${nested[@]}"; do
+	(cd "$m" && go vet ./... && go test -count=1 -timeout 15m ./...)
+done
+
+echo "== root module with the oldest supported Go, $oldest_go"
+GOTOOLCHAIN=$oldest_go go version
+GOTOOLCHAIN=$oldest_go go vet ./...
+GOTOOLCHAIN=$oldest_go go test -count=1 -timeout 10m ./...
 
 echo "== tests"
 go test -count=1 -timeout 10m ./...
