@@ -147,7 +147,6 @@ func waitListening(addr string, want bool, d time.Duration) bool {
 	return false
 }
 
-
 // stopListener sends SIGTERM to the linger process listening on addr,
 // found with ss, so that a failing test leaves nothing running.
 func stopListener(t *testing.T, addr string) {
