@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +135,35 @@ func TestWrapListener(t *testing.T) {
 	}
 	if logs.FilterMessageSnippet("listed after tls").Len() != 1 {
 		t.Errorf("no error logged for linger after tls; logs: %v", logs.All())
+	}
+}
+
+// TestWrapListenerWarnsOnce: a listener whose connections are not TCP (here
+// a Unix socket's; in Caddy, those of a wrapper listed before linger that
+// hides the TCP connection) still serves, and the module says once that
+// such connections close plainly.
+func TestWrapListenerWarnsOnce(t *testing.T) {
+	w := &Wrapper{}
+	logs := provision(t, w)
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	wrapped := w.WrapListener(ln)
+	for range 2 {
+		c, err := net.Dial("unix", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := wrapped.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+		c.Close()
+	}
+	if n := logs.FilterMessageSnippet("not TCP").Len(); n != 1 {
+		t.Errorf("%d warnings for connections that are not TCP, want 1; logs: %v", n, logs.All())
 	}
 }
