@@ -70,12 +70,18 @@ func build(t *testing.T) (caddy, probe string) {
 // localhost, not 127.0.0.1: Caddy picks the TLS policy, client
 // authentication included, by SNI, and clients send none for an address.
 func caddyfile(dir string, port int, f testbed.Files, wrappers string) string {
+	return caddyfileAdmin(dir, port, f, wrappers, "off")
+}
+
+// caddyfileAdmin is caddyfile with Caddy's admin endpoint at admin ("off":
+// none).
+func caddyfileAdmin(dir string, port int, f testbed.Files, wrappers, admin string) string {
 	var lw string
 	if wrappers != "" {
 		lw = "\t\tlistener_wrappers {\n" + wrappers + "\n\t\t}\n"
 	}
 	return fmt.Sprintf(`{
-	admin off
+	admin %s
 	auto_https off
 	persist_config off
 	storage file_system %s
@@ -95,7 +101,7 @@ https://localhost:%d {
 	}
 	respond "hello"
 }
-`, filepath.Join(dir, "data"), lw, port, f.ServerCert, f.ServerKey, f.CA)
+`, admin, filepath.Join(dir, "data"), lw, port, f.ServerCert, f.ServerKey, f.CA)
 }
 
 // startCaddy runs bin with the Caddyfile until the test ends and returns
@@ -265,6 +271,51 @@ func TestCaddyDeliversAlert(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("reload", func(t *testing.T) {
+		// A config reload unloads the old config, whose module shuts its
+		// Closer down, and the new config's module lingers in its place.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := ln.Addr().String()
+		ln.Close()
+		var port int
+		cfg := func(idle string) string {
+			c := caddyfileAdmin(dir, port, files, "\t\t\tlinger {\n\t\t\t\tidle_timeout "+idle+"\n\t\t\t}\n\t\t\ttls", admin)
+			return strings.Replace(c, "{\n\tadmin", "{\n\tdebug\n\tadmin", 1) // debug: the module logs its shutdown
+		}
+		addr, log := startCaddy(t, caddy, dir, "reload", func(p int) string { port = p; return cfg("2s") })
+		if r := probe(t, linger, addr, files, 5); r.Verdict.Status != "delivered" {
+			t.Fatalf("before the reload: %s", r.Verdict.Line)
+		}
+		file := filepath.Join(dir, "reload.Caddyfile")
+		if err := os.WriteFile(file, []byte(cfg("3s")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		start := time.Now()
+		out, err := exec.CommandContext(ctx, caddy, "reload", "--config", file, "--adapter", "caddyfile", "--address", admin).CombinedOutput()
+		if err != nil {
+			t.Fatalf("caddy reload: %v\n%s\ncaddy log:\n%s", err, out, log)
+		}
+		t.Logf("caddy reload took %v", time.Since(start).Round(time.Millisecond))
+		r := probe(t, linger, addr, files, 5)
+		t.Logf("after the reload: linger probe: %s; counts %v", r.Verdict.Status, r.Counts)
+		if r.Verdict.Status != "delivered" {
+			t.Errorf("after the reload: %s", r.Verdict.Line)
+		}
+		for _, want := range []string{
+			`"logger":"caddy.listeners.linger","msg":"shut down"`, // Cleanup of the old config
+			`"msg":"connection closed"`, `"outcome":"peer_closed"`, // a Report per close, at debug level
+		} {
+			if !strings.Contains(log.String(), want) {
+				t.Errorf("no %s in Caddy's log:\n%s", want, log)
+			}
+		}
+	})
 
 	t.Run("after tls", func(t *testing.T) {
 		_, log := startCaddy(t, caddy, dir, "after", func(port int) string {

@@ -128,7 +128,9 @@ func (w *Wrapper) Cleanup() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	return w.closer.Shutdown(ctx)
+	err := w.closer.Shutdown(ctx)
+	w.logger.Debug("shut down", zap.Error(err))
+	return err
 }
 
 // Closer returns the module's linger.Closer, for its Stats; nil before
