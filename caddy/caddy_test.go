@@ -308,7 +308,7 @@ func TestCaddyDeliversAlert(t *testing.T) {
 			t.Errorf("after the reload: %s", r.Verdict.Line)
 		}
 		for _, want := range []string{
-			`"logger":"caddy.listeners.linger","msg":"shut down"`, // Cleanup of the old config
+			`"logger":"caddy.listeners.linger","msg":"shut down"`,  // Cleanup of the old config
 			`"msg":"connection closed"`, `"outcome":"peer_closed"`, // a Report per close, at debug level
 		} {
 			if !strings.Contains(log.String(), want) {
