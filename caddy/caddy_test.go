@@ -229,6 +229,8 @@ func curlAlerts(t *testing.T, addr, dir string, f testbed.Files, trials int) (in
 // the module says in Caddy's log that it can do nothing.
 func TestCaddyDeliversAlert(t *testing.T) {
 	caddy, linger := build(t)
+	before := testbed.OpenFDs()
+	t.Cleanup(func() { testbed.WaitFDs(t, before) }) // after the Caddy processes stop
 	const trials = 20
 	dir := t.TempDir()
 	pki, err := testbed.NewPKI()

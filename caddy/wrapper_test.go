@@ -16,7 +16,15 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/testbed"
 )
+
+// countFDs checks, when the test ends, that every descriptor it opened is
+// closed. Call it first: cleanups run last registered first.
+func countFDs(t *testing.T) {
+	before := testbed.OpenFDs()
+	t.Cleanup(func() { testbed.WaitFDs(t, before) })
+}
 
 func TestUnmarshalCaddyfile(t *testing.T) {
 	for _, tc := range []struct {
@@ -99,6 +107,7 @@ func TestProvisionRejectsInvalidBounds(t *testing.T) {
 // Cleanup shuts the Closer down (later closes are plain); after tls, the
 // module logs an error and leaves the listener alone.
 func TestWrapListener(t *testing.T) {
+	countFDs(t)
 	w := &Wrapper{}
 	logs := provision(t, w)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -143,6 +152,7 @@ func TestWrapListener(t *testing.T) {
 // hides the TCP connection) still serves, and the module says once that
 // such connections close plainly.
 func TestWrapListenerWarnsOnce(t *testing.T) {
+	countFDs(t)
 	w := &Wrapper{}
 	logs := provision(t, w)
 	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "sock"))
