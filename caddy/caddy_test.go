@@ -20,7 +20,18 @@ import (
 	"github.com/linger-go/linger/internal/testbed"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(removeBins{m}) }
+
+// removeBins removes the binaries build made once the tests have run.
+type removeBins struct{ *testing.M }
+
+func (m removeBins) Run() int {
+	code := m.M.Run()
+	if bins.dir != "" {
+		os.RemoveAll(bins.dir)
+	}
+	return code
+}
 
 // bins builds, once per test binary, Caddy with this module (as xcaddy
 // would: cmd/caddy) and the linger command, into a temporary directory.
