@@ -9,16 +9,16 @@
 #
 # Besides the root module it tests the nested modules (caddy, grpc,
 # prometheus: each has its own go.mod so that linger's stays small), and the
-# root module with the oldest Go release it supports, which the go command
-# downloads through the module proxy.
+# root module with the oldest Go release it supports and with the newest
+# release, which the go command downloads through the module proxy.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 pkgs=(curl openssl iproute2 nftables)
 nested=(caddy grpc prometheus)
-# The oldest Go that go.mod's go directive allows: the release before the
-# current one, as Go's own support policy covers the last two.
-oldest_go=go1.25.14
+# Go releases the root module is tested with besides the installed one: the
+# oldest that go.mod's go directive allows, and the newest.
+other_gos=(go1.25.14 go1.27.4)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 	missing=()
 	for p in "${pkgs[@]}"; do
@@ -56,10 +56,12 @@ for m in "${nested[@]}"; do
 	(cd "$m" && go vet ./... && go test -count=1 -timeout 15m ./...)
 done
 
-echo "== root module with the oldest supported Go, $oldest_go"
-GOTOOLCHAIN=$oldest_go go version
-GOTOOLCHAIN=$oldest_go go vet ./...
-GOTOOLCHAIN=$oldest_go go test -count=1 -timeout 10m ./...
+for v in "${other_gos[@]}"; do
+	echo "== root module with $v"
+	GOTOOLCHAIN=$v go version
+	GOTOOLCHAIN=$v go vet ./...
+	GOTOOLCHAIN=$v go test -count=1 -timeout 10m ./...
+done
 
 echo "== tests"
 go test -count=1 -timeout 10m ./...
