@@ -462,3 +462,29 @@ func TestHTMLChromium(t *testing.T) {
 		}
 	}
 }
+
+// TestTableExplains: under the tables, the terminal output says what each
+// strategy is and what success means, and explains the stock net/http
+// client's row where there is one.
+func TestTableExplains(t *testing.T) {
+	rep := sampleReport()
+	var b strings.Builder
+	rep.WriteTable(&b)
+	for _, s := range Strategies {
+		if !strings.Contains(b.String(), StrategyTitles[s]) {
+			t.Errorf("the table does not explain strategy %s", s)
+		}
+	}
+	if !strings.Contains(b.String(), "tls13-1m   alert reported first") {
+		t.Errorf("the table does not say what success is:\n%s", b.String())
+	}
+	if strings.Contains(b.String(), "go-http, the stock") {
+		t.Errorf("the go-http note without a go-http row:\n%s", b.String())
+	}
+	rep.Cells[0].Client = "go-http"
+	b.Reset()
+	rep.WriteTable(&b)
+	if !strings.Contains(b.String(), "go-http, the stock") {
+		t.Errorf("no note for the go-http row:\n%s", b.String())
+	}
+}
