@@ -94,6 +94,14 @@ type Config struct {
 	// send queues; zero means DefaultMaxQueued.
 	MaxQueued int64
 
+	// TCPUserTimeout, if positive, is set as TCP_USER_TIMEOUT (Linux only)
+	// on every connection Listener accepts: the kernel then aborts a
+	// connection whose sent data stays unacknowledged this long. grpc-go
+	// sets it from its keepalive Timeout (20 s by default) only on a
+	// *net.TCPConn, which Listener's connections are not; set it here to
+	// keep that protection. Zero leaves the socket's setting alone.
+	TCPUserTimeout time.Duration
+
 	// OnClose, if set, receives a Report for every connection handed to the
 	// Closer once it is finally closed. It is called without locks held,
 	// from whichever goroutine ended the connection (often the Closer's own),
@@ -119,6 +127,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: IPv6PrefixLen %d is not between 1 and 128", ErrConfig, c.IPv6PrefixLen)
 	case c.MaxQueued < 0:
 		return c, fmt.Errorf("%w: MaxQueued %d is negative", ErrConfig, c.MaxQueued)
+	case c.TCPUserTimeout < 0:
+		return c, fmt.Errorf("%w: TCPUserTimeout %v is negative", ErrConfig, c.TCPUserTimeout)
 	}
 	if c.MaxHold == 0 {
 		c.MaxHold = DefaultMaxHold

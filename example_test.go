@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/linger-go/linger"
@@ -124,4 +126,51 @@ func ExampleCloser_Stats() {
 	expvar.Publish("linger", expvar.Func(func() any { return lc.Stats() }))
 	fmt.Println(expvar.Get("linger").String()[:15])
 	// Output: {"lingering":0,
+}
+
+// Every close logged with log/slog: a Report is a slog.LogValuer, so it
+// logs as a group of its fields.
+func ExampleReport_LogValue() {
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		// Leave out what changes from run to run or from one system to
+		// another, so that the output below is stable.
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			switch a.Key {
+			case slog.TimeKey, "remote", "held", "unacked":
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	done := make(chan struct{})
+	lc, err := linger.New(linger.Config{OnClose: func(r linger.Report) {
+		logger.Info("linger", "conn", r)
+		close(done)
+	}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lc.Shutdown(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	ln = lc.Listener(ln)
+
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		log.Fatal(err)
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		log.Fatal(err)
+	}
+	client.Write([]byte("unread request"))
+	server.Write([]byte("bye"))
+	server.Close() // lingers until the client closes
+	io.ReadAll(client)
+	client.Close()
+	<-done
+	// Output: level=INFO msg=linger conn.outcome=peer_closed conn.discarded=14
 }

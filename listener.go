@@ -28,6 +28,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			}
 			return conn, nil // the inner listener's own odd answer
 		}
+		setUserTimeout(tcp, l.c.cfg.TCPUserTimeout)
 		return &Conn{TCPConn: tcp, c: l.c}, err
 	}
 	return conn, err

@@ -2,15 +2,25 @@
 # Runs linger's tests: the command the README gives and CI runs.
 #
 # As root on Debian it first installs the packages the tests use (curl and
-# openssl as real clients, iproute2 and nftables for network
-# namespaces, chromium to render the lab's HTML report, nginx, haproxy and
-# apache2 as real servers for the probe, which the tests start themselves on
-# ports of their own, and tcpdump to look at the wire by hand). Tests whose
-# tools or privileges are missing skip with a message saying so.
+# openssl as real clients, iproute2 and nftables for network namespaces,
+# nginx, haproxy and apache2 as real servers for the probe, which the tests
+# start themselves on ports of their own, and tcpdump to look at the wire by
+# hand). Tests whose tools or privileges are missing skip with a message
+# saying so; the lab's HTML is checked without a browser (chromium, if
+# installed, also renders it).
+#
+# Besides the root module it tests the nested modules (caddy, grpc,
+# prometheus: each has its own go.mod so that linger's stays small), and the
+# root module with the newest Go release besides the installed one, which the
+# go command downloads through the module proxy.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-pkgs=(curl openssl iproute2 nftables chromium nginx haproxy apache2 tcpdump)
+pkgs=(curl openssl iproute2 nftables nginx haproxy apache2 tcpdump)
+nested=(caddy grpc prometheus)
+# Go releases the root module is tested with besides the installed one: go.mod
+# asks for 1.26, the oldest supported, so the newest is the one to add.
+other_gos=(go1.27.4)
 
 # apt_get runs apt-get, waiting while another package manager (an unattended
 # upgrade, a concurrent install) holds the dpkg or lists lock: up to 5
@@ -61,6 +71,20 @@ go run ./cmd/linger lab --quick --check --json "$out/lab.json" --html "$out/lab.
 echo "== benchmarks, smoke size (BENCHMARKS.md has the full-size commands)"
 go test -run '^$' -bench . -benchtime 1x . | tail -n 3
 go run ./cmd/linger bench -smoke all | tail -n 8
+
+echo "== nested modules: ${nested[*]} (caddy's test builds a Caddy: minutes on a cold build cache)"
+for m in "${nested[@]}"; do
+	(cd "$m" && go vet ./... && go test -count=1 -timeout 15m ./...)
+done
+
+for v in "${other_gos[@]}"; do
+	echo "== root module with $v"
+	GOTOOLCHAIN=$v go version
+	GOTOOLCHAIN=$v go vet ./...
+	# The engine and the client side are what lean on crypto/tls, net/http
+	# and the runtime's poller; the tools' tests add time, not coverage.
+	GOTOOLCHAIN=$v go test -count=1 -timeout 10m . ./alert/
+done
 
 echo "== tests"
 go test -count=1 -timeout 10m ./...

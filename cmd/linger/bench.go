@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 
 	"github.com/linger-go/linger/internal/bench"
@@ -15,5 +16,12 @@ func runBench(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return bench.Main(ctx, []string{exe, "bench"}, args)
+	err = bench.Main(ctx, []string{exe, "bench"}, args)
+	switch {
+	case err == bench.ErrUsage:
+		return exitError(2) // the flag package has printed the problem
+	case errors.Is(err, bench.ErrUsage):
+		return usageErr("bench", err)
+	}
+	return err
 }

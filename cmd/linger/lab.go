@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -33,18 +34,23 @@ func runLab(ctx context.Context, args []string) error {
 			"prints how often the client got the server's last word. Namespaces need root.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		return usageErr("lab", fmt.Errorf("unexpected arguments %q: lab takes only flags", fs.Args()))
 	}
 	lossFrac, err := parseLoss(*loss)
 	if err != nil {
-		return err
+		return usageErr("lab", err)
 	}
-	if *rtt < 0 || *trials < 0 || *parallel < 0 {
-		return fmt.Errorf("-rtt, -trials and -parallel must not be negative")
+	for _, f := range []struct {
+		name string
+		neg  bool
+	}{{"rtt", *rtt < 0}, {"trials", *trials < 0}, {"parallel", *parallel < 0}} {
+		if f.neg {
+			return usageErr("lab", fmt.Errorf("-%s %s: must not be negative", f.name, fs.Lookup(f.name).Value))
+		}
 	}
 	o := lab.Options{
 		Quick:      *quick,
@@ -108,8 +114,8 @@ func split(s string) []string {
 func parseLoss(s string) (float64, error) {
 	pct := strings.HasSuffix(s, "%")
 	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
-	if err != nil {
-		return 0, fmt.Errorf("-loss %q: %v", s, err)
+	if err != nil || math.IsNaN(v) {
+		return 0, fmt.Errorf("-loss %q: not a loss rate; give a percentage such as 5%% or a fraction such as 0.05", s)
 	}
 	if pct || v > 1 {
 		v /= 100

@@ -81,3 +81,21 @@ func main() {
 type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// usageErr prints a command's complaint about its command line and returns
+// exit status 2, as for the flag package's own errors.
+func usageErr(cmd string, err error) error {
+	fmt.Fprintf(os.Stderr, "linger %s: %v\n", cmd, err)
+	return exitError(2)
+}
+
+// parseFlags parses args into fs. An error from the flag package, which has
+// already printed it and the usage, becomes exit status 2; -h stays
+// flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		return exitError(2)
+	}
+	return err
+}

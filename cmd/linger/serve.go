@@ -27,24 +27,35 @@ func runServe(ctx context.Context, args []string) error {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: linger serve [flags]\n\n"+
 			"Runs an HTTPS server that requires a client certificate and rejects any other,\n"+
-			"lingering on close unless -plain, and prints curl commands to try it.\n\n")
+			"lingering on close unless -plain, and prints curl commands to try it. It stops\n"+
+			"on Ctrl-C or SIGTERM, and on Linux also when the process that started it exits\n"+
+			"(so that \"go run ./cmd/linger serve &\" and then \"kill $!\" stops it).\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return usageErr("serve", fmt.Errorf("unexpected arguments %q: serve takes only flags", fs.Args()))
 	}
 	host, _, err := net.SplitHostPort(*addr)
 	if err != nil {
-		return err
+		return usageErr("serve", fmt.Errorf("-addr: %w", err))
 	}
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("-addr %s: the example server listens on loopback only", *addr)
+		return usageErr("serve", fmt.Errorf("-addr %s: the example server listens on loopback only", *addr))
+	}
+	if err := exitWithParent(); err != nil {
+		return err
 	}
 	if *dir == "" {
 		if *dir, err = os.MkdirTemp("", "linger-serve-"); err != nil {
 			return err
 		}
 		defer os.RemoveAll(*dir)
+	} else if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return err
 	}
 	pki, err := testbed.NewPKI()
 	if err != nil {

@@ -86,13 +86,29 @@ func Main(ctx context.Context, self, args []string) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return ErrUsage // the flag package has printed the problem and the usage
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return errors.New("say what to measure")
+		return usageError("say what to measure: held, hold, flood or all")
+	}
+	if err := checkFlags([]intFlag{
+		{"n", held.n, 1}, {"peers", held.peers, 1}, {"srcs", held.srcs, 1},
+		{"hold-n", *holdN, 1}, {"hold-c", *holdC, 1},
+		{"workers", fl.workers, 1}, {"procs", fl.procs, 1}, {"cap", fl.cap, 1}, {"rounds", *rounds, 1},
+	}, []durFlag{{"d", fl.d, false}, {"warm", fl.warm, true}}); err != nil {
+		return err
 	}
 	what := fs.Arg(0)
+	switch what {
+	case "held", "hold", "flood", "all":
+	default:
+		fs.Usage()
+		return usageError("unknown benchmark %q: held, hold, flood or all", what)
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -224,8 +240,7 @@ func Main(ctx context.Context, self, args []string) error {
 		}
 	}
 	if !known {
-		fs.Usage()
-		return fmt.Errorf("unknown benchmark %q", what)
+		return usageError("unknown benchmark %q", what) // unreachable: checked above
 	}
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")

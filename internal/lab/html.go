@@ -44,7 +44,11 @@ func (r *Report) HTML() ([]byte, error) {
 		Titles     map[string]string
 		Scenarios  []Scenario
 		Clients    map[string]string
+		GoHTTP     string
 	}{R: r, Rows: rows, Strategies: strategies, Titles: StrategyTitles, Scenarios: Scenarios, Clients: ClientTitles}
+	if slices.ContainsFunc(r.Cells, func(c Cell) bool { return c.Client == "go-http" }) {
+		data.GoHTTP = goHTTPNote
+	}
 	data.Legend = legend(strategies)
 	for _, g := range r.scenarioGroups() {
 		data.Delivery = append(data.Delivery, deliveryChart(g, strategies))
@@ -95,7 +99,8 @@ func legend(strategies []string) template.HTML {
 	for _, s := range strategies {
 		fmt.Fprintf(&b, `<span><i style="background:%s"></i>%s</span>`, strategyColors[s], template.HTMLEscapeString(s))
 	}
-	b.WriteString(`<span><i class="tick"></i>reached the client</span></div>`)
+	b.WriteString(`<span><i class="reachbox"></i><i class="tick"></i>reached the client, not reported</span>`)
+	b.WriteString(`<span><b class="zero">0</b> measured zero</span></div>`)
 	return template.HTML(b.String())
 }
 
@@ -143,12 +148,26 @@ func deliveryChart(g scenarioGroup, strategies []string) template.HTML {
 			}
 			x := x0 + j*(barW+gap)
 			h := int(math.Round(c.Rate() * plotH))
+			// At least 2 px, so that a measured zero still shows its color.
 			fmt.Fprintf(&b, `<rect class="bar" data-strategy="%s" x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%s, %s: %d/%d</title></rect>`,
-				s, x, top+plotH-h, barW, max(h, 1), strategyColors[s], esc(client), esc(s), c.Success, c.Trials)
-			if c.Reached != nil && c.Trials > 0 {
+				s, x, top+plotH-max(h, 2), barW, max(h, 2), strategyColors[s], esc(client), esc(s), c.Success, c.Trials)
+			if c.Reached != nil && c.Trials > 0 && *c.Reached > c.Success {
+				// The trials in which the last word reached the client
+				// but was not reported: an outlined box on top of the bar,
+				// so that the tick at its top always sits on something.
 				y := top + plotH - int(math.Round(float64(*c.Reached)/float64(c.Trials)*plotH))
+				if rh := top + plotH - max(h, 2) - y; rh > 0 {
+					fmt.Fprintf(&b, `<rect class="reachbar" x="%d" y="%d" width="%d" height="%d" stroke="%s"><title>%s, %s: reached %d/%d</title></rect>`,
+						x, y, barW, rh, strategyColors[s], esc(client), esc(s), *c.Reached, c.Trials)
+				}
 				fmt.Fprintf(&b, `<line class="reach" x1="%d" x2="%d" y1="%d" y2="%d"><title>reached %d/%d</title></line>`,
 					x-1, x+barW+1, y, y, *c.Reached, c.Trials)
+			}
+			if c.Success == 0 {
+				// A measured zero, told apart from a strategy not run
+				// (no bar, no label).
+				fmt.Fprintf(&b, `<text class="zero" x="%d" y="%d" text-anchor="middle">0</text>`,
+					x+barW/2, top+plotH-5)
 			}
 		}
 		fmt.Fprintf(&b, `<text x="%d" y="%d" class="ax" text-anchor="middle">%s</text>`, x0+groupW/2, top+plotH+16, esc(client))
@@ -262,6 +281,8 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bot
 svg .t{font-weight:600;font-size:13px;fill:#1d2330} svg .s{font-size:11px;fill:#667}
 svg .ax{font-size:11px;fill:#445} svg .grid{stroke:#e3e5ec;stroke-width:1}
 svg .reach{stroke:#1d2330;stroke-width:2} svg .median{stroke:#1d2330;stroke-width:2}
+svg .reachbar{fill:none;stroke-width:1.2;stroke-dasharray:3 2} svg .zero{font-size:10px;font-weight:700;fill:#1d2330}
+.legend i.reachbox{border:1.2px dashed #667;background:none;margin-right:2px} .legend b.zero{font-size:11px;margin-right:4px}
 svg .dot{fill-opacity:.45} svg .band{fill:#f6f7fa}
 .legend{display:flex;gap:16px;margin:6px 0 10px;font-size:13px}
 .legend i{display:inline-block;width:12px;height:12px;margin-right:5px;vertical-align:-1px;border-radius:2px}
@@ -280,7 +301,9 @@ dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;font-size:13
 <h2>Did the client get the server's last word?</h2>
 <p>Share of trials in which the client application reported the server's TLS alert first (rejection scenarios),
 got all 4 MiB and a clean end (midstream) or got the 413 (http413), per server close strategy.
-The black tick marks the share in which it at least reached the client (readable in its socket, or read by its TLS layer), where the lab can tell.</p>
+A dashed box up to a black tick marks the further share in which it at least reached the client (readable in its socket,
+or read by its TLS layer) without being reported, where the lab can tell. A bold 0 is a measured zero; a strategy not run has no bar.</p>
+{{if .GoHTTP}}<p class="meta">{{.GoHTTP}}</p>{{end}}
 {{.Legend}}
 <div class="charts">{{range .Delivery}}{{.}}{{end}}</div>
 

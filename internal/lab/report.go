@@ -223,11 +223,65 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	r.writeLegend(w)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "\nnote: %s", n)
 	}
 	fmt.Fprintf(w, "\n\n%d cells in %.0f s on %s/%s, Linux %s, %d CPUs, %s.\n", len(r.Cells), r.Seconds,
 		r.Host.OS, r.Host.Arch, r.Host.Kernel, r.Host.CPUs, r.Host.Go)
+}
+
+// goHTTPNote explains the stock net/http client's row wherever it is shown.
+const goHTTPNote = "go-http, the stock net/http client, hides the alert itself, whatever the server does: " +
+	"its read loop sees the alert and closes the connection, and the caller gets the write loop's error instead. " +
+	"Whether the alert still comes out first is a race inside the client, so its linger column can be lower " +
+	"than sleep's; the count in parentheses shows that the alert did reach it. go-alert is the same client " +
+	"with package alert, which reports the alert."
+
+// writeLegend says, under the tables, what the strategies and "success"
+// are, for the strategies and scenarios in the report.
+func (r *Report) writeLegend(w io.Writer) {
+	_, strategies := r.matrix()
+	fmt.Fprintf(w, "\nServer close strategies (columns):\n")
+	for _, s := range strategies {
+		fmt.Fprintf(w, "  %-7s %s\n", s, StrategyTitles[s])
+	}
+	fmt.Fprintf(w, "\nSuccess: the trials in which the client application got the server's last word, per scenario:\n")
+	goHTTP := false
+	for _, sc := range Scenarios {
+		if !slices.ContainsFunc(r.Cells, func(c Cell) bool { return c.Scenario == sc.ID }) {
+			continue
+		}
+		fmt.Fprintf(w, "  %-10s %s\n", sc.ID, sc.Success)
+		goHTTP = goHTTP || sc.rejects && slices.ContainsFunc(r.Cells, func(c Cell) bool {
+			return c.Scenario == sc.ID && c.Client == "go-http"
+		})
+	}
+	fmt.Fprintf(w, "%s\n", wrap("In parentheses, where it differs: the trials in which it at least reached the client "+
+		"(readable in its socket, or read by its TLS layer), reported or not.", 100))
+	if goHTTP {
+		fmt.Fprintf(w, "\n%s\n", wrap(goHTTPNote, 100))
+	}
+}
+
+// wrap breaks s into lines of at most width bytes at spaces.
+func wrap(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i, word := range strings.Fields(s) {
+		if i > 0 {
+			if n+1+len(word) > width {
+				b.WriteByte('\n')
+				n = 0
+			} else {
+				b.WriteByte(' ')
+				n++
+			}
+		}
+		b.WriteString(word)
+		n += len(word)
+	}
+	return b.String()
 }
 
 func reachedText(c *Cell) string {

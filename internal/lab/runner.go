@@ -42,7 +42,7 @@ type Options struct {
 	Command string
 }
 
-// DefaultPath is the impaired path of issue 4: 20 ms each way (a 40 ms
+// DefaultPath is the lab's impaired path: 20 ms each way (a 40 ms
 // round trip) and 5 % loss in each direction.
 var DefaultPath = testbed.PathConfig{Delay: 20 * time.Millisecond, Loss: 0.05}
 
@@ -52,7 +52,7 @@ var DefaultPath = testbed.PathConfig{Delay: 20 * time.Millisecond, Loss: 0.05}
 // (midstream over a lossy path takes some 20 s a trial).
 var netnsScenarios = []string{"tls13-1m"}
 
-// quickNetns is --quick's one impaired namespace row (issue 4, point 4):
+// quickNetns is --quick's one impaired namespace row, which --check needs:
 // the Go client uploading 1 MiB, immediate close against linger.
 var quickNetns = struct{ clients, strategies []string }{[]string{"go-tls"}, []string{"close", "linger"}}
 

@@ -58,7 +58,7 @@ func startServer(ctx context.Context, nw *network, sc Scenario, strategy string,
 
 	cfg := pki.ServerConfig(sc.tlsVersion)
 	if sc.rejects {
-		// Go's own HTTPS server, as DESIGN measured it: net/http closes
+		// Go's own HTTPS server: net/http closes
 		// the connection at once after a failed handshake, through the
 		// listener's conn, so the strategy decides how. It offers h2,
 		// which matters: curl negotiates HTTP/2 and then fails in

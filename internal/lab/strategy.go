@@ -88,7 +88,7 @@ func (c *stratConn) Close() error {
 		switch c.l.strategy {
 		case "rst":
 			// SO_LINGER 0: close sends RST and discards both queues on
-			// purpose (DESIGN 4.4).
+			// purpose; it is the opposite of a fix, shown for contrast.
 			c.SetLinger(0)
 		case "sleep":
 			// net/http's closeWriteAndWait: FIN after what was written,

@@ -1,0 +1,64 @@
+package linger
+
+import (
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestListenerSetsTCPUserTimeout: Config.TCPUserTimeout reaches the accepted
+// socket, where grpc-go's own setting would not (it sets TCP_USER_TIMEOUT
+// only on a *net.TCPConn); zero leaves the kernel's default (0).
+func TestListenerSetsTCPUserTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		set    time.Duration
+		wantMS int
+	}{
+		{0, 0},
+		{20 * time.Second, 20000},
+		{1500 * time.Microsecond, 1}, // the option counts whole milliseconds
+	} {
+		t.Run(tc.set.String(), func(t *testing.T) {
+			h := newHarness(t, Config{TCPUserTimeout: tc.set}, false)
+			ln := h.Listener(listen(t))
+			client, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			conn, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if got := userTimeoutMS(t, conn.(*Conn).TCPConn); got != tc.wantMS {
+				t.Errorf("TCP_USER_TIMEOUT = %d ms, want %d", got, tc.wantMS)
+			}
+		})
+	}
+	if _, err := New(Config{TCPUserTimeout: -time.Second}); !errors.Is(err, ErrConfig) {
+		t.Errorf("New with a negative TCPUserTimeout: %v, want ErrConfig", err)
+	}
+}
+
+func userTimeoutMS(t *testing.T, c *net.TCPConn) int {
+	t.Helper()
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var gerr error
+	if err := raw.Control(func(fd uintptr) {
+		v, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	return v
+}
