@@ -10,12 +10,16 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/idna"
 )
 
 // Transport is an http.RoundTripper whose HTTPS requests report the
@@ -37,8 +41,13 @@ import (
 // error in which errors.As finds an [*Error] whose Err is the transport's
 // error, so errors.Is finds what it found before. This includes the first
 // request on a new HTTP/2 connection, for which the HTTP/2 client reports
-// only "client conn could not be established": the alert is taken from the
-// connection the request was given.
+// only "client conn could not be established": the alert is then taken
+// from the connection last dialed for HTTP/2 to the request's address,
+// which is the one the request was given unless another connection to the
+// same address completed its handshake in the meantime (then that one's
+// alert, if any, is reported). Knowing the request's own connection would
+// cost every request a trace hook; the record costs nothing until a
+// request fails that way.
 //
 // Proxies: requests for which http.ProxyFromEnvironment names a proxy are
 // made exactly as by a clone of http.DefaultTransport (HTTP/2 or HTTP/1.1
@@ -61,6 +70,42 @@ type Transport struct {
 
 	mu    sync.Mutex
 	spare map[string]*spareConn // by address: dialed for HTTP/2, got HTTP/1.1
+	// lastH2 holds, by address, the connection last dialed for HTTP/2,
+	// so that a first request that gets HTTP/2's fixed error can find the
+	// alert that killed it; see h2Conn.
+	lastH2 map[string]lastDial
+}
+
+// lastDial is what the Transport keeps of the connection last dialed for
+// HTTP/2 to an address: the connection while it is open, and once it is
+// closed only the alert it received, so that a dead connection's buffers
+// are not kept.
+type lastDial struct {
+	c     *h2Conn
+	alert *Error
+}
+
+// h2Conn is a connection handed to the HTTP/2 transport. Its Close drops
+// the Transport's reference to it. The HTTP/2 client may return its fixed
+// error to a waiting request before it closes the connection, or after:
+// the alert is stored by the read loop's Read, before either.
+type h2Conn struct {
+	*Conn
+	t    *Transport
+	addr string
+}
+
+func (c *h2Conn) Close() error {
+	c.t.mu.Lock()
+	if d, ok := c.t.lastH2[c.addr]; ok && d.c == c {
+		if a := c.alert.Load(); a != nil {
+			c.t.lastH2[c.addr] = lastDial{alert: a}
+		} else {
+			delete(c.t.lastH2, c.addr)
+		}
+	}
+	c.t.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // proto is what an authority was found to speak.
@@ -105,8 +150,9 @@ func NewTransport(d *Dialer) *Transport {
 		cfg = new(tls.Config)
 	}
 	t := &Transport{
-		useH2: len(cfg.NextProtos) == 0 || slices.Contains(cfg.NextProtos, http2.NextProtoTLS),
-		spare: make(map[string]*spareConn),
+		useH2:  len(cfg.NextProtos) == 0 || slices.Contains(cfg.NextProtos, http2.NextProtoTLS),
+		spare:  make(map[string]*spareConn),
+		lastH2: make(map[string]lastDial),
 	}
 	t.protos.Store(new(map[string]proto))
 	t.d1, t.d2 = dd, dd
@@ -150,7 +196,30 @@ func (t *Transport) dialH2(ctx context.Context, network, addr string, _ *tls.Con
 		t.putSpare(addr, ac)
 		return nil, fmt.Errorf("%w: %s", errNoH2, addr)
 	}
-	return ac, nil
+	hc := &h2Conn{Conn: ac, t: t, addr: addr}
+	t.mu.Lock()
+	if len(t.lastH2) >= maxProtos {
+		// Entries go away when their connection closes without an
+		// alert, so only a client of thousands of servers gets here.
+		// Starting over costs at most the alert of a connection that
+		// dies before its first request.
+		clear(t.lastH2)
+	}
+	t.lastH2[addr] = lastDial{c: hc}
+	t.mu.Unlock()
+	return hc, nil
+}
+
+// lastH2Alert returns the alert received by the connection last dialed
+// for HTTP/2 to addr, or nil.
+func (t *Transport) lastH2Alert(addr string) *Error {
+	t.mu.Lock()
+	d := t.lastH2[addr]
+	t.mu.Unlock()
+	if d.c != nil {
+		return d.c.alert.Load()
+	}
+	return d.alert
 }
 
 // dialH1 dials for the HTTP/1.1 transport, taking a spare connection if
@@ -285,7 +354,9 @@ func resend(r *http.Request, body io.ReadCloser, hb *heldBody) (*http.Request, e
 }
 
 // connTrace records the connection a request was given, through
-// httptrace's GotConn, which both transports call.
+// httptrace's GotConn. Only HTTP/1.1 requests carry one: net/http of Go
+// 1.26 fills Response.TLS only for a *tls.Conn, and a failed request's
+// alert may be only in the connection.
 type connTrace struct {
 	trace httptrace.ClientTrace
 	mu    sync.Mutex
@@ -323,46 +394,63 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 	}
-	ct := new(connTrace)
-	ct.trace.GotConn = ct.gotConn
-	r := req.WithContext(httptrace.WithClientTrace(req.Context(), &ct.trace))
 	// The URL's host as written, which needs no allocation: the same
 	// server written two ways costs one extra handshake to learn that it
 	// has no HTTP/2.
 	authority := req.URL.Host
-	var resp *http.Response
-	var err error
 	p := t.proto(authority)
 	if !t.useH2 || p == protoH1 {
-		resp, err = t.h1.RoundTrip(r)
-	} else {
-		// To an authority not known yet, the request goes to the HTTP/2
-		// transport with its body held back from a Close, so that it can
-		// still go over HTTP/1.1 if the server has no HTTP/2.
-		var hb *heldBody
-		body := r.Body
-		if p == protoUnknown && body != nil && body != http.NoBody {
-			hb = &heldBody{rc: body}
-			r.Body = hb
-		}
-		resp, err = t.h2.RoundTrip(r)
-		switch {
-		case errors.Is(err, errNoH2):
-			// The HTTP/2 dial found out before the body was sent.
-			t.setProto(authority, protoH1)
-			if r, err = resend(r, body, hb); err != nil {
-				return nil, err
-			}
-			resp, err = t.h1.RoundTrip(r)
-		default:
-			if hb != nil {
-				hb.release(false)
-			}
-			if err == nil && p == protoUnknown {
-				t.setProto(authority, protoH2)
-			}
+		return t.roundTripH1(req, req, false, nil, nil)
+	}
+	// Over HTTP/2 the request goes as it is: no copy, no hook, so that a
+	// kept connection costs what it costs x/net.
+	r := req
+	// To an authority not known yet, the request goes to the HTTP/2
+	// transport with its body held back from a Close, so that it can still
+	// go over HTTP/1.1 if the server has no HTTP/2.
+	var hb *heldBody
+	body := req.Body
+	if p == protoUnknown && body != nil && body != http.NoBody {
+		hb = &heldBody{rc: body}
+		r = req.WithContext(req.Context())
+		r.Body = hb
+	}
+	resp, err := t.h2.RoundTrip(r)
+	if err != nil && errors.Is(err, errNoH2) {
+		// The HTTP/2 dial found out before the body was sent.
+		t.setProto(authority, protoH1)
+		return t.roundTripH1(req, r, true, body, hb)
+	}
+	if hb != nil {
+		hb.release(false)
+	}
+	if err != nil {
+		return nil, t.explainH2(err, req)
+	}
+	if p == protoUnknown {
+		t.setProto(authority, protoH2)
+	}
+	// x/net set Response.TLS from the connection's ConnectionState.
+	resp.Request = req
+	return resp, nil
+}
+
+// roundTripH1 sends r over HTTP/1.1 with a hook that records its
+// connection. When it follows an HTTP/2 attempt that never got a
+// connection (fallback), body and hb are that attempt's, see resend; the
+// body is set on the copy of r that carries the hook, never on the
+// caller's request.
+func (t *Transport) roundTripH1(req, r *http.Request, fallback bool, body io.ReadCloser, hb *heldBody) (*http.Response, error) {
+	ct := new(connTrace)
+	ct.trace.GotConn = ct.gotConn
+	r = r.WithContext(httptrace.WithClientTrace(r.Context(), &ct.trace))
+	if fallback {
+		var err error
+		if r, err = resend(r, body, hb); err != nil {
+			return nil, err
 		}
 	}
+	resp, err := t.h1.RoundTrip(r)
 	conn := ct.get()
 	if err != nil {
 		return nil, explain(err, conn)
@@ -377,6 +465,43 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// errNotEstablished is the text of the error HTTP/2 clients (x/net's and
+// net/http's) return, unexported, when a new connection closed before the
+// first request on it started; they drop the read loop's error with it.
+const errNotEstablished = "http2: client conn could not be established"
+
+// explainH2 is explain for an HTTP/2 request, which carries no hook: for
+// HTTP/2's fixed error the alert comes from the connection last dialed for
+// HTTP/2 to the request's address.
+func (t *Transport) explainH2(err error, req *http.Request) error {
+	if !strings.Contains(err.Error(), errNotEstablished) {
+		return explain(err, nil)
+	}
+	if a := t.lastH2Alert(h2Addr(req.URL)); a != nil {
+		return &Error{Code: a.Code, Description: a.Description, Err: err}
+	}
+	return err
+}
+
+// h2Addr returns the address the HTTP/2 transport dials for u: the host
+// and port, 443 when there is none, the host in ASCII.
+func h2Addr(u *url.URL) string {
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "443"
+	}
+	for i := 0; i < len(host); i++ {
+		if host[i] >= utf8.RuneSelf {
+			// As x/net does; it leaves ASCII names alone.
+			if a, err := idna.Lookup.ToASCII(host); err == nil && a != "" {
+				host = a
+			}
+			break
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
 // CloseIdleConnections closes the idle connections of both protocols and
 // forgets which servers do not speak HTTP/2.
 func (t *Transport) CloseIdleConnections() {
@@ -388,6 +513,7 @@ func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	spares := t.spare
 	t.spare = make(map[string]*spareConn)
+	clear(t.lastH2)
 	t.protos.Store(new(map[string]proto))
 	t.mu.Unlock()
 	for _, s := range spares {
