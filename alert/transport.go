@@ -181,7 +181,31 @@ func NewTransport(d *Dialer) *Transport {
 		DisableCompression: t.h1.DisableCompression,
 		IdleConnTimeout:    t.h1.IdleConnTimeout,
 	}
+	if stockH2 && t.useH2 {
+		// net/http negotiates HTTP/2 over any connection with a
+		// ConnectionState method: one transport, one pool, HTTP/1.1 by
+		// ALPN, no x/net in the way; h2 stays unused.
+		var protos http.Protocols
+		protos.SetHTTP1(true)
+		protos.SetHTTP2(true)
+		t.h1.Protocols = &protos
+		t.h1.DialTLSContext = t.dialStock
+	}
 	return t
+}
+
+// dialStock dials for net/http's transport when it speaks both protocols
+// itself (stockH2).
+func (t *Transport) dialStock(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := t.d2.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	ac := c.(*Conn)
+	if ac.ConnectionState().NegotiatedProtocol != http2.NextProtoTLS {
+		return ac, nil
+	}
+	return t.track(addr, ac), nil
 }
 
 // dialH2 dials for the HTTP/2 transport. A connection on which the server
@@ -196,7 +220,13 @@ func (t *Transport) dialH2(ctx context.Context, network, addr string, _ *tls.Con
 		t.putSpare(addr, ac)
 		return nil, fmt.Errorf("%w: %s", errNoH2, addr)
 	}
-	hc := &h2Conn{Conn: ac, t: t, addr: addr}
+	return t.track(addr, ac), nil
+}
+
+// track records c as the connection last dialed for HTTP/2 to addr and
+// returns it as the h2Conn that drops the record when it closes.
+func (t *Transport) track(addr string, c *Conn) net.Conn {
+	hc := &h2Conn{Conn: c, t: t, addr: addr}
 	t.mu.Lock()
 	if len(t.lastH2) >= maxProtos {
 		// Entries go away when their connection closes without an
@@ -207,7 +237,7 @@ func (t *Transport) dialH2(ctx context.Context, network, addr string, _ *tls.Con
 	}
 	t.lastH2[addr] = lastDial{c: hc}
 	t.mu.Unlock()
-	return hc, nil
+	return hc
 }
 
 // lastH2Alert returns the alert received by the connection last dialed
@@ -382,6 +412,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if req.URL == nil || req.URL.Scheme != "https" {
 		return t.h1.RoundTrip(req)
+	}
+	if stockH2 && t.useH2 {
+		// net/http sets Response.TLS itself; a proxied request is
+		// made as described in Transport.
+		resp, err := t.h1.RoundTrip(req)
+		if err != nil {
+			return nil, t.explainH2(err, req)
+		}
+		// Go 1.27's HTTP/2 may put a copy of the request there (seen
+		// on kept connections).
+		resp.Request = req
+		return resp, nil
 	}
 	if t.h1.Proxy != nil {
 		if u, err := t.h1.Proxy(req); err != nil || u != nil {
