@@ -93,9 +93,11 @@ var http2Runs atomic.Int32
 // BenchmarkHTTP2 compares package alert's Transport with net/http's stock
 // transport, and with x/net's HTTP/2 transport that it is built on, on a
 // happy path over HTTP/2: GET requests for a 1 KiB body on
-// one kept connection, to a server that accepts the client. Both clients
+// one kept connection, to a server that accepts the client. The clients
 // run in the same benchmark binary against the same server; compare them
-// with benchstat (see the README).
+// with benchstat (see BENCHMARKS.md). Besides wall-clock time it reports
+// cpu-ns/op, the process's CPU time (client and server) per request,
+// which other work on a shared machine disturbs less.
 func BenchmarkHTTP2(b *testing.B) {
 	p := testbed.SharedPKI(b)
 	srvCfg := p.ServerConfig(tls.VersionTLS13)
@@ -152,6 +154,7 @@ func BenchmarkHTTP2(b *testing.B) {
 					return
 				}
 				b.ReportAllocs()
+				cpu0, cpuOK := processCPU()
 				b.ResetTimer()
 				if mode == "serial" {
 					for b.Loop() {
@@ -159,12 +162,16 @@ func BenchmarkHTTP2(b *testing.B) {
 							return
 						}
 					}
-					return
+				} else {
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() && get(b, c) {
+						}
+					})
 				}
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() && get(b, c) {
-					}
-				})
+				b.StopTimer()
+				if cpu1, ok := processCPU(); ok && cpuOK {
+					b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
+				}
 			})
 		}
 	}
