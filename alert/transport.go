@@ -28,14 +28,17 @@ import (
 //
 // Connections are dialed by a [Dialer] and are [*Conn]s. The protocol is
 // negotiated by ALPN, as the stock transport does: HTTP/2 when the server
-// offers it (through golang.org/x/net/http2), HTTP/1.1 otherwise (through
-// an http.Transport cloned from http.DefaultTransport, with its pool and
-// timeouts). Both pools keep and reuse connections like the stock
-// transport's. What a server speaks is remembered until
-// CloseIdleConnections, so that one without HTTP/2 is dialed for HTTP/1.1
-// straight away. Response.TLS is set over both protocols. Over HTTP/2 a
-// request with "Expect: 100-continue" sends its body without waiting: the
-// HTTP/1.1 transport's ExpectContinueTimeout does not apply there.
+// offers it, HTTP/1.1 otherwise, over an http.Transport cloned from
+// http.DefaultTransport, with its pool and timeouts. From Go 1.27 that
+// transport speaks both protocols itself, as it does over a *tls.Conn, and
+// a request costs what it costs the stock transport. Before Go 1.27 it
+// speaks HTTP/2 only over a *tls.Conn, so HTTP/2 goes through
+// golang.org/x/net/http2, with a pool of its own: what a server speaks is
+// then remembered until CloseIdleConnections, so that one without HTTP/2
+// is dialed for HTTP/1.1 straight away, and a request with "Expect:
+// 100-continue" sends its body over HTTP/2 without waiting (x/net does not
+// apply ExpectContinueTimeout). Either way connections are kept and reused
+// like the stock transport's, and Response.TLS is set over both protocols.
 //
 // A request that fails because the server sent a fatal alert returns an
 // error in which errors.As finds an [*Error] whose Err is the transport's
@@ -57,8 +60,8 @@ import (
 // report every alert through a proxy, make the tunnel in Dialer.Dial and
 // leave the environment's proxy variables unset for those hosts.
 type Transport struct {
-	h1 *http.Transport  // HTTP/1.1, and every request not over direct TLS
-	h2 *http2.Transport // HTTP/2 over direct TLS
+	h1 *http.Transport  // HTTP/1.1, every request not over direct TLS, and all of them when stockH2
+	h2 *http2.Transport // HTTP/2 over direct TLS, unless stockH2
 	d1 Dialer           // offers http/1.1 only
 	d2 Dialer           // offers h2 and http/1.1
 	// useH2 is false when the caller's Config.NextProtos leaves h2 out.
