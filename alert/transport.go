@@ -45,12 +45,12 @@ import (
 // error, so errors.Is finds what it found before. This includes the first
 // request on a new HTTP/2 connection, for which the HTTP/2 client reports
 // only "client conn could not be established": the alert is then taken
-// from the connection last dialed for HTTP/2 to the request's address,
-// which is the one the request was given unless another connection to the
-// same address completed its handshake in the meantime (then that one's
-// alert, if any, is reported). Knowing the request's own connection would
-// cost every request a trace hook; the record costs nothing until a
-// request fails that way.
+// from the connections dialed for HTTP/2 to the request's address, an open
+// one that received an alert or else the last one that died of one in the
+// past 5 s. That is the request's own connection's alert, or that of
+// another connection to the same server refused at the same time. Knowing
+// the request's own connection would cost every request a trace hook; the
+// record costs nothing until a request fails that way.
 //
 // Proxies: requests for which http.ProxyFromEnvironment names a proxy are
 // made exactly as by a clone of http.DefaultTransport (HTTP/2 or HTTP/1.1
@@ -73,25 +73,65 @@ type Transport struct {
 
 	mu    sync.Mutex
 	spare map[string]*spareConn // by address: dialed for HTTP/2, got HTTP/1.1
-	// lastH2 holds, by address, the connection last dialed for HTTP/2,
-	// so that a first request that gets HTTP/2's fixed error can find the
-	// alert that killed it; see h2Conn.
-	lastH2 map[string]lastDial
+	// h2Dials holds, by address, what a first request that gets
+	// HTTP/2's fixed error needs to find the alert that killed its
+	// connection; see h2Conn.
+	h2Dials map[string]*h2Dials
 }
 
-// lastDial is what the Transport keeps of the connection last dialed for
-// HTTP/2 to an address: the connection while it is open, and once it is
-// closed only the alert it received, so that a dead connection's buffers
+// h2Dials is what the Transport keeps of the connections it dialed for
+// HTTP/2 to one address: those still open, and the alerts of those that
+// died of one in the last alertTTL, so that a dead connection's buffers
 // are not kept.
-type lastDial struct {
-	c     *h2Conn
-	alert *Error
+type h2Dials struct {
+	open []*h2Conn
+	dead []deadAlert // oldest first, at most maxDead
 }
 
-// h2Conn is a connection handed to the HTTP/2 transport. Its Close drops
-// the Transport's reference to it. The HTTP/2 client may return its fixed
-// error to a waiting request before it closes the connection, or after:
-// the alert is stored by the read loop's Read, before either.
+// deadAlert is the alert of a connection that closed after receiving it.
+type deadAlert struct {
+	alert *Error
+	at    time.Time // when the connection closed
+}
+
+// alertTTL bounds how long the alert of a dead HTTP/2 connection may be
+// reported for a request that got the fixed error. That request learns of
+// the death as soon as it looks at its connection, well within this,
+// unless its own hooks hold it; the bound keeps an old rejection from
+// being blamed for a later connection's death.
+const alertTTL = 5 * time.Second
+
+// maxDead caps the alerts kept per address.
+const maxDead = 8
+
+// trim drops the alerts older than alertTTL and past maxDead.
+func (d *h2Dials) trim(now time.Time) {
+	i := 0
+	for i < len(d.dead) && (now.Sub(d.dead[i].at) > alertTTL || len(d.dead)-i > maxDead) {
+		i++
+	}
+	d.dead = slices.Delete(d.dead, 0, i)
+}
+
+// alert returns the alert of an open connection that received one, else
+// the latest of a connection that died of one within alertTTL, else nil.
+func (d *h2Dials) alert(now time.Time) *Error {
+	for _, c := range slices.Backward(d.open) {
+		if a := c.alert.Load(); a != nil {
+			return a
+		}
+	}
+	if n := len(d.dead); n > 0 && now.Sub(d.dead[n-1].at) <= alertTTL {
+		return d.dead[n-1].alert
+	}
+	return nil
+}
+
+// h2Conn is a connection handed to the HTTP/2 transport. Its Close moves
+// it from the Transport's open connections to its dead alerts, or forgets
+// it. The HTTP/2 client may return its fixed error to a waiting request
+// before it closes the connection, or after: the alert is stored by the
+// read loop's Read, before either.
 type h2Conn struct {
 	*Conn
 	t    *Transport
@@ -99,12 +139,18 @@ type h2Conn struct {
 }
 
 func (c *h2Conn) Close() error {
+	now := time.Now()
 	c.t.mu.Lock()
-	if d, ok := c.t.lastH2[c.addr]; ok && d.c == c {
-		if a := c.alert.Load(); a != nil {
-			c.t.lastH2[c.addr] = lastDial{alert: a}
-		} else {
-			delete(c.t.lastH2, c.addr)
+	if d := c.t.h2Dials[c.addr]; d != nil {
+		if i := slices.Index(d.open, c); i >= 0 {
+			d.open = slices.Delete(d.open, i, i+1)
+			if a := c.alert.Load(); a != nil {
+				d.dead = append(d.dead, deadAlert{a, now})
+			}
+		}
+		d.trim(now)
+		if len(d.open) == 0 && len(d.dead) == 0 {
+			delete(c.t.h2Dials, c.addr)
 		}
 	}
 	c.t.mu.Unlock()
@@ -153,9 +199,9 @@ func NewTransport(d *Dialer) *Transport {
 		cfg = new(tls.Config)
 	}
 	t := &Transport{
-		useH2:  len(cfg.NextProtos) == 0 || slices.Contains(cfg.NextProtos, http2.NextProtoTLS),
-		spare:  make(map[string]*spareConn),
-		lastH2: make(map[string]lastDial),
+		useH2:   len(cfg.NextProtos) == 0 || slices.Contains(cfg.NextProtos, http2.NextProtoTLS),
+		spare:   make(map[string]*spareConn),
+		h2Dials: make(map[string]*h2Dials),
 	}
 	t.protos.Store(new(map[string]proto))
 	t.d1, t.d2 = dd, dd
@@ -226,33 +272,39 @@ func (t *Transport) dialH2(ctx context.Context, network, addr string, _ *tls.Con
 	return t.track(addr, ac), nil
 }
 
-// track records c as the connection last dialed for HTTP/2 to addr and
-// returns it as the h2Conn that drops the record when it closes.
+// track records c among the open connections dialed for HTTP/2 to addr
+// and returns it as the h2Conn that updates the record when it closes.
 func (t *Transport) track(addr string, c *Conn) net.Conn {
 	hc := &h2Conn{Conn: c, t: t, addr: addr}
 	t.mu.Lock()
-	if len(t.lastH2) >= maxProtos {
-		// Entries go away when their connection closes without an
-		// alert, so only a client of thousands of servers gets here.
-		// Starting over costs at most the alert of a connection that
-		// dies before its first request.
-		clear(t.lastH2)
+	d := t.h2Dials[addr]
+	if d == nil {
+		if len(t.h2Dials) >= maxProtos {
+			// Entries go when their connections close, so only a
+			// client of thousands of servers gets here. Starting over
+			// costs at most the alert of a connection that dies before
+			// its first request.
+			clear(t.h2Dials)
+		}
+		d = new(h2Dials)
+		t.h2Dials[addr] = d
 	}
-	t.lastH2[addr] = lastDial{c: hc}
+	d.open = append(d.open, hc)
 	t.mu.Unlock()
 	return hc
 }
 
-// lastH2Alert returns the alert received by the connection last dialed
-// for HTTP/2 to addr, or nil.
-func (t *Transport) lastH2Alert(addr string) *Error {
+// h2Alert returns the alert that most likely killed a new HTTP/2
+// connection to addr: that of an open connection that received one, else
+// the latest of one that died of one within alertTTL; nil if none did.
+func (t *Transport) h2Alert(addr string) *Error {
+	now := time.Now()
 	t.mu.Lock()
-	d := t.lastH2[addr]
-	t.mu.Unlock()
-	if d.c != nil {
-		return d.c.alert.Load()
+	defer t.mu.Unlock()
+	if d := t.h2Dials[addr]; d != nil {
+		return d.alert(now)
 	}
-	return d.alert
+	return nil
 }
 
 // dialH1 dials for the HTTP/1.1 transport, taking a spare connection if
@@ -516,13 +568,13 @@ func (t *Transport) roundTripH1(req, r *http.Request, fallback bool, body io.Rea
 const errNotEstablished = "http2: client conn could not be established"
 
 // explainH2 is explain for an HTTP/2 request, which carries no hook: for
-// HTTP/2's fixed error the alert comes from the connection last dialed for
-// HTTP/2 to the request's address.
+// HTTP/2's fixed error the alert comes from the connections dialed for
+// HTTP/2 to the request's address (h2Alert).
 func (t *Transport) explainH2(err error, req *http.Request) error {
 	if !strings.Contains(err.Error(), errNotEstablished) {
 		return explain(err, nil)
 	}
-	if a := t.lastH2Alert(h2Addr(req.URL)); a != nil {
+	if a := t.h2Alert(h2Addr(req.URL)); a != nil {
 		return &Error{Code: a.Code, Description: a.Description, Err: err}
 	}
 	return err
@@ -558,7 +610,7 @@ func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	spares := t.spare
 	t.spare = make(map[string]*spareConn)
-	clear(t.lastH2)
+	clear(t.h2Dials)
 	t.protos.Store(new(map[string]proto))
 	t.mu.Unlock()
 	for _, s := range spares {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/linger-go/linger/internal/testbed"
 )
@@ -31,66 +32,93 @@ func loopbackConn(t *testing.T) *Conn {
 	return Wrap(tls.Client(raw, &tls.Config{ServerName: "x"}))
 }
 
-// TestLastH2Record: the Transport keeps, by address, the connection last
-// dialed for HTTP/2 while it is open, only its alert once it closed with
-// one, and nothing once it closed without; an older connection's Close
-// leaves a newer one's record alone.
-func TestLastH2Record(t *testing.T) {
+// TestH2Dials: the Transport keeps, by address, the connections dialed
+// for HTTP/2 while they are open, only the alerts of those that closed
+// with one, for alertTTL and at most maxDead of them, and nothing of those
+// that closed without; a request that got HTTP/2's fixed error is given an
+// open connection's alert, else the latest dead one's.
+func TestH2Dials(t *testing.T) {
 	defer testbed.WaitFDs(t, testbed.OpenFDs())
 	unknownCA := &Error{Code: 48, Description: "unknown certificate authority"}
+	badCert := &Error{Code: 42, Description: "bad certificate"}
 	const addr = "server.test:443"
+	type conn struct {
+		alert *Error
+		close bool
+	}
 	tests := []struct {
 		name      string
-		alert     *Error
-		close     bool
-		wantAlert *Error
-		wantConn  bool // the record still holds the connection
+		conns     []conn // dialed in this order
+		want      *Error
+		wantOpen  int
+		wantDead  int
 		wantEntry bool
 	}{
-		{"open, no alert", nil, false, nil, true, true},
-		{"open, alert", unknownCA, false, unknownCA, true, true},
-		{"closed, no alert", nil, true, nil, false, false},
-		{"closed, alert", unknownCA, true, unknownCA, false, true},
+		{"open, no alert", []conn{{nil, false}}, nil, 1, 0, true},
+		{"open, alert", []conn{{unknownCA, false}}, unknownCA, 1, 0, true},
+		{"closed, no alert", []conn{{nil, true}}, nil, 0, 0, false},
+		{"closed, alert", []conn{{unknownCA, true}}, unknownCA, 0, 1, true},
+		// A newer connection, dialed while a request was about to look
+		// up the alert of the older one, does not hide it.
+		{"older died of an alert, newer open", []conn{{unknownCA, true}, {nil, false}}, unknownCA, 1, 1, true},
+		{"older closed without, newer open", []conn{{nil, true}, {nil, false}}, nil, 1, 0, true},
+		{"an open connection's alert first", []conn{{badCert, true}, {unknownCA, false}}, unknownCA, 1, 1, true},
+		{"the latest dead alert", []conn{{badCert, true}, {unknownCA, true}}, unknownCA, 0, 2, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := NewTransport(nil)
 			defer tr.CloseIdleConnections()
-			nc := tr.track(addr, loopbackConn(t))
-			if tt.alert != nil {
-				nc.(*h2Conn).alert.Store(tt.alert)
+			for _, c := range tt.conns {
+				nc := tr.track(addr, loopbackConn(t))
+				if c.alert != nil {
+					nc.(*h2Conn).alert.Store(c.alert)
+				}
+				if c.close {
+					nc.Close()
+					nc.Close() // a second Close changes nothing
+				} else {
+					defer nc.Close()
+				}
 			}
-			if tt.close {
-				nc.Close()
+			if got := tr.h2Alert(addr); got != tt.want {
+				t.Errorf("h2Alert = %v, want %v", got, tt.want)
 			}
-			if got := tr.lastH2Alert(addr); got != tt.wantAlert {
-				t.Errorf("lastH2Alert = %v, want %v", got, tt.wantAlert)
+			if got := tr.h2Alert("other.test:443"); got != nil {
+				t.Errorf("h2Alert of another address = %v, want nil", got)
 			}
-			if got := tr.lastH2Alert("other.test:443"); got != nil {
-				t.Errorf("lastH2Alert of another address = %v, want nil", got)
+			d, ok := tr.h2Dials[addr]
+			if ok != tt.wantEntry {
+				t.Fatalf("record present: %v, want %v", ok, tt.wantEntry)
 			}
-			d, ok := tr.lastH2[addr]
-			if ok != tt.wantEntry || (d.c != nil) != tt.wantConn {
-				t.Errorf("record: present %v, holds the connection %v; want %v, %v", ok, d.c != nil, tt.wantEntry, tt.wantConn)
+			if ok && (len(d.open) != tt.wantOpen || len(d.dead) != tt.wantDead) {
+				t.Errorf("record: %d open, %d dead; want %d, %d", len(d.open), len(d.dead), tt.wantOpen, tt.wantDead)
 			}
-			nc.Close()
 		})
 	}
 
-	t.Run("older closes after a newer dial", func(t *testing.T) {
+	t.Run("dead alerts expire", func(t *testing.T) {
 		tr := NewTransport(nil)
 		defer tr.CloseIdleConnections()
-		older := tr.track(addr, loopbackConn(t))
-		newer := tr.track(addr, loopbackConn(t))
-		defer newer.Close()
-		older.(*h2Conn).alert.Store(unknownCA)
-		older.Close()
-		if got := tr.lastH2Alert(addr); got != nil {
-			t.Errorf("lastH2Alert = %v after the older connection closed, want the newer one's: none", got)
+		nc := tr.track(addr, loopbackConn(t))
+		nc.(*h2Conn).alert.Store(unknownCA)
+		nc.Close()
+		tr.h2Dials[addr].dead[0].at = time.Now().Add(-alertTTL - time.Second)
+		if got := tr.h2Alert(addr); got != nil {
+			t.Errorf("h2Alert = %v for an alert older than %v, want nil", got, alertTTL)
 		}
-		newer.(*h2Conn).alert.Store(unknownCA)
-		if got := tr.lastH2Alert(addr); got != unknownCA {
-			t.Errorf("lastH2Alert = %v, want the newer connection's %v", got, unknownCA)
+	})
+
+	t.Run("at most maxDead alerts", func(t *testing.T) {
+		tr := NewTransport(nil)
+		defer tr.CloseIdleConnections()
+		for range maxDead + 3 {
+			nc := tr.track(addr, loopbackConn(t))
+			nc.(*h2Conn).alert.Store(unknownCA)
+			nc.Close()
+		}
+		if n := len(tr.h2Dials[addr].dead); n != maxDead {
+			t.Errorf("%d dead alerts kept, want %d", n, maxDead)
 		}
 	})
 
@@ -100,8 +128,8 @@ func TestLastH2Record(t *testing.T) {
 		defer nc.Close()
 		nc.(*h2Conn).alert.Store(unknownCA)
 		tr.CloseIdleConnections()
-		if got := tr.lastH2Alert(addr); got != nil {
-			t.Errorf("lastH2Alert = %v after CloseIdleConnections, want nil", got)
+		if got := tr.h2Alert(addr); got != nil {
+			t.Errorf("h2Alert = %v after CloseIdleConnections, want nil", got)
 		}
 	})
 }
