@@ -468,9 +468,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL == nil || req.URL.Scheme != "https" {
 		return t.h1.RoundTrip(req)
 	}
-	if stockH2 && t.useH2 {
-		// net/http sets Response.TLS itself; a proxied request is
-		// made as described in Transport.
+	if stockH2 {
+		// net/http sets Response.TLS itself, also over HTTP/1.1 when
+		// the caller's Config leaves h2 out (then dialH1 dials); a
+		// proxied request is made as described in Transport.
 		resp, err := t.h1.RoundTrip(req)
 		if err != nil {
 			return nil, t.explainH2(err, req)
