@@ -476,8 +476,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, t.explainH2(err, req)
 		}
-		// Go 1.27's HTTP/2 may put a copy of the request there (seen
-		// on kept connections).
+		// net/http puts a copy of the request there for a request
+		// with a body on a kept HTTP/2 connection (Go 1.26 and 1.27);
+		// the Transport promises the request itself.
 		resp.Request = req
 		return resp, nil
 	}
