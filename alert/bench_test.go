@@ -91,7 +91,8 @@ func BenchmarkRead(b *testing.B) {
 var http2Runs atomic.Int32
 
 // BenchmarkHTTP2 compares package alert's Transport with net/http's stock
-// transport, and with x/net's HTTP/2 transport that it is built on, on a
+// transport, and with x/net's HTTP/2 transport that it is built on before
+// Go 1.27, on a
 // happy path over HTTP/2: GET requests for a 1 KiB body on
 // one kept connection, to a server that accepts the client. The clients
 // run in the same benchmark binary against the same server; compare them
@@ -116,7 +117,8 @@ func BenchmarkHTTP2(b *testing.B) {
 			return &http.Transport{TLSClientConfig: p.ClientConfig(&p.Client, tls.VersionTLS13), Protocols: &protos}
 		},
 		// x/net's HTTP/2 over a plain *tls.Conn, which package alert's
-		// Transport uses: it tells the wrapper's cost from x/net's.
+		// Transport uses before Go 1.27: it tells the wrapper's cost
+		// from x/net's.
 		"xnet": func() http.RoundTripper {
 			return &http2.Transport{TLSClientConfig: p.ClientConfig(&p.Client, tls.VersionTLS13)}
 		},
