@@ -92,8 +92,7 @@ var http2Runs atomic.Int32
 
 // BenchmarkHTTP2 compares package alert's Transport with net/http's stock
 // transport, and with x/net's HTTP/2 transport that it is built on before
-// Go 1.27, on a
-// happy path over HTTP/2: GET requests for a 1 KiB body on
+// Go 1.27, on a happy path over HTTP/2: GET requests for a 1 KiB body on
 // one kept connection, to a server that accepts the client. The clients
 // run in the same benchmark binary against the same server; compare them
 // with benchstat (see BENCHMARKS.md). Besides wall-clock time it reports
