@@ -409,6 +409,60 @@ func TestTransportRejectedFirstRequest(t *testing.T) {
 	}
 }
 
+// TestTransportRejectedConcurrent: first requests from several goroutines
+// through one Transport, to a server that refuses the client's
+// certificate, each held like "dead before the request" above, so that
+// connections to the same address are dialed, rejected and closed while
+// other requests look for their alert. Every error must carry it.
+func TestTransportRejectedConcurrent(t *testing.T) {
+	p := testbed.SharedPKI(t)
+	srvCfg := p.ServerConfig(tls.VersionTLS13)
+	srvCfg.NextProtos = []string{"h2", "http/1.1"}
+	s, ln := listen(t, false, srvCfg)
+	srv := &http.Server{Handler: http.NotFoundHandler(), ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.Serve(ln)
+	defer s.stop(t)
+	defer srv.Close()
+	client := alert.NewHTTPClient(p.ClientConfig(&p.Untrusted, tls.VersionTLS13))
+	defer client.CloseIdleConnections()
+	const workers, each = 4, 5
+	var fixed, alerts atomic.Int32
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				// Alternate holds, so that some requests find their
+				// connection dead and others race the read loop.
+				hold := time.Duration((w+i)%2) * 50 * time.Millisecond
+				ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
+					GotConn: func(httptrace.GotConnInfo) { time.Sleep(hold) },
+				})
+				req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+s.Addr+"/", nil)
+				resp, err := client.Do(req)
+				if err == nil {
+					resp.Body.Close()
+					t.Error("the server accepted an untrusted certificate")
+					return
+				}
+				var ae *alert.Error
+				if !errors.As(err, &ae) || ae.Code != 48 {
+					t.Errorf("worker %d, GET %d: %v, want the unknown_ca alert as an *alert.Error", w, i, err)
+					continue
+				}
+				alerts.Add(1)
+				if strings.Contains(ae.Err.Error(), "client conn could not be established") {
+					fixed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d of %d errors reported the alert, %d of them over HTTP/2's fixed error", alerts.Load(), workers*each, fixed.Load())
+	if fixed.Load() == 0 {
+		t.Errorf("the premise failed: no request got HTTP/2's fixed error")
+	}
+}
+
 // TestDialerDial: a Dialer with its own Dial function runs TLS over the
 // connection it makes, names the server after the dialed host, and still
 // reports a rejection as an *Error.

@@ -10,12 +10,16 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/idna"
 )
 
 // Transport is an http.RoundTripper whose HTTPS requests report the
@@ -24,21 +28,29 @@ import (
 //
 // Connections are dialed by a [Dialer] and are [*Conn]s. The protocol is
 // negotiated by ALPN, as the stock transport does: HTTP/2 when the server
-// offers it (through golang.org/x/net/http2), HTTP/1.1 otherwise (through
-// an http.Transport cloned from http.DefaultTransport, with its pool and
-// timeouts). Both pools keep and reuse connections like the stock
-// transport's. What a server speaks is remembered until
-// CloseIdleConnections, so that one without HTTP/2 is dialed for HTTP/1.1
-// straight away. Response.TLS is set over both protocols. Over HTTP/2 a
-// request with "Expect: 100-continue" sends its body without waiting: the
-// HTTP/1.1 transport's ExpectContinueTimeout does not apply there.
+// offers it, HTTP/1.1 otherwise, over an http.Transport cloned from
+// http.DefaultTransport, with its pool and timeouts. From Go 1.27 that
+// transport speaks both protocols itself, as it does over a *tls.Conn, and
+// a request costs what it costs the stock transport. Before Go 1.27 it
+// speaks HTTP/2 only over a *tls.Conn, so HTTP/2 goes through
+// golang.org/x/net/http2, with a pool of its own: what a server speaks is
+// then remembered until CloseIdleConnections, so that one without HTTP/2
+// is dialed for HTTP/1.1 straight away, and a request with "Expect:
+// 100-continue" sends its body over HTTP/2 without waiting (x/net does not
+// apply ExpectContinueTimeout). Either way connections are kept and reused
+// like the stock transport's, and Response.TLS is set over both protocols.
 //
 // A request that fails because the server sent a fatal alert returns an
 // error in which errors.As finds an [*Error] whose Err is the transport's
 // error, so errors.Is finds what it found before. This includes the first
 // request on a new HTTP/2 connection, for which the HTTP/2 client reports
-// only "client conn could not be established": the alert is taken from the
-// connection the request was given.
+// only "client conn could not be established": the alert is then taken
+// from the connections dialed for HTTP/2 to the request's address, an open
+// one that received an alert or else the last one that died of one in the
+// past 5 s. That is the request's own connection's alert, or that of
+// another connection to the same server refused at the same time. Knowing
+// the request's own connection would cost every request a trace hook; the
+// record costs nothing until a request fails that way.
 //
 // Proxies: requests for which http.ProxyFromEnvironment names a proxy are
 // made exactly as by a clone of http.DefaultTransport (HTTP/2 or HTTP/1.1
@@ -48,8 +60,8 @@ import (
 // report every alert through a proxy, make the tunnel in Dialer.Dial and
 // leave the environment's proxy variables unset for those hosts.
 type Transport struct {
-	h1 *http.Transport  // HTTP/1.1, and every request not over direct TLS
-	h2 *http2.Transport // HTTP/2 over direct TLS
+	h1 *http.Transport  // HTTP/1.1, every request not over direct TLS, and all of them when stockH2
+	h2 *http2.Transport // HTTP/2 over direct TLS, unless stockH2
 	d1 Dialer           // offers http/1.1 only
 	d2 Dialer           // offers h2 and http/1.1
 	// useH2 is false when the caller's Config.NextProtos leaves h2 out.
@@ -61,6 +73,88 @@ type Transport struct {
 
 	mu    sync.Mutex
 	spare map[string]*spareConn // by address: dialed for HTTP/2, got HTTP/1.1
+	// h2Dials holds, by address, what a first request that gets
+	// HTTP/2's fixed error needs to find the alert that killed its
+	// connection; see h2Conn.
+	h2Dials map[string]*h2Dials
+}
+
+// h2Dials is what the Transport keeps of the connections it dialed for
+// HTTP/2 to one address: those still open, and the alerts of those that
+// died of one in the last alertTTL, so that a dead connection's buffers
+// are not kept.
+type h2Dials struct {
+	open []*h2Conn
+	dead []deadAlert // oldest first, at most maxDead
+}
+
+// deadAlert is the alert of a connection that closed after receiving it.
+type deadAlert struct {
+	alert *Error
+	at    time.Time // when the connection closed
+}
+
+// alertTTL bounds how long the alert of a dead HTTP/2 connection may be
+// reported for a request that got the fixed error. That request learns of
+// the death as soon as it looks at its connection, well within this,
+// unless its own hooks hold it; the bound keeps an old rejection from
+// being blamed for a later connection's death.
+const alertTTL = 5 * time.Second
+
+// maxDead caps the alerts kept per address.
+const maxDead = 8
+
+// trim drops the alerts older than alertTTL and past maxDead.
+func (d *h2Dials) trim(now time.Time) {
+	i := 0
+	for i < len(d.dead) && (now.Sub(d.dead[i].at) > alertTTL || len(d.dead)-i > maxDead) {
+		i++
+	}
+	d.dead = slices.Delete(d.dead, 0, i)
+}
+
+// alert returns the alert of an open connection that received one, else
+// the latest of a connection that died of one within alertTTL, else nil.
+func (d *h2Dials) alert(now time.Time) *Error {
+	for _, c := range slices.Backward(d.open) {
+		if a := c.alert.Load(); a != nil {
+			return a
+		}
+	}
+	if n := len(d.dead); n > 0 && now.Sub(d.dead[n-1].at) <= alertTTL {
+		return d.dead[n-1].alert
+	}
+	return nil
+}
+
+// h2Conn is a connection handed to the HTTP/2 transport. Its Close moves
+// it from the Transport's open connections to its dead alerts, or forgets
+// it. The HTTP/2 client may return its fixed error to a waiting request
+// before it closes the connection, or after: the alert is stored by the
+// read loop's Read, before either.
+type h2Conn struct {
+	*Conn
+	t    *Transport
+	addr string
+}
+
+func (c *h2Conn) Close() error {
+	now := time.Now()
+	c.t.mu.Lock()
+	if d := c.t.h2Dials[c.addr]; d != nil {
+		if i := slices.Index(d.open, c); i >= 0 {
+			d.open = slices.Delete(d.open, i, i+1)
+			if a := c.alert.Load(); a != nil {
+				d.dead = append(d.dead, deadAlert{a, now})
+			}
+		}
+		d.trim(now)
+		if len(d.open) == 0 && len(d.dead) == 0 {
+			delete(c.t.h2Dials, c.addr)
+		}
+	}
+	c.t.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // proto is what an authority was found to speak.
@@ -105,8 +199,9 @@ func NewTransport(d *Dialer) *Transport {
 		cfg = new(tls.Config)
 	}
 	t := &Transport{
-		useH2: len(cfg.NextProtos) == 0 || slices.Contains(cfg.NextProtos, http2.NextProtoTLS),
-		spare: make(map[string]*spareConn),
+		useH2:   len(cfg.NextProtos) == 0 || slices.Contains(cfg.NextProtos, http2.NextProtoTLS),
+		spare:   make(map[string]*spareConn),
+		h2Dials: make(map[string]*h2Dials),
 	}
 	t.protos.Store(new(map[string]proto))
 	t.d1, t.d2 = dd, dd
@@ -135,7 +230,31 @@ func NewTransport(d *Dialer) *Transport {
 		DisableCompression: t.h1.DisableCompression,
 		IdleConnTimeout:    t.h1.IdleConnTimeout,
 	}
+	if stockH2 && t.useH2 {
+		// net/http negotiates HTTP/2 over any connection with a
+		// ConnectionState method: one transport, one pool, HTTP/1.1 by
+		// ALPN, no x/net in the way; h2 stays unused.
+		var protos http.Protocols
+		protos.SetHTTP1(true)
+		protos.SetHTTP2(true)
+		t.h1.Protocols = &protos
+		t.h1.DialTLSContext = t.dialStock
+	}
 	return t
+}
+
+// dialStock dials for net/http's transport when it speaks both protocols
+// itself (stockH2).
+func (t *Transport) dialStock(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := t.d2.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	ac := c.(*Conn)
+	if ac.ConnectionState().NegotiatedProtocol != http2.NextProtoTLS {
+		return ac, nil
+	}
+	return t.track(addr, ac), nil
 }
 
 // dialH2 dials for the HTTP/2 transport. A connection on which the server
@@ -150,7 +269,42 @@ func (t *Transport) dialH2(ctx context.Context, network, addr string, _ *tls.Con
 		t.putSpare(addr, ac)
 		return nil, fmt.Errorf("%w: %s", errNoH2, addr)
 	}
-	return ac, nil
+	return t.track(addr, ac), nil
+}
+
+// track records c among the open connections dialed for HTTP/2 to addr
+// and returns it as the h2Conn that updates the record when it closes.
+func (t *Transport) track(addr string, c *Conn) net.Conn {
+	hc := &h2Conn{Conn: c, t: t, addr: addr}
+	t.mu.Lock()
+	d := t.h2Dials[addr]
+	if d == nil {
+		if len(t.h2Dials) >= maxProtos {
+			// Entries go when their connections close, so only a
+			// client of thousands of servers gets here. Starting over
+			// costs at most the alert of a connection that dies before
+			// its first request.
+			clear(t.h2Dials)
+		}
+		d = new(h2Dials)
+		t.h2Dials[addr] = d
+	}
+	d.open = append(d.open, hc)
+	t.mu.Unlock()
+	return hc
+}
+
+// h2Alert returns the alert that most likely killed a new HTTP/2
+// connection to addr: that of an open connection that received one, else
+// the latest of one that died of one within alertTTL; nil if none did.
+func (t *Transport) h2Alert(addr string) *Error {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d := t.h2Dials[addr]; d != nil {
+		return d.alert(now)
+	}
+	return nil
 }
 
 // dialH1 dials for the HTTP/1.1 transport, taking a spare connection if
@@ -285,7 +439,9 @@ func resend(r *http.Request, body io.ReadCloser, hb *heldBody) (*http.Request, e
 }
 
 // connTrace records the connection a request was given, through
-// httptrace's GotConn, which both transports call.
+// httptrace's GotConn. Only HTTP/1.1 requests carry one: net/http of Go
+// 1.26 fills Response.TLS only for a *tls.Conn, and a failed request's
+// alert may be only in the connection.
 type connTrace struct {
 	trace httptrace.ClientTrace
 	mu    sync.Mutex
@@ -312,6 +468,20 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL == nil || req.URL.Scheme != "https" {
 		return t.h1.RoundTrip(req)
 	}
+	if stockH2 {
+		// net/http sets Response.TLS itself, also over HTTP/1.1 when
+		// the caller's Config leaves h2 out (then dialH1 dials); a
+		// proxied request is made as described in Transport.
+		resp, err := t.h1.RoundTrip(req)
+		if err != nil {
+			return nil, t.explainH2(err, req)
+		}
+		// net/http puts a copy of the request there for a request
+		// with a body on a kept HTTP/2 connection (Go 1.26 and 1.27);
+		// the Transport promises the request itself.
+		resp.Request = req
+		return resp, nil
+	}
 	if t.h1.Proxy != nil {
 		if u, err := t.h1.Proxy(req); err != nil || u != nil {
 			// The stock path, see Transport: only an alert that
@@ -323,46 +493,63 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 	}
-	ct := new(connTrace)
-	ct.trace.GotConn = ct.gotConn
-	r := req.WithContext(httptrace.WithClientTrace(req.Context(), &ct.trace))
 	// The URL's host as written, which needs no allocation: the same
 	// server written two ways costs one extra handshake to learn that it
 	// has no HTTP/2.
 	authority := req.URL.Host
-	var resp *http.Response
-	var err error
 	p := t.proto(authority)
 	if !t.useH2 || p == protoH1 {
-		resp, err = t.h1.RoundTrip(r)
-	} else {
-		// To an authority not known yet, the request goes to the HTTP/2
-		// transport with its body held back from a Close, so that it can
-		// still go over HTTP/1.1 if the server has no HTTP/2.
-		var hb *heldBody
-		body := r.Body
-		if p == protoUnknown && body != nil && body != http.NoBody {
-			hb = &heldBody{rc: body}
-			r.Body = hb
-		}
-		resp, err = t.h2.RoundTrip(r)
-		switch {
-		case errors.Is(err, errNoH2):
-			// The HTTP/2 dial found out before the body was sent.
-			t.setProto(authority, protoH1)
-			if r, err = resend(r, body, hb); err != nil {
-				return nil, err
-			}
-			resp, err = t.h1.RoundTrip(r)
-		default:
-			if hb != nil {
-				hb.release(false)
-			}
-			if err == nil && p == protoUnknown {
-				t.setProto(authority, protoH2)
-			}
+		return t.roundTripH1(req, req, false, nil, nil)
+	}
+	// Over HTTP/2 the request goes as it is: no copy, no hook, so that a
+	// kept connection costs what it costs x/net.
+	r := req
+	// To an authority not known yet, the request goes to the HTTP/2
+	// transport with its body held back from a Close, so that it can still
+	// go over HTTP/1.1 if the server has no HTTP/2.
+	var hb *heldBody
+	body := req.Body
+	if p == protoUnknown && body != nil && body != http.NoBody {
+		hb = &heldBody{rc: body}
+		r = req.WithContext(req.Context())
+		r.Body = hb
+	}
+	resp, err := t.h2.RoundTrip(r)
+	if err != nil && errors.Is(err, errNoH2) {
+		// The HTTP/2 dial found out before the body was sent.
+		t.setProto(authority, protoH1)
+		return t.roundTripH1(req, r, true, body, hb)
+	}
+	if hb != nil {
+		hb.release(false)
+	}
+	if err != nil {
+		return nil, t.explainH2(err, req)
+	}
+	if p == protoUnknown {
+		t.setProto(authority, protoH2)
+	}
+	// x/net set Response.TLS from the connection's ConnectionState.
+	resp.Request = req
+	return resp, nil
+}
+
+// roundTripH1 sends r over HTTP/1.1 with a hook that records its
+// connection. When it follows an HTTP/2 attempt that never got a
+// connection (fallback), body and hb are that attempt's, see resend; the
+// body is set on the copy of r that carries the hook, never on the
+// caller's request.
+func (t *Transport) roundTripH1(req, r *http.Request, fallback bool, body io.ReadCloser, hb *heldBody) (*http.Response, error) {
+	ct := new(connTrace)
+	ct.trace.GotConn = ct.gotConn
+	r = r.WithContext(httptrace.WithClientTrace(r.Context(), &ct.trace))
+	if fallback {
+		var err error
+		if r, err = resend(r, body, hb); err != nil {
+			return nil, err
 		}
 	}
+	resp, err := t.h1.RoundTrip(r)
 	conn := ct.get()
 	if err != nil {
 		return nil, explain(err, conn)
@@ -377,6 +564,43 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// errNotEstablished is the text of the error HTTP/2 clients (x/net's and
+// net/http's) return, unexported, when a new connection closed before the
+// first request on it started; they drop the read loop's error with it.
+const errNotEstablished = "http2: client conn could not be established"
+
+// explainH2 is explain for an HTTP/2 request, which carries no hook: for
+// HTTP/2's fixed error the alert comes from the connections dialed for
+// HTTP/2 to the request's address (h2Alert).
+func (t *Transport) explainH2(err error, req *http.Request) error {
+	if !strings.Contains(err.Error(), errNotEstablished) {
+		return explain(err, nil)
+	}
+	if a := t.h2Alert(h2Addr(req.URL)); a != nil {
+		return &Error{Code: a.Code, Description: a.Description, Err: err}
+	}
+	return err
+}
+
+// h2Addr returns the address the HTTP/2 transport dials for u: the host
+// and port, 443 when there is none, the host in ASCII.
+func h2Addr(u *url.URL) string {
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "443"
+	}
+	for i := 0; i < len(host); i++ {
+		if host[i] >= utf8.RuneSelf {
+			// As x/net does; it leaves ASCII names alone.
+			if a, err := idna.Lookup.ToASCII(host); err == nil && a != "" {
+				host = a
+			}
+			break
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
 // CloseIdleConnections closes the idle connections of both protocols and
 // forgets which servers do not speak HTTP/2.
 func (t *Transport) CloseIdleConnections() {
@@ -388,6 +612,7 @@ func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	spares := t.spare
 	t.spare = make(map[string]*spareConn)
+	clear(t.h2Dials)
 	t.protos.Store(new(map[string]proto))
 	t.mu.Unlock()
 	for _, s := range spares {
