@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -69,11 +70,16 @@ func TestCloseWakesBlockedCalls(t *testing.T) {
 			h := newHarness(t, Config{}, be.portable)
 			srv, cli := pair(t, listen(t), nil)
 			errc := make(chan error, 1)
-			go func() {
-				_, err := srv.Read(make([]byte, 1))
-				errc <- err
-			}()
-			time.Sleep(20 * time.Millisecond) // let Read block
+			go blockingRead(srv, errc)
+			// A Read that starts after the hand-off returns net.ErrClosed
+			// too, so the test first waits until Read is parked in the
+			// poller: only then is it a wake-up that is tested.
+			waitParked(t, "linger.blockingRead")
+			select {
+			case err := <-errc:
+				t.Fatalf("Read returned %v before the hand-off", err)
+			default:
+			}
 			if err := h.Close(srv); err != nil {
 				t.Fatal(err)
 			}
@@ -88,6 +94,33 @@ func TestCloseWakesBlockedCalls(t *testing.T) {
 			cli.Close()
 			h.next(t, 5*time.Second)
 		})
+	}
+}
+
+// blockingRead reads one byte from c and sends the error; it is a named
+// function so that waitParked can find its goroutine.
+func blockingRead(c net.Conn, errc chan<- error) {
+	_, err := c.Read(make([]byte, 1))
+	errc <- err
+}
+
+// waitParked waits until a goroutine running fn is blocked on the network
+// poller ("IO wait" in a stack dump), or fails the test after 5 s.
+func waitParked(t *testing.T, fn string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		dump := string(buf[:runtime.Stack(buf, true)])
+		for _, g := range strings.Split(dump, "\n\n") {
+			if strings.Contains(g, "[IO wait") && strings.Contains(g, fn+"(") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine in %s parked in IO wait after 5 s", fn)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
