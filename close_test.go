@@ -294,11 +294,11 @@ func TestShutdown(t *testing.T) {
 // TestCloseTLSConn: a *tls.Conn is unwrapped to its TCP connection, whose
 // last bytes (here a TLS record) reach the peer before a clean end.
 func TestCloseTLSConn(t *testing.T) {
-	pki := testbed.SharedPKI(t)
+	ca := testbed.SharedPKI(t)
 	h := newHarness(t, Config{}, selectedPortable())
 	srvRaw, cliRaw := pair(t, listen(t), nil)
-	srv := tls.Server(srvRaw, pki.ServerConfig(tls.VersionTLS13))
-	cli := tls.Client(cliRaw, pki.ClientConfig(&pki.Client, tls.VersionTLS13))
+	srv := tls.Server(srvRaw, ca.ServerConfig(tls.VersionTLS13))
+	cli := tls.Client(cliRaw, ca.ClientConfig(&ca.Client, tls.VersionTLS13))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Handshake() }()
 	if err := cli.Handshake(); err != nil {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -30,8 +31,8 @@ import (
 const tlsTrials = 100
 
 func TestTLSAlertReachesClient(t *testing.T) {
-	pki := testbed.SharedPKI(t)
-	files, err := pki.WriteFiles(t.TempDir())
+	ca := testbed.SharedPKI(t)
+	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func TestTLSAlertReachesClient(t *testing.T) {
 		trial func(addr string) error
 		skip  string
 	}{
-		{"go", func(addr string) error { return goUpload(pki, addr) }, ""},
+		{"go", func(addr string) error { return goUpload(ca, addr) }, ""},
 		{"curl", func(addr string) error { return curlUpload(curl, files, body, addr) }, ""},
 	}
 	if curlErr != nil {
@@ -64,7 +65,7 @@ func TestTLSAlertReachesClient(t *testing.T) {
 				h = newHarness(t, Config{}, selectedPortable())
 				ln = h.Listener(ln)
 			}
-			addr := serveTLS(t, ln, pki.ServerConfig(tls.VersionTLS13))
+			addr := serveTLS(t, ln, ca.ServerConfig(tls.VersionTLS13))
 			for _, cl := range clients {
 				t.Run(cl.name, func(t *testing.T) {
 					if cl.skip != "" {
@@ -130,9 +131,9 @@ func serveTLS(t *testing.T, ln net.Listener, cfg *tls.Config) string {
 
 // goUpload is a crypto/tls client that writes 1 MiB, then reads, and
 // returns the first error it gets.
-func goUpload(pki *testbed.PKI, addr string) error {
+func goUpload(ca *pki.PKI, addr string) error {
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	conn, err := tls.DialWithDialer(d, "tcp", addr, pki.ClientConfig(&pki.Untrusted, tls.VersionTLS13))
+	conn, err := tls.DialWithDialer(d, "tcp", addr, ca.ClientConfig(&ca.Untrusted, tls.VersionTLS13))
 	if err != nil {
 		return err
 	}
@@ -146,7 +147,7 @@ func goUpload(pki *testbed.PKI, addr string) error {
 }
 
 // curlUpload POSTs 1 MiB with the untrusted client certificate.
-func curlUpload(curl string, f testbed.Files, body, addr string) error {
+func curlUpload(curl string, f pki.Files, body, addr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, curl, "-sS", "-o", "/dev/null", "--max-time", "5",

@@ -52,12 +52,12 @@ func TestProbeCommand(t *testing.T) {
 			t.Errorf("descriptors: %d before, %d after", before, after)
 		}
 	})
-	pki := testbed.SharedPKI(t)
-	files, err := pki.WriteFiles(t.TempDir())
+	ca := testbed.SharedPKI(t)
+	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := pki.ServerConfig(0)
+	cfg := ca.ServerConfig(0)
 	cfg.ClientAuth = tls.NoClientCert
 	lingering := serveForProbe(t, true, cfg)
 	plain := serveForProbe(t, false, cfg)

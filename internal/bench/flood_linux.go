@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger"
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/pki"
 )
 
 // FloodResult is one round of "flood" with one server close strategy.
@@ -59,7 +59,7 @@ type floodFlags struct {
 // untrusted certificate and keep sending for f.warm+f.d; the server counts
 // the handshakes it rejects within the last f.d and closes each connection
 // plainly or through linger, capped at f.cap lingering at once.
-func flood(ctx context.Context, self []string, mode string, f floodFlags, pki *testbed.PKI, files testbed.Files) (FloodResult, error) {
+func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pki.PKI, files pki.Files) (FloodResult, error) {
 	r := FloodResult{Mode: mode, Clients: f.name, Duration: f.d, Workers: f.workers, Cap: f.cap}
 	runtime.GC()
 	r.FDsBefore = openFDs()
@@ -77,7 +77,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, pki *t
 		ln = lc.Listener(ln)
 	}
 	g0 := runtime.NumGoroutine()
-	cfg := pki.ServerConfig(tls.VersionTLS13)
+	cfg := ca.ServerConfig(tls.VersionTLS13)
 
 	var counting atomic.Bool
 	var rejected atomic.Int64
@@ -226,20 +226,20 @@ func median(v []uint64) uint64 {
 	return s[len(s)/2]
 }
 
-// writePKI writes pki to a new temporary directory for the clients.
-func writePKI() (*testbed.PKI, testbed.Files, func(), error) {
-	pki, err := testbed.NewPKI()
+// writePKI writes ca to a new temporary directory for the clients.
+func writePKI() (*pki.PKI, pki.Files, func(), error) {
+	ca, err := pki.NewPKI()
 	if err != nil {
-		return nil, testbed.Files{}, nil, err
+		return nil, pki.Files{}, nil, err
 	}
 	dir, err := os.MkdirTemp("", "linger-bench-")
 	if err != nil {
-		return nil, testbed.Files{}, nil, err
+		return nil, pki.Files{}, nil, err
 	}
-	files, err := pki.WriteFiles(dir)
+	files, err := ca.WriteFiles(dir)
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, testbed.Files{}, nil, err
+		return nil, pki.Files{}, nil, err
 	}
-	return pki, files, func() { os.RemoveAll(dir) }, nil
+	return ca, files, func() { os.RemoveAll(dir) }, nil
 }

@@ -178,7 +178,7 @@ func Main(ctx context.Context, self, args []string) error {
 	}
 	if run("flood") {
 		known = true
-		pki, files, cleanup, err := writePKI()
+		ca, files, cleanup, err := writePKI()
 		if err != nil {
 			return err
 		}
@@ -195,7 +195,7 @@ func Main(ctx context.Context, self, args []string) error {
 			}
 			for range *rounds {
 				for _, m := range []string{"plain", "linger"} {
-					r, err := flood(ctx, self, m, f, pki, files)
+					r, err := flood(ctx, self, m, f, ca, files)
 					if err != nil {
 						return fmt.Errorf("flood %s %s: %w", kind, m, err)
 					}

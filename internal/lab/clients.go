@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/alert"
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/pki"
 )
 
 // trial is what one client run needs.
@@ -27,8 +27,8 @@ type trial struct {
 	sc    Scenario
 	addr  string // the server's IP:port
 	port  string
-	pki   *testbed.PKI
-	files testbed.Files
+	ca    *pki.PKI
+	files pki.Files
 	body  string // a file holding sc.upload bytes, for curl and openssl
 }
 
@@ -70,12 +70,12 @@ func clientMissing(client string) string {
 func (t *trial) clientConfig() *tls.Config {
 	var cert *tls.Certificate
 	if t.sc.rejects {
-		cert = &t.pki.Untrusted
+		cert = &t.ca.Untrusted
 	}
 	// testbed's config sends the certificate even though the server's
 	// list of acceptable CAs does not cover it; crypto/tls would withhold
 	// it otherwise and the server would fail with certificate_required.
-	return t.pki.ClientConfig(cert, t.sc.tlsVersion)
+	return t.ca.ClientConfig(cert, t.sc.tlsVersion)
 }
 
 // probeTimeout bounds the read that looks for an alert still sitting in the

@@ -15,7 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/netns"
+	"github.com/linger-go/linger/internal/pki"
 )
 
 // Options select and size a run. The zero value runs the default matrix.
@@ -30,7 +31,7 @@ type Options struct {
 	// lossy path makes every trial slow.
 	Networks, Scenarios, Clients, Strategies []string
 	// Path is the namespaces' path; nil means DefaultPath.
-	Path *testbed.PathConfig
+	Path *netns.PathConfig
 	// Parallel, if positive, runs that many trials of every cell at once;
 	// 0 lets the lab choose per cell (see cellParallel).
 	Parallel int
@@ -44,7 +45,7 @@ type Options struct {
 
 // DefaultPath is the lab's impaired path: 20 ms each way (a 40 ms
 // round trip) and 5 % loss in each direction.
-var DefaultPath = testbed.PathConfig{Delay: 20 * time.Millisecond, Loss: 0.05}
+var DefaultPath = netns.PathConfig{Delay: 20 * time.Millisecond, Loss: 0.05}
 
 // netnsScenarios are the scenarios run in the namespaces unless chosen
 // explicitly. Every trial there costs round trips and retransmissions, and
@@ -144,11 +145,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	pki, err := testbed.NewPKI()
+	ca, err := pki.NewPKI()
 	if err != nil {
 		return nil, err
 	}
-	files, err := pki.WriteFiles(dir)
+	files, err := ca.WriteFiles(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -214,14 +215,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 			// Namespaces of an earlier lab that was killed before it could
 			// remove them.
-			testbed.CleanupStale()
+			netns.CleanupStale()
 			nw, err = namespaces(path)
 			if err != nil {
 				return rep.finish(start), fmt.Errorf("lab: network namespaces: %w", err)
 			}
 		}
 		for _, p := range plans[netID] {
-			t := &trial{nw: nw, sc: p.sc, pki: pki, files: files, body: bodies[p.sc.upload]}
+			t := &trial{nw: nw, sc: p.sc, ca: ca, files: files, body: bodies[p.sc.upload]}
 			cell, cerr := runCell(ctx, &o, t, p.client, p.strategy, p.trials, done, total)
 			done++
 			if cerr != nil {
@@ -297,14 +298,14 @@ func runCell(ctx context.Context, o *Options, t *trial, client, strategy string,
 		Trials: trials, Parallel: cellParallel(o, nw, t.sc.ID, strategy),
 		Errors: map[string]int{}, ServerOutcomes: map[string]int{},
 	}
-	var before testbed.Counters
+	var before netns.Counters
 	if nw.counters != nil {
 		var err error
 		if before, err = nw.counters(); err != nil {
 			return cell, err
 		}
 	}
-	srv, err := startServer(ctx, nw, t.sc, strategy, t.pki)
+	srv, err := startServer(ctx, nw, t.sc, strategy, t.ca)
 	if err != nil {
 		return cell, err
 	}

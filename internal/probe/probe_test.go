@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/probe"
 	"github.com/linger-go/linger/internal/testbed"
 )
@@ -25,7 +26,7 @@ func checkFDs(t *testing.T) {
 // a server that requires certificates from the test CA; ModeRecord one that
 // asks for none, so the handshake completes and the bad record is what it
 // rejects.
-func serverConfig(p *testbed.PKI, mode probe.Mode, version uint16) *tls.Config {
+func serverConfig(p *pki.PKI, mode probe.Mode, version uint16) *tls.Config {
 	cfg := p.ServerConfig(version)
 	if mode == probe.ModeRecord {
 		cfg.ClientAuth, cfg.ClientCAs = tls.NoClientCert, nil
@@ -34,7 +35,7 @@ func serverConfig(p *testbed.PKI, mode probe.Mode, version uint16) *tls.Config {
 }
 
 // clientTLS is the probe's base configuration: it trusts the test CA.
-func clientTLS(p *testbed.PKI, version uint16) *tls.Config {
+func clientTLS(p *pki.PKI, version uint16) *tls.Config {
 	return &tls.Config{RootCAs: p.CAPool, ServerName: "localhost", MinVersion: version, MaxVersion: version}
 }
 
@@ -215,7 +216,7 @@ func TestTimeoutAndCancel(t *testing.T) {
 // trial's error, its line and the summary show them escaped.
 func TestHostileText(t *testing.T) {
 	checkFDs(t)
-	evil, err := testbed.NewPKI("\x1b]0;owned\x07\x1b[2Jevil.example") // IA5: ASCII only
+	evil, err := pki.NewPKI("\x1b]0;owned\x07\x1b[2Jevil.example") // IA5: ASCII only
 	if err != nil {
 		t.Fatal(err)
 	}

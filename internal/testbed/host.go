@@ -1,3 +1,9 @@
+// Package testbed holds what only linger's tests import: counting and
+// waiting for descriptors, skipping without root, real TLS servers (Go's,
+// and nginx, HAProxy, Apache and Caddy as installed), a process-wide PKI,
+// and a capture that counts the resets on the wire. The shipped command
+// does not link it; what the command shares with the tests lives in
+// internal/pki and internal/netns.
 package testbed
 
 import (
@@ -11,8 +17,7 @@ import (
 	"time"
 )
 
-// TB is the part of testing.TB the helpers here need, so that the lab and
-// the benchmarks can use them outside tests.
+// TB is the part of testing.TB that RequireRoot needs.
 type TB interface {
 	Helper()
 	Skipf(format string, args ...any)
