@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -233,7 +234,7 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			fds := testbed.OpenFDs()
+			fds := proc.OpenFDs()
 			h := newHarness(t, Config{}, be.portable)
 			ln := listen(t)
 			var clients []*net.TCPConn
@@ -284,7 +285,7 @@ func TestShutdown(t *testing.T) {
 			}
 			last.Close()
 			ln.Close()
-			if now := testbed.OpenFDs(); now > fds {
+			if now := proc.OpenFDs(); now > fds {
 				t.Errorf("%d descriptors open after Shutdown, %d before", now, fds)
 			}
 		})

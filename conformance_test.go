@@ -4,7 +4,7 @@ import (
 	"net"
 	"testing"
 
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/proc"
 	"golang.org/x/net/nettest"
 )
 
@@ -15,7 +15,7 @@ import (
 func TestConnConformance(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			fds := testbed.OpenFDs()
+			fds := proc.OpenFDs()
 			h := newHarness(t, Config{}, be.portable)
 			ln := h.Listener(listen(t))
 			pipes := 0
@@ -51,7 +51,7 @@ func TestConnConformance(t *testing.T) {
 			if reports := len(h.reports); reports != pipes {
 				t.Errorf("%d reports for %d accepted connections", reports, pipes)
 			}
-			if now := testbed.OpenFDs(); now > fds {
+			if now := proc.OpenFDs(); now > fds {
 				t.Errorf("%d descriptors open at the end, %d at the start", now, fds)
 			}
 		})

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/proc"
 )
 
 // TestConcurrentHandoffs races hand-offs, releases under the cap, peers that
@@ -19,7 +19,7 @@ func TestConcurrentHandoffs(t *testing.T) {
 	const workers, each, capacity = 8, 40, 16
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			fds := testbed.OpenFDs()
+			fds := proc.OpenFDs()
 			c, err := newCloser(Config{MaxConns: capacity, IdleTimeout: 300 * time.Millisecond}, be.portable)
 			if err != nil {
 				t.Fatal(err)
@@ -153,7 +153,7 @@ func TestConcurrentHandoffs(t *testing.T) {
 				cl.Close()
 			}
 			ln.Close()
-			if now := testbed.OpenFDs(); now > fds {
+			if now := proc.OpenFDs(); now > fds {
 				t.Errorf("%d descriptors open at the end, %d at the start", now, fds)
 			}
 		})

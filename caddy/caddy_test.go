@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/linger-go/linger/internal/pki"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -241,7 +242,7 @@ func curlAlerts(t *testing.T, addr, dir string, f pki.Files, trials int) (int, s
 // the module says in Caddy's log that it can do nothing.
 func TestCaddyDeliversAlert(t *testing.T) {
 	caddy, linger := build(t)
-	before := testbed.OpenFDs()
+	before := proc.OpenFDs()
 	t.Cleanup(func() { testbed.WaitFDs(t, before) }) // after the Caddy processes stop
 	const trials = 20
 	dir := t.TempDir()

@@ -19,6 +19,7 @@ import (
 	"github.com/linger-go/linger"
 	lingergrpc "github.com/linger-go/linger/grpc"
 	"github.com/linger-go/linger/internal/pki"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -204,6 +205,6 @@ func TestRejectedClientSeesAlert(t *testing.T) {
 // countFDs checks, when the test ends, that every descriptor it opened is
 // closed. Call it first: cleanups run last registered first.
 func countFDs(t *testing.T) {
-	before := testbed.OpenFDs()
+	before := proc.OpenFDs()
 	t.Cleanup(func() { testbed.WaitFDs(t, before) })
 }

@@ -11,10 +11,10 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/linger-go/linger"
 	"github.com/linger-go/linger/internal/probe"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -41,17 +41,9 @@ func TestSizeFlag(t *testing.T) {
 // second, --json prints a report, a bad command line exits 2 and a probe
 // that cannot provoke anything 3.
 func TestProbeCommand(t *testing.T) {
-	before := testbed.OpenFDs()
-	t.Cleanup(func() {
-		// Registered first, so it runs after the servers' cleanups.
-		deadline := time.Now().Add(5 * time.Second)
-		for before >= 0 && testbed.OpenFDs() > before && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if after := testbed.OpenFDs(); before >= 0 && after > before {
-			t.Errorf("descriptors: %d before, %d after", before, after)
-		}
-	})
+	before := proc.OpenFDs()
+	// Registered first, so it runs after the servers' cleanups.
+	t.Cleanup(func() { testbed.WaitFDs(t, before) })
 	ca := testbed.SharedPKI(t)
 	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/linger-go/linger"
 	"github.com/linger-go/linger/internal/pki"
+	"github.com/linger-go/linger/internal/proc"
 )
 
 // FloodResult is one round of "flood" with one server close strategy.
@@ -62,7 +63,7 @@ type floodFlags struct {
 func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pki.PKI, files pki.Files) (FloodResult, error) {
 	r := FloodResult{Mode: mode, Clients: f.name, Duration: f.d, Workers: f.workers, Cap: f.cap}
 	runtime.GC()
-	r.FDsBefore = openFDs()
+	r.FDsBefore = proc.OpenFDs()
 	tcpLn, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return r, err
@@ -132,7 +133,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 		return r, ctx.Err()
 	}
 	counting.Store(true)
-	cpu0 := cpuTime()
+	cpu0 := proc.CPUTime()
 	t0 := time.Now()
 	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
 	var live []uint64
@@ -149,7 +150,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 		r.HeapLiveMax = max(r.HeapLiveMax, samples[0].Value.Uint64())
 		r.StacksMax = max(r.StacksMax, samples[1].Value.Uint64())
 		r.GoroutinesMax = max(r.GoroutinesMax, runtime.NumGoroutine()-g0)
-		r.FDsMax = max(r.FDsMax, openFDs())
+		r.FDsMax = max(r.FDsMax, proc.OpenFDs())
 		if lc != nil {
 			r.MaxLingering = max(r.MaxLingering, lc.Stats().Lingering)
 		}
@@ -157,7 +158,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 	tick.Stop()
 	counting.Store(false)
 	el := time.Since(t0)
-	r.CPU = cpuTime() - cpu0
+	r.CPU = proc.CPUTime() - cpu0
 	r.Rejected = rejected.Load()
 	r.PerSec = float64(r.Rejected) / el.Seconds()
 	third := max(1, len(live)/3)
@@ -198,7 +199,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 		time.Sleep(10 * time.Millisecond)
 	}
 	r.GoroutinesLeft = runtime.NumGoroutine() - g0
-	r.FDsAfter = openFDs()
+	r.FDsAfter = proc.OpenFDs()
 	return r, nil
 }
 

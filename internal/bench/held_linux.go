@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/proc"
 )
 
 // HeldResult is one mode's run of "held": n connections lingering at once.
@@ -140,7 +141,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 	defer ln.Close()
 
 	before := measureMem()
-	r.FDsBefore = openFDs()
+	r.FDsBefore = proc.OpenFDs()
 	g0 := runtime.NumGoroutine()
 
 	// Accept and hand off everything the peers open.
@@ -210,7 +211,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 	time.Sleep(100 * time.Millisecond)
 
 	held := measureMem()
-	r.FDsHeld = openFDs()
+	r.FDsHeld = proc.OpenFDs()
 	r.Goroutines = runtime.NumGoroutine() - g0
 	n := float64(f.n)
 	r.HeapPerConn = (float64(held.Heap) - float64(before.Heap)) / n
@@ -219,7 +220,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 	r.RSSPerConn = (float64(held.RSS) - float64(before.RSS)) / n
 
 	// All peers close at once.
-	cpu0 := cpuTime()
+	cpu0 := proc.CPUTime()
 	t1 := time.Now()
 	for _, p := range peers {
 		if err := p.send("close"); err != nil {
@@ -242,7 +243,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 		return r, ctx.Err()
 	}
 	r.Release = time.Since(t1)
-	r.ReleaseCPU = cpuTime() - cpu0
+	r.ReleaseCPU = proc.CPUTime() - cpu0
 	naive.Wait()
 	if lc != nil {
 		if err := lc.Shutdown(ctx); err != nil {
@@ -256,6 +257,6 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 		p.stop()
 	}
 	peers = nil
-	r.FDsAfter = openFDs()
+	r.FDsAfter = proc.OpenFDs()
 	return r, nil
 }

@@ -143,26 +143,10 @@ func rss() uint64 {
 	return pages * uint64(os.Getpagesize())
 }
 
-// openFDs counts this process's descriptors.
-func openFDs() int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(ents) - 1
-}
-
 // monoNow is CLOCK_MONOTONIC in nanoseconds: the same clock in every
 // process on the machine, so a child's timestamps compare with ours.
 func monoNow() int64 {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return ts.Nano()
-}
-
-// cpuTime is the CPU time this process has used, user and system.
-func cpuTime() time.Duration {
-	var ru unix.Rusage
-	unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

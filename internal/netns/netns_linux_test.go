@@ -21,6 +21,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -405,7 +406,7 @@ func TestCloseRemovesEverything(t *testing.T) {
 		{Delay: 2 * time.Millisecond, Loss: 0.05},
 	} {
 		t.Run(cfg.String(), func(t *testing.T) {
-			fds, links := testbed.OpenFDs(), fdLinks()
+			fds, links := proc.OpenFDs(), fdLinks()
 			p, err := NewPair(cfg)
 			if errors.Is(err, exec.ErrNotFound) {
 				t.Skipf("skipping: %v", err)
@@ -455,7 +456,7 @@ func TestCloseRemovesEverything(t *testing.T) {
 			// we leaked: an earlier test's io.Copy between TCP
 			// connections spliced through a pipe from internal/poll's
 			// pool, and the pool closes it at some later GC.
-			after, afterLinks := testbed.OpenFDs(), fdLinks()
+			after, afterLinks := proc.OpenFDs(), fdLinks()
 			for l := range afterLinks {
 				if !links[l] {
 					t.Errorf("descriptor %s open after Close, not before NewPair", l)

@@ -12,13 +12,14 @@ import (
 
 	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/probe"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
 // checkFDs makes the test fail if it leaves descriptors open. Call it
 // first, so that its cleanup runs after every other.
 func checkFDs(t *testing.T) {
-	before := testbed.OpenFDs()
+	before := proc.OpenFDs()
 	t.Cleanup(func() { testbed.WaitFDs(t, before) })
 }
 

@@ -15,6 +15,8 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/linger-go/linger/internal/proc"
 )
 
 // TB is the part of testing.TB that RequireRoot needs.
@@ -35,16 +37,6 @@ func RequireRoot(t TB, what string) {
 	}
 }
 
-// OpenFDs counts the process's open descriptors, or returns -1 where
-// /proc/self/fd does not exist.
-func OpenFDs() int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(ents) - 1 // the directory's own descriptor
-}
-
 // WaitFDs waits up to 5 s for the process's descriptor count to drop back to
 // before, and reports an error on t if it does not: a descriptor closed by
 // another goroutine, or by the runtime, may take a moment to go.
@@ -58,7 +50,7 @@ func WaitFDs(t interface {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		after := OpenFDs()
+		after := proc.OpenFDs()
 		if after <= before {
 			return
 		}
