@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/connerr"
 	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/testbed"
 )
@@ -81,7 +82,7 @@ func TestTLSAlertReachesClient(t *testing.T) {
 						case err == nil:
 							others["no error"]++
 						default:
-							others[summarize(err)]++
+							others[connerr.Name(err)]++
 						}
 					}
 					t.Logf("%s client, %s server: alert reported first in %d/%d trials; otherwise %v", cl.name, name, alerts, tlsTrials, others)
@@ -187,18 +188,6 @@ func nearestRank(sorted []time.Duration, q float64) time.Duration {
 	}
 	i := int(math.Ceil(q*float64(len(sorted)))) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-// summarize shortens an error to what distinguishes it.
-func summarize(err error) string {
-	s := err.Error()
-	for _, k := range []string{"connection reset by peer", "broken pipe", "Connection reset by peer",
-		"errno 107", "Send failure", "Recv failure", "EOF", "timeout"} {
-		if strings.Contains(s, k) {
-			return k
-		}
-	}
-	return s
 }
 
 func TestNearestRank(t *testing.T) {

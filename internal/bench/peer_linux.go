@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/linger-go/linger/internal/connerr"
 )
 
 // srcAddrs returns k loopback source addresses for the peers. Spreading the
@@ -255,14 +257,14 @@ func runFloodClient(args []string) error {
 				k.Dials++
 				raw, err := dialer(srcs[i%len(srcs)]).Dial("tcp", *addr)
 				if err != nil {
-					k.Errors["dial: "+short(err)]++
+					k.Errors["dial: "+connerr.Name(err)]++
 					time.Sleep(time.Millisecond)
 					continue
 				}
 				raw.SetDeadline(time.Now().Add(10 * time.Second))
 				c := tls.Client(raw, cfg)
 				if err := c.Handshake(); err != nil {
-					k.Errors["handshake: "+short(err)]++
+					k.Errors["handshake: "+connerr.Name(err)]++
 					raw.Close()
 					continue
 				}
@@ -307,7 +309,7 @@ func runFloodClient(args []string) error {
 					k.Resets++
 				default:
 					k.Other++
-					k.Errors[short(ferr)]++
+					k.Errors[connerr.Name(ferr)]++
 				}
 			}
 			mu.Lock()
@@ -319,18 +321,4 @@ func runFloodClient(args []string) error {
 	b, _ := json.Marshal(total)
 	fmt.Printf("counts %s\n", b)
 	return nil
-}
-
-func short(err error) string {
-	if err == nil {
-		return "nil"
-	}
-	s := err.Error()
-	for _, k := range []string{"connection reset by peer", "broken pipe", "EOF", "timeout", "refused",
-		"cannot assign requested address", "use of closed network connection"} {
-		if strings.Contains(s, k) {
-			return k
-		}
-	}
-	return s
 }

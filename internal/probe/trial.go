@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/alert"
+	"github.com/linger-go/linger/internal/connerr"
 )
 
 // Outcome is what one trial saw.
@@ -274,7 +275,7 @@ func (p *prober) observe(ctx context.Context, raw net.Conn, t *Trial) (o observa
 	// socket altogether (rather than half-closing and reading on) answers
 	// the next data that arrives with an RST, which a client in the middle
 	// of an upload runs into: so keep sending for p.cfg.Watch and look.
-	if (isEOF(o.read) || isEOF(o.tail)) && !isReset(o.read) && !isReset(o.tail) {
+	if (isEOF(o.read) || isEOF(o.tail)) && !connerr.IsReset(o.read) && !connerr.IsReset(o.tail) {
 		timer := time.NewTimer(p.cfg.Watch)
 		select {
 		case <-wdone: // the writer stopped: a reset, the trial's deadline, or its trickle is spent
@@ -285,11 +286,11 @@ func (p *prober) observe(ctx context.Context, raw net.Conn, t *Trial) (o observa
 	}
 	halt()
 	<-wdone
-	if isTimeout(o.write) {
+	if connerr.IsTimeout(o.write) {
 		// The write deadline that halt set, not the server.
 		o.write = nil
 	}
-	if !isReset(o.write) && ctx.Err() == nil {
+	if !connerr.IsReset(o.write) && ctx.Err() == nil {
 		// The last records written may still be on their way: wait until
 		// the server has acknowledged them or answered them with an RST.
 		o.wireReset = settle(ctx, raw, p.cfg.Watch)
