@@ -11,9 +11,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 
+	"github.com/linger-go/linger/internal/bytesize"
 	"github.com/linger-go/linger/internal/probe"
 )
 
@@ -41,7 +41,7 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	timeout := fs.Duration("timeout", probe.DefaultTimeout, "bound on each trial, connecting included")
 	interval := fs.Duration("interval", probe.DefaultInterval, "pause between trials (at least 1ms: the probe is polite)")
 	watch := fs.Duration("watch", probe.DefaultWatch, "how long to keep sending after the server's FIN, to see whether a reset follows")
-	upload := sizeFlag(probe.DefaultUpload)
+	upload := bytesize.Flag(probe.DefaultUpload)
 	fs.Var(&upload, "upload", "bytes to keep sending after the provocation, such as 64KiB or 1MiB")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of text")
 	fs.Usage = func() {
@@ -177,52 +177,5 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if code := rep.ExitCode(); code != 0 {
 		return exitError(code)
 	}
-	return nil
-}
-
-// sizeFlag is a byte count given as 1048576, 1MiB, 1M, 64KiB or 64k (the
-// units are powers of 1024, case does not matter, a space may precede the
-// unit).
-type sizeFlag int64
-
-func (s *sizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
-
-// maxSize bounds a size: far above any sensible upload, far below overflow.
-const maxSize = 1 << 40
-
-func (s *sizeFlag) Set(v string) error {
-	v = strings.TrimSpace(v)
-	i := 0
-	for i < len(v) && '0' <= v[i] && v[i] <= '9' {
-		i++
-	}
-	num, unit := v[:i], strings.TrimSpace(v[i:])
-	if num == "" {
-		return errors.New("not a size: want a whole number of bytes, optionally with a unit (KiB, MiB, GiB)")
-	}
-	mult := int64(0)
-	for _, u := range []struct {
-		names []string
-		mult  int64
-	}{
-		{[]string{"", "b"}, 1},
-		{[]string{"k", "kb", "kib"}, 1 << 10},
-		{[]string{"m", "mb", "mib"}, 1 << 20},
-		{[]string{"g", "gb", "gib"}, 1 << 30},
-	} {
-		for _, name := range u.names {
-			if strings.EqualFold(unit, name) {
-				mult = u.mult
-			}
-		}
-	}
-	if mult == 0 {
-		return fmt.Errorf("unknown unit %q: want B, KiB, MiB or GiB", unit)
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n > maxSize/mult {
-		return errors.New("too large: at most 1 TiB")
-	}
-	*s = sizeFlag(n * mult)
 	return nil
 }

@@ -18,24 +18,6 @@ import (
 	"github.com/linger-go/linger/internal/testbed"
 )
 
-func TestSizeFlag(t *testing.T) {
-	for in, want := range map[string]int64{
-		"1048576": 1 << 20, "1MiB": 1 << 20, "1M": 1 << 20, "1mb": 1 << 20,
-		"64KiB": 64 << 10, "64k": 64 << 10, "2 GiB": 2 << 30, "0": 0,
-	} {
-		var s sizeFlag
-		if err := s.Set(in); err != nil || int64(s) != want {
-			t.Errorf("Set(%q) = %d, %v; want %d", in, s, err, want)
-		}
-	}
-	for _, in := range []string{"", "MiB", "1TiB", "-1", "1.5M", "x", "1Ⱥ", "1ȺȺȺ", "Ⱥ1", "1\x1b[2J", "99999999999999999999"} {
-		var s sizeFlag
-		if err := s.Set(in); err == nil {
-			t.Errorf("Set(%q) = %d, want an error", in, s)
-		}
-	}
-}
-
 // TestProbeCommand runs the command against a lingering and a plainly
 // closing Go server: the exit status is 0 for the first and 1 for the
 // second, --json prints a report, a bad command line exits 2 and a probe

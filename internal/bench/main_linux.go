@@ -12,10 +12,11 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/linger-go/linger/internal/bytesize"
 )
 
 const usage = `usage: linger bench [flags] WHAT
@@ -189,9 +190,11 @@ func Main(ctx context.Context, self, args []string) error {
 			f.name, f.kind = kind, kind
 			if size, ok := strings.CutPrefix(kind, "upload-"); ok {
 				f.kind = kindUpload
-				if f.body, err = parseSize(size); err != nil {
-					return err
+				n, err := bytesize.Parse(size)
+				if err != nil {
+					return fmt.Errorf("-clients %s: %w", kind, err)
 				}
+				f.body = int(n)
 			}
 			for range *rounds {
 				for _, m := range []string{"plain", "linger"} {
@@ -368,22 +371,6 @@ func printFlood(w io.Writer, rs []FloodResult) {
 			kind, rate[l]/rate[p], cpu[l]/cpu[p])
 	}
 	fmt.Fprintln(w)
-}
-
-// parseSize parses a byte count such as 512, 1k or 1m.
-func parseSize(s string) (int, error) {
-	mult := 1
-	switch {
-	case strings.HasSuffix(s, "k"):
-		mult, s = 1<<10, s[:len(s)-1]
-	case strings.HasSuffix(s, "m"):
-		mult, s = 1<<20, s[:len(s)-1]
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return n * mult, nil
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }

@@ -6,6 +6,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/linger-go/linger/internal/bytesize"
 )
 
 // Report is the result of a probe: every trial, the counts, and a verdict.
@@ -264,7 +266,7 @@ func FormatTrial(t Trial) string {
 		parts = append(parts, how)
 	}
 	if t.Outcome != HandshakeFailed {
-		s := "sent " + formatBytes(t.Sent)
+		s := "sent " + bytesize.Format(t.Sent)
 		if t.Version != "" {
 			s += ", " + t.Version
 		}
@@ -280,7 +282,7 @@ func FormatTrial(t Trial) string {
 func (r *Report) WriteSummary(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nlinger probe %s: provoke %s, upload %s, %d of %d trials", r.Target, r.Mode,
-		formatBytes(r.Upload), len(r.Trials), r.Planned)
+		bytesize.Format(r.Upload), len(r.Trials), r.Planned)
 	if v := r.versions(); v != "" {
 		fmt.Fprintf(&b, ", %s", v)
 	}
@@ -313,18 +315,4 @@ func (r *Report) versions() string {
 		}
 	}
 	return strings.Join(vs, " and ")
-}
-
-func formatBytes(n int64) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%d KiB", n>>10)
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
