@@ -120,7 +120,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 			"-workers", strconv.Itoa(max(1, f.workers/f.procs)), "-src", srcAddrsFrom(i*f.srcs, f.srcs),
 			"-ca", files.CA, "-cert", files.UntrustedCert, "-key", files.UntrustedKey,
 			"-kind", f.kind, "-body", strconv.Itoa(f.body)}
-		c, err := startChild(ctx, self, nil, args...)
+		c, err := startChild(ctx, self, args...)
 		if err != nil {
 			return r, err
 		}

@@ -61,7 +61,7 @@ func (h *heldFlags) register(fs *flag.FlagSet, n int) {
 func runHeld(ctx context.Context, self []string, f heldFlags, modes []string) ([]HeldResult, error) {
 	var res []HeldResult
 	for _, m := range modes {
-		c, err := startChild(ctx, self, nil, "held-server", "-mode", m,
+		c, err := startChild(ctx, self, "held-server", "-mode", m,
 			"-n", strconv.Itoa(f.n), "-peers", strconv.Itoa(f.peers), "-srcs", strconv.Itoa(f.srcs))
 		if err != nil {
 			return res, err
@@ -182,7 +182,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 	per := (f.n + f.peers - 1) / f.peers
 	for left := f.n; left > 0; left -= per {
 		k := min(per, left)
-		p, err := startChild(ctx, self, nil, "peer", "-addr", ln.Addr().String(),
+		p, err := startChild(ctx, self, "peer", "-addr", ln.Addr().String(),
 			"-n", strconv.Itoa(k), "-src", srcAddrs(f.srcs))
 		if err != nil {
 			return r, err

@@ -208,6 +208,12 @@ const (
 	kindDeaf = "deaf"
 )
 
+// knownKind reports whether kind is one of the flood clients' kinds, so that
+// a mistyped one is an error rather than some other client.
+func knownKind(kind string) bool {
+	return kind == kindUpload || kind == kindCooperative || kind == kindDeaf
+}
+
 // runFloodClient completes handshakes as fast as it can, for a while.
 func runFloodClient(args []string) error {
 	fs := flag.NewFlagSet("floodclient", flag.ContinueOnError)
@@ -222,6 +228,9 @@ func runFloodClient(args []string) error {
 	bodySize := fs.Int("body", 1<<20, "bytes an upload client sends")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if !knownKind(*kind) {
+		return fmt.Errorf("-kind %q: want %s, %s or %s", *kind, kindUpload, kindCooperative, kindDeaf)
 	}
 	go exitOnStdinEOF(nil)
 	caPEM, err := os.ReadFile(*caFile)
@@ -294,7 +303,7 @@ func runFloodClient(args []string) error {
 					}
 					<-rdone
 					ferr = rerr
-				default:
+				case kindDeaf:
 					for ferr == nil {
 						var n int
 						n, ferr = c.Write(chunk)

@@ -84,6 +84,9 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 		case "linger-noperip":
 			cfg.MaxConnsPerIP = -1
 			r.PerIP = -1
+		case "linger":
+		default:
+			return r, fmt.Errorf("unknown mode %q", mode)
 		}
 		if lc, err = linger.New(cfg); err != nil {
 			return r, err

@@ -32,9 +32,8 @@ type child struct {
 // startChild runs self with args. The child dies with ctx (exec kills it),
 // with this process (PR_SET_PDEATHSIG), and exits by itself when its stdin
 // closes, so no child outlives the benchmark whichever way it ends.
-func startChild(ctx context.Context, self []string, env []string, args ...string) (*child, error) {
+func startChild(ctx context.Context, self []string, args ...string) (*child, error) {
 	cmd := exec.CommandContext(ctx, self[0], append(append([]string(nil), self[1:]...), args...)...)
-	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second

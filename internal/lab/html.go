@@ -33,8 +33,6 @@ func (r *Report) WriteHTML(path string) error {
 
 // HTML renders the report as a self-contained HTML page.
 func (r *Report) HTML() ([]byte, error) {
-	var table bytes.Buffer
-	r.WriteTable(&table)
 	rows, strategies := r.matrix()
 	data := struct {
 		R          *Report
