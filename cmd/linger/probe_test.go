@@ -45,7 +45,7 @@ func TestProbeCommand(t *testing.T) {
 		{"linger", []string{"--ca", files.CA, "--trials", "3", "--interval", "5ms", lingering}, 0, "DELIVERED"},
 		{"plain, flags after the address", []string{plain, "--ca", files.CA, "--trials", "3", "--interval", "5ms"}, 1, "RESET AFTER ALERT"},
 		{"json", []string{"--json", "--ca", files.CA, "--trials", "2", "--interval", "5ms", "--upload", "64KiB", lingering}, 0, `"status": "delivered"`},
-		{"untrusted server: inconclusive", []string{"--trials", "2", lingering}, 3, "--ca"},
+		{"untrusted server: inconclusive", []string{"--trials", "2", lingering}, 3, " -ca"},
 		{"no address", []string{"--trials", "2"}, 2, "usage"},
 		{"no port", []string{"127.0.0.1"}, 2, "want HOST:PORT"},
 		{"missing --ca file", []string{"--ca", files.CA + ".missing", lingering}, 2, "no such file"},
@@ -54,7 +54,7 @@ func TestProbeCommand(t *testing.T) {
 		{"bad size", []string{"--upload", "1Ⱥ", lingering}, 2, `unknown unit "Ⱥ"`},
 		{"bad mode", []string{"--provoke", "nonsense", lingering}, 2, "record or client-cert"},
 		{"zero interval", []string{"--interval", "0s", lingering}, 2, "at least 1ms"},
-		{"zero watch", []string{"--watch", "0s", lingering}, 2, "--watch"},
+		{"zero watch", []string{"--watch", "0s", lingering}, 2, "-watch 0s: want a positive duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

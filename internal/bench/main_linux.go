@@ -263,7 +263,7 @@ func Main(ctx context.Context, self, args []string) error {
 
 // Machine identifies where the numbers were taken.
 type Machine struct {
-	CPUs   int    `json:"nproc"`
+	CPUs   int    `json:"cpus"`
 	Model  string `json:"cpu_model"`
 	Kernel string `json:"kernel"`
 	Go     string `json:"go"`

@@ -60,7 +60,7 @@ func classify(o observation) classified {
 		case o.mode == ModeRecord && o.certAsked && !isLocal(o.handshake) && !connerr.IsTimeout(o.handshake) && !o.cancelled:
 			c.outcome = HandshakeFailed
 			c.err = handshakeError(o.handshake, o.cancelled) + " (the server asked for a client certificate and " +
-				"refused the connection without one: it requires one, so try --provoke client-cert)"
+				"refused the connection without one: it requires one, so try -provoke client-cert)"
 			return c
 		case o.mode != ModeClientCert || !o.certAsked || isLocal(o.handshake) || o.cancelled:
 			c.outcome, c.err = HandshakeFailed, handshakeError(o.handshake, o.cancelled)
@@ -71,7 +71,7 @@ func classify(o observation) classified {
 		c.inHandshake = true
 	} else if o.mode == ModeClientCert && !o.certAsked {
 		c.outcome = HandshakeFailed
-		c.err = "the server did not ask for a client certificate, so it cannot reject one (try --provoke record)"
+		c.err = "the server did not ask for a client certificate, so it cannot reject one (try -provoke record)"
 		return c
 	}
 
@@ -157,9 +157,9 @@ func handshakeError(err error, cancelled bool) string {
 	case connerr.IsTimeout(err) || cancelled:
 		return "handshake timed out: is this a TLS port?"
 	case errors.As(err, &unknown):
-		return s + " (give the server's CA with --ca, or --insecure)"
+		return s + " (give the server's CA with -ca, or -insecure)"
 	case errors.As(err, &hostname):
-		return s + " (set --servername, or --insecure)"
+		return s + " (set -servername, or -insecure)"
 	}
 	return s
 }

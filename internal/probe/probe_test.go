@@ -142,7 +142,7 @@ func TestConfigurationProblems(t *testing.T) {
 		cfg  probe.Config
 		want string
 	}{
-		{"untrusted server", probe.Config{Addr: noCerts}, "--ca"},
+		{"untrusted server", probe.Config{Addr: noCerts}, " -ca"},
 		{"no client certificate asked", probe.Config{Addr: noCerts, Mode: probe.ModeClientCert,
 			TLS: clientTLS(p, 0)}, "did not ask for a client certificate"},
 		{"refused", probe.Config{Addr: refused}, "connection refused"},

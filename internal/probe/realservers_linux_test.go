@@ -107,8 +107,8 @@ func TestRealServers(t *testing.T) {
 				srv := startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
 					Version: ver.v, RequireCert: true})
 				rep := run(t, probe.Config{Addr: srv.Addr, TLS: clientTLS(ca, ver.v), Trials: 2, Upload: 16 << 10})
-				if !strings.Contains(rep.Verdict.Line, "--provoke client-cert") {
-					t.Errorf("verdict does not suggest --provoke client-cert: %s", rep.Verdict.Line)
+				if !strings.Contains(rep.Verdict.Line, " -provoke client-cert") {
+					t.Errorf("verdict does not suggest -provoke client-cert: %s", rep.Verdict.Line)
 				}
 			})
 			for _, mode := range modes {

@@ -152,7 +152,7 @@ func (r *Report) verdict() Verdict {
 		// record (certificate_required, or an HTTP answer): delivery is
 		// still measured, but of a different refusal, whatever it is.
 		note += fmt.Sprintf(" (in %d trials the server asked for a client certificate, so it may have refused the "+
-			"missing certificate rather than the bad record; --provoke client-cert tests its rejections of one)", asked)
+			"missing certificate rather than the bad record; -provoke client-cert tests its rejections of one)", asked)
 	}
 	var afterFIN string
 	if r.ResetsAfterFIN > 0 {
@@ -180,7 +180,7 @@ func (r *Report) verdict() Verdict {
 		}
 		if n := r.Counts[Timeout]; n > 0 {
 			why = append(why, fmt.Sprintf("%d timed out: the server neither answered nor closed; "+
-				"raise --timeout, or it does not notice the provocation", n))
+				"raise -timeout, or it does not notice the provocation", n))
 		}
 		return Verdict{Lost, fmt.Sprintf("LOST: in %d of %d trials the client never saw the alert%s. %s.",
 			lost, provoked, note, strings.Join(why, "; "))}
