@@ -41,7 +41,7 @@ type observation struct {
 
 // classified is what classify makes of an observation.
 type classified struct {
-	outcome     Outcome
+	outcome     TrialOutcome
 	alert       *alert.Error
 	httpStatus  string
 	inHandshake bool

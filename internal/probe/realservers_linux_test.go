@@ -137,16 +137,16 @@ func checkRealServer(t *testing.T, kind string, mode probe.Mode, version uint16,
 	if rep.Provoked() != len(rep.Trials) {
 		t.Fatalf("%d of %d trials failed at the handshake: %s", len(rep.Trials)-rep.Provoked(), len(rep.Trials), rep.Verdict.Line)
 	}
-	answers := map[probe.Outcome]bool{}
+	answers := map[probe.TrialOutcome]bool{}
 	for _, tr := range rep.Trials {
 		answers[tr.Outcome] = true
 	}
-	var want []probe.Outcome
+	var want []probe.TrialOutcome
 	switch {
 	case kind == "nginx" && mode == probe.ModeClientCert:
-		want = []probe.Outcome{probe.HTTPAnswer, probe.HTTPThenReset}
+		want = []probe.TrialOutcome{probe.HTTPAnswer, probe.HTTPThenReset}
 	default:
-		want = []probe.Outcome{probe.AlertFirst, probe.AlertAfterError}
+		want = []probe.TrialOutcome{probe.AlertFirst, probe.AlertAfterError}
 	}
 	for o := range answers {
 		ok := false

@@ -22,7 +22,7 @@ type Report struct {
 	Stopped string  `json:"stopped,omitempty"`
 	Trials  []Trial `json:"trials"`
 	// Counts has an entry for every outcome, zero included.
-	Counts map[Outcome]int `json:"counts"`
+	Counts map[TrialOutcome]int `json:"counts"`
 	// Alerts counts the alerts received, by name.
 	Alerts map[string]int `json:"alerts,omitempty"`
 	// HTTP counts the HTTP status lines received instead of an alert.
@@ -91,7 +91,7 @@ func (r *Report) ExitCode() int {
 func (r *Report) Provoked() int { return len(r.Trials) - r.Counts[HandshakeFailed] }
 
 func (r *Report) summarize() {
-	r.Counts = make(map[Outcome]int, len(Outcomes))
+	r.Counts = make(map[TrialOutcome]int, len(Outcomes))
 	for _, o := range Outcomes {
 		r.Counts[o] = 0
 	}

@@ -6,10 +6,10 @@ import (
 )
 
 func TestVerdict(t *testing.T) {
-	alert := func(o Outcome, reset, fin bool) Trial {
+	alert := func(o TrialOutcome, reset, fin bool) Trial {
 		return Trial{Outcome: o, Alert: "unknown_ca", AlertCode: 48, Reset: reset, FIN: fin, Version: "TLS 1.3"}
 	}
-	http := func(o Outcome, reset bool) Trial {
+	http := func(o TrialOutcome, reset bool) Trial {
 		return Trial{Outcome: o, HTTPStatus: "HTTP/1.1 400 Bad Request", Reset: reset, FIN: true, Version: "TLS 1.3"}
 	}
 	tls12 := alert(AlertAfterError, true, false)

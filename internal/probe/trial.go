@@ -13,46 +13,47 @@ import (
 	"github.com/linger-go/linger/internal/connerr"
 )
 
-// Outcome is what one trial saw.
-type Outcome string
+// TrialOutcome is what one trial saw. (A linger.Outcome, by contrast, is
+// how a lingering connection ended on the server.)
+type TrialOutcome string
 
 const (
 	// AlertFirst: the alert arrived and the connection was never reset. A
 	// client still sending learns why it was refused.
-	AlertFirst Outcome = "alert"
+	AlertFirst TrialOutcome = "alert"
 	// AlertAfterError: the alert arrived, but the server also reset the
 	// connection, before or after its FIN. A client still sending gets
 	// ECONNRESET or EPIPE from its write and finds the alert only if it
 	// reads afterwards (Linux keeps the alert readable after the reset,
 	// Windows discards it).
-	AlertAfterError Outcome = "alert_after_error"
+	AlertAfterError TrialOutcome = "alert_after_error"
 	// HTTPAnswer: instead of an alert the server answered with an HTTP
 	// response (nginx answers an untrusted client certificate with "400
 	// The SSL certificate error") and the connection was never reset. A
 	// client reads an HTTP error, not an alert.
-	HTTPAnswer Outcome = "http"
+	HTTPAnswer TrialOutcome = "http"
 	// HTTPThenReset: an HTTP response, then a reset: a client still
 	// sending gets ECONNRESET or EPIPE from its write.
-	HTTPThenReset Outcome = "http_then_reset"
+	HTTPThenReset TrialOutcome = "http_then_reset"
 	// Reset: the connection was reset and no alert ever arrived.
-	Reset Outcome = "reset"
+	Reset TrialOutcome = "reset"
 	// EOF: the server closed the connection without sending an alert.
-	EOF Outcome = "eof"
+	EOF TrialOutcome = "eof"
 	// Timeout: nothing decisive arrived within Config.Timeout.
-	Timeout Outcome = "timeout"
+	Timeout TrialOutcome = "timeout"
 	// HandshakeFailed: the trial could not get to the provocation:
 	// connection refused, an untrusted server certificate, no common
 	// version or protocol, a server that requires a client certificate
 	// (ModeRecord), or one that did not ask for one (ModeClientCert). A
 	// configuration problem, not a delivery failure.
-	HandshakeFailed Outcome = "handshake_failed"
+	HandshakeFailed TrialOutcome = "handshake_failed"
 )
 
 // Outcomes lists every outcome, in the order reports show them.
-var Outcomes = []Outcome{AlertFirst, AlertAfterError, HTTPAnswer, HTTPThenReset, Reset, EOF, Timeout, HandshakeFailed}
+var Outcomes = []TrialOutcome{AlertFirst, AlertAfterError, HTTPAnswer, HTTPThenReset, Reset, EOF, Timeout, HandshakeFailed}
 
 // Describe returns the outcome's words for people.
-func (o Outcome) Describe() string {
+func (o TrialOutcome) Describe() string {
 	switch o {
 	case AlertFirst:
 		return "alert, no reset"
@@ -76,8 +77,8 @@ func (o Outcome) Describe() string {
 
 // Trial is the record of one connection.
 type Trial struct {
-	N       int     `json:"n"`
-	Outcome Outcome `json:"outcome"`
+	N       int          `json:"n"`
+	Outcome TrialOutcome `json:"outcome"`
 	// Alert is the alert's name as RFC 8446 spells it, such as
 	// "bad_record_mac"; AlertCode its number.
 	Alert     string `json:"alert,omitempty"`
