@@ -264,13 +264,8 @@ func goHTTP(ctx context.Context, t *trial) result {
 	cfg := t.clientConfig()
 	tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
 	tr.DialTLSContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		raw, err := t.nw.dial(ctx, network, t.addr)
+		tc, err := t.dialTLS(ctx, network, cfg)
 		if err != nil {
-			return nil, err
-		}
-		tc := tls.Client(raw, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			raw.Close()
 			return nil, err
 		}
 		rec.Conn = tc
@@ -289,6 +284,21 @@ func goHTTP(ctx context.Context, t *trial) result {
 	_, ok := alert.FromError(err)
 	ok = ok && t.sc.rejects
 	return result{ok: ok, reached: b2i(ok || rec.reached(t.sc)), first: connerr.Name(err)}
+}
+
+// dialTLS dials the trial's server on its network and completes the TLS
+// handshake with cfg, as an http.Transport's own dial does.
+func (t *trial) dialTLS(ctx context.Context, network string, cfg *tls.Config) (*tls.Conn, error) {
+	raw, err := t.nw.dial(ctx, network, t.addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // goHTTP2 POSTs the upload with net/http's stock transport offering HTTP/2
@@ -322,16 +332,7 @@ func goHTTP2(ctx context.Context, t *trial, withAlert, h2 bool) result {
 		protos.SetHTTP2(true)
 		tr := &http.Transport{TLSClientConfig: cfg, Protocols: &protos}
 		tr.DialTLSContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
-			raw, err := t.nw.dial(ctx, network, t.addr)
-			if err != nil {
-				return nil, err
-			}
-			tc := tls.Client(raw, cfg)
-			if err := tc.HandshakeContext(ctx); err != nil {
-				raw.Close()
-				return nil, err
-			}
-			return tc, nil
+			return t.dialTLS(ctx, network, cfg)
 		}
 		defer tr.CloseIdleConnections()
 		rt = tr
