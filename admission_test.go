@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -106,7 +107,7 @@ func runAdmission(t testing.TB, portable bool, data []byte) {
 		t.Fatal(err)
 	}
 	d.ln = ln
-	fds := testbed.OpenFDs()
+	fds := proc.OpenFDs()
 	defer func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/linger-go/linger/internal/proc"
 )
 
 // Micro benchmarks; "linger bench" (internal/bench) measures whole
@@ -196,14 +198,9 @@ func rawFD(b *testing.B, c *net.TCPConn) int {
 	return fd
 }
 
-// processCPU is the CPU time of the whole process (both ends of the
-// connection), user and system: on a shared machine it is steadier than the
-// wall time.
-func processCPU() time.Duration {
-	var ru unix.Rusage
-	unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+// processCPU is the CPU time of the whole process: both ends of the
+// connection, so the benchmarks count the client's work too.
+var processCPU = proc.CPUTime
 
 // threadCPU is the calling OS thread's CPU time, user and system.
 func threadCPU() time.Duration {

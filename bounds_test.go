@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/linger-go/linger/internal/connerr"
 )
 
 // Each bound against a peer built to break it.
@@ -272,7 +274,7 @@ func (u *uploader) start(c net.Conn, every time.Duration) {
 			default:
 			}
 			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			if _, err := c.Write(buf); err != nil && !isTimeout(err) {
+			if _, err := c.Write(buf); err != nil && !connerr.IsTimeout(err) {
 				return
 			}
 			now := time.Now()

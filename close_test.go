@@ -7,10 +7,12 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -69,11 +71,16 @@ func TestCloseWakesBlockedCalls(t *testing.T) {
 			h := newHarness(t, Config{}, be.portable)
 			srv, cli := pair(t, listen(t), nil)
 			errc := make(chan error, 1)
-			go func() {
-				_, err := srv.Read(make([]byte, 1))
-				errc <- err
-			}()
-			time.Sleep(20 * time.Millisecond) // let Read block
+			go blockingRead(srv, errc)
+			// A Read that starts after the hand-off returns net.ErrClosed
+			// too, so the test first waits until Read is parked in the
+			// poller: only then is it a wake-up that is tested.
+			waitParked(t, "linger.blockingRead")
+			select {
+			case err := <-errc:
+				t.Fatalf("Read returned %v before the hand-off", err)
+			default:
+			}
 			if err := h.Close(srv); err != nil {
 				t.Fatal(err)
 			}
@@ -88,6 +95,33 @@ func TestCloseWakesBlockedCalls(t *testing.T) {
 			cli.Close()
 			h.next(t, 5*time.Second)
 		})
+	}
+}
+
+// blockingRead reads one byte from c and sends the error; it is a named
+// function so that waitParked can find its goroutine.
+func blockingRead(c net.Conn, errc chan<- error) {
+	_, err := c.Read(make([]byte, 1))
+	errc <- err
+}
+
+// waitParked waits until a goroutine running fn is blocked on the network
+// poller ("IO wait" in a stack dump), or fails the test after 5 s.
+func waitParked(t *testing.T, fn string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		dump := string(buf[:runtime.Stack(buf, true)])
+		for _, g := range strings.Split(dump, "\n\n") {
+			if strings.Contains(g, "[IO wait") && strings.Contains(g, fn+"(") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine in %s parked in IO wait after 5 s", fn)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -200,7 +234,7 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			fds := testbed.OpenFDs()
+			fds := proc.OpenFDs()
 			h := newHarness(t, Config{}, be.portable)
 			ln := listen(t)
 			var clients []*net.TCPConn
@@ -251,7 +285,7 @@ func TestShutdown(t *testing.T) {
 			}
 			last.Close()
 			ln.Close()
-			if now := testbed.OpenFDs(); now > fds {
+			if now := proc.OpenFDs(); now > fds {
 				t.Errorf("%d descriptors open after Shutdown, %d before", now, fds)
 			}
 		})
@@ -261,11 +295,11 @@ func TestShutdown(t *testing.T) {
 // TestCloseTLSConn: a *tls.Conn is unwrapped to its TCP connection, whose
 // last bytes (here a TLS record) reach the peer before a clean end.
 func TestCloseTLSConn(t *testing.T) {
-	pki := testbed.SharedPKI(t)
+	ca := testbed.SharedPKI(t)
 	h := newHarness(t, Config{}, selectedPortable())
 	srvRaw, cliRaw := pair(t, listen(t), nil)
-	srv := tls.Server(srvRaw, pki.ServerConfig(tls.VersionTLS13))
-	cli := tls.Client(cliRaw, pki.ClientConfig(&pki.Client, tls.VersionTLS13))
+	srv := tls.Server(srvRaw, ca.ServerConfig(tls.VersionTLS13))
+	cli := tls.Client(cliRaw, ca.ClientConfig(&ca.Client, tls.VersionTLS13))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Handshake() }()
 	if err := cli.Handshake(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/internal/backendsel"
+	"github.com/linger-go/linger/internal/connerr"
 	"go.uber.org/goleak"
 )
 
@@ -121,16 +122,11 @@ func send(c net.Conn, n int, pause time.Duration) (stop func()) {
 			default:
 			}
 			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			if _, err := c.Write(buf); err != nil && !isTimeout(err) {
+			if _, err := c.Write(buf); err != nil && !connerr.IsTimeout(err) {
 				return
 			}
 			time.Sleep(pause)
 		}
 	}()
 	return func() { close(done); wg.Wait() }
-}
-
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/netns"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -58,7 +59,7 @@ func TestIdleIsOneTimeout(t *testing.T) {
 func TestNotIdleWhileUnacknowledged(t *testing.T) {
 	testbed.RequireRoot(t, "the lossy path between two network namespaces")
 	const trials, word = 40, 32 << 10
-	p, err := testbed.NewPair(testbed.PathConfig{Loss: 0.05})
+	p, err := netns.NewPair(netns.PathConfig{Loss: 0.05})
 	if err != nil {
 		t.Fatal(err)
 	}

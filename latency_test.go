@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/linger-go/linger/internal/connerr"
 )
 
 // BenchmarkCloseLatency measures how long Close and Stats take while the
@@ -79,7 +81,7 @@ func BenchmarkCloseLatency(b *testing.B) {
 						for {
 							conn.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 							if _, err := conn.Write(buf); err != nil {
-								if !isTimeout(err) {
+								if !connerr.IsTimeout(err) {
 									break
 								}
 								select {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/linger-go/linger/internal/connerr"
 )
 
 const tcpClose = 7 // TCP_CLOSE in the kernel's tcp_states.h
@@ -100,7 +102,7 @@ func TestOutOfDescriptors(t *testing.T) {
 				t.Errorf("%d plain closes counted, want 1", n)
 			}
 			cli.SetReadDeadline(time.Now().Add(time.Second))
-			if _, err := cli.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+			if _, err := cli.Read(make([]byte, 1)); err == nil || connerr.IsTimeout(err) {
 				t.Errorf("peer read %v, want the connection closed", err)
 			}
 		})

@@ -6,11 +6,11 @@ import (
 	"net"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/linger-go/linger/internal/backendsel"
+	"github.com/linger-go/linger/internal/connerr"
 )
 
 // Odd callers and odd sockets: what Close does with them.
@@ -80,25 +80,16 @@ func TestBlockedWriteGetsErrClosed(t *testing.T) {
 				srv.SetWriteBuffer(16 << 10)
 				cli.SetReadBuffer(16 << 10)
 				errc := make(chan error, 1)
-				var started sync.WaitGroup
-				started.Add(1)
-				go func() {
-					started.Done()
-					buf := make([]byte, 64<<10)
-					for {
-						if _, err := srv.Write(buf); err != nil {
-							errc <- err
-							return
-						}
-					}
-				}()
-				started.Wait()
-				time.Sleep(5 * time.Millisecond) // let Write block on a full send buffer
+				go writeUntilError(srv, errc)
+				// The peer does not read: Write parks in the poller once
+				// the buffers are full. Only a parked Write tests the
+				// wake-up.
+				waitParked(t, "linger.writeUntilError")
 				h.Close(srv)
 				select {
 				case err := <-errc:
 					if !errors.Is(err, net.ErrClosed) {
-						others[summarize(err)]++
+						others[connerr.Name(err)]++
 					}
 				case <-time.After(5 * time.Second):
 					t.Fatal("blocked Write did not return")
@@ -130,6 +121,18 @@ func TestNewIgnoresEnvironment(t *testing.T) {
 		_, isPortable := c.be.(portable)
 		if want := sel || runtime.GOOS != "linux"; isPortable != want {
 			t.Errorf("selected portable %v, LINGER_BACKEND=portable: New built a portable backend: %v, want %v", sel, isPortable, want)
+		}
+	}
+}
+
+// writeUntilError writes to c until a write fails and sends that error; it
+// is a named function so that waitParked can find its goroutine.
+func writeUntilError(c net.Conn, errc chan<- error) {
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := c.Write(buf); err != nil {
+			errc <- err
+			return
 		}
 	}
 }

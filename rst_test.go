@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/netns"
+	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -21,8 +23,8 @@ import (
 func TestNoResets(t *testing.T) {
 	testbed.RequireRoot(t, "the RST counters test")
 	const trials = 50
-	pki := testbed.SharedPKI(t)
-	pair, err := testbed.NewPair(testbed.PathConfig{})
+	ca := testbed.SharedPKI(t)
+	pair, err := netns.NewPair(netns.PathConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +47,7 @@ func TestNoResets(t *testing.T) {
 			}
 			// The handshake fails on the untrusted certificate, and the
 			// server closes the TCP connection, through linger or not.
-			addr := testbed.ServeTLS(t, ln, pki.ServerConfig(tls.VersionTLS13), nil)
+			addr := testbed.ServeTLS(t, ln, ca.ServerConfig(tls.VersionTLS13), nil)
 
 			before, err := pair.Server.Counters()
 			if err != nil {
@@ -53,7 +55,7 @@ func TestNoResets(t *testing.T) {
 			}
 			alerts := 0
 			for range trials {
-				err := nsUpload(pair.Client, pki, addr)
+				err := nsUpload(pair.Client, ca, addr)
 				if err != nil && strings.Contains(err.Error(), "unknown certificate authority") {
 					alerts++
 				}
@@ -85,14 +87,14 @@ func TestNoResets(t *testing.T) {
 }
 
 // nsUpload is goUpload from the client namespace.
-func nsUpload(ns *testbed.Netns, pki *testbed.PKI, addr string) error {
+func nsUpload(ns *netns.Namespace, ca *pki.PKI, addr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	raw, err := ns.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err
 	}
-	cfg := pki.ClientConfig(&pki.Untrusted, tls.VersionTLS13)
+	cfg := ca.ClientConfig(&ca.Untrusted, tls.VersionTLS13)
 	cfg.ServerName = "192.0.2.1"
 	conn := tls.Client(raw, cfg)
 	defer conn.Close()

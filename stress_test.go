@@ -2,12 +2,14 @@ package linger
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/proc"
 )
 
 // TestConcurrentHandoffs races hand-offs, releases under the cap, peers that
@@ -17,14 +19,33 @@ func TestConcurrentHandoffs(t *testing.T) {
 	const workers, each, capacity = 8, 40, 16
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			fds := testbed.OpenFDs()
+			fds := proc.OpenFDs()
 			c, err := newCloser(Config{MaxConns: capacity, IdleTimeout: 300 * time.Millisecond}, be.portable)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var mu sync.Mutex
 			reported := 0
-			c.cfg.OnClose = func(Report) { mu.Lock(); reported++; mu.Unlock() }
+			last := map[string]Report{} // the latest report for each client address
+			c.cfg.OnClose = func(r Report) {
+				mu.Lock()
+				reported++
+				last[r.RemoteAddr.String()] = r
+				mu.Unlock()
+			}
+			// A hand-off that starts after Shutdown has returned must be
+			// closed plainly, and a plain close is reported before Close
+			// returns, so the worker can check its own report.
+			var down atomic.Bool
+			var afterDown atomic.Int64
+			checkPlain := func(peer string) {
+				mu.Lock()
+				r, ok := last[peer]
+				mu.Unlock()
+				if !ok || r.Outcome != Plain || !errors.Is(r.Err, ErrShutdown) {
+					t.Errorf("hand-off after Shutdown: report %+v (found %v), want %v with ErrShutdown", r, ok, Plain)
+				}
+			}
 			ln := listen(t)
 
 			stopWatch := make(chan struct{})
@@ -61,7 +82,14 @@ func TestConcurrentHandoffs(t *testing.T) {
 							return
 						}
 						cli.Write([]byte("unread"))
+						// Accept may return another worker's connection:
+						// the report names the accepted one's peer.
+						peer, after := srv.RemoteAddr().String(), down.Load()
 						c.Close(srv)
+						if after {
+							afterDown.Add(1)
+							checkPlain(peer)
+						}
 						switch (w + i) % 3 {
 						case 0:
 							cli.Close()
@@ -76,36 +104,56 @@ func TestConcurrentHandoffs(t *testing.T) {
 					}
 				}()
 			}
-			// Shutdown while hand-offs are still coming: they must close
-			// plainly, and the lingering ones end within the context.
+			// Shutdown while hand-offs are still coming: those after it
+			// close plainly, and the lingering ones end within the context.
 			time.Sleep(20 * time.Millisecond)
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			c.Shutdown(ctx)
+			down.Store(true)
 			cancel()
 			wg.Wait()
+			// One more hand-off after Shutdown, so that the plain close is
+			// checked even if the workers all finished before it.
+			cli, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cli.Write([]byte("unread"))
+			peer := srv.RemoteAddr().String()
+			if err := c.Close(srv); err != nil {
+				t.Errorf("Close after Shutdown: %v", err)
+			}
+			checkPlain(peer)
+			clients = append(clients, cli)
+			t.Logf("%d of %d worker hand-offs came after Shutdown returned", afterDown.Load(), workers*each)
+			const total = workers*each + 1
 			c.Shutdown(context.Background())
 			close(stopWatch)
 			if peak := <-watched; peak > capacity {
 				t.Errorf("%d lingering at the peak, cap %d", peak, capacity)
 			}
 			mu.Lock()
-			if reported != workers*each {
-				t.Errorf("%d reports for %d hand-offs", reported, workers*each)
+			if reported != total {
+				t.Errorf("%d reports for %d hand-offs", reported, total)
 			}
 			mu.Unlock()
 			st := c.Stats()
-			var total uint64
+			var closed uint64
 			for _, n := range st.Outcomes {
-				total += n
+				closed += n
 			}
-			if st.Lingering != 0 || total != workers*each {
-				t.Errorf("stats %+v, want nothing lingering and %d closed", st, workers*each)
+			if st.Lingering != 0 || closed != total {
+				t.Errorf("stats %+v, want nothing lingering and %d closed", st, total)
 			}
 			for _, cl := range clients {
 				cl.Close()
 			}
 			ln.Close()
-			if now := testbed.OpenFDs(); now > fds {
+			if now := proc.OpenFDs(); now > fds {
 				t.Errorf("%d descriptors open at the end, %d at the start", now, fds)
 			}
 		})

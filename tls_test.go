@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/connerr"
+	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -29,8 +32,8 @@ import (
 const tlsTrials = 100
 
 func TestTLSAlertReachesClient(t *testing.T) {
-	pki := testbed.SharedPKI(t)
-	files, err := pki.WriteFiles(t.TempDir())
+	ca := testbed.SharedPKI(t)
+	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +48,7 @@ func TestTLSAlertReachesClient(t *testing.T) {
 		trial func(addr string) error
 		skip  string
 	}{
-		{"go", func(addr string) error { return goUpload(pki, addr) }, ""},
+		{"go", func(addr string) error { return goUpload(ca, addr) }, ""},
 		{"curl", func(addr string) error { return curlUpload(curl, files, body, addr) }, ""},
 	}
 	if curlErr != nil {
@@ -63,7 +66,7 @@ func TestTLSAlertReachesClient(t *testing.T) {
 				h = newHarness(t, Config{}, selectedPortable())
 				ln = h.Listener(ln)
 			}
-			addr := serveTLS(t, ln, pki.ServerConfig(tls.VersionTLS13))
+			addr := serveTLS(t, ln, ca.ServerConfig(tls.VersionTLS13))
 			for _, cl := range clients {
 				t.Run(cl.name, func(t *testing.T) {
 					if cl.skip != "" {
@@ -79,7 +82,7 @@ func TestTLSAlertReachesClient(t *testing.T) {
 						case err == nil:
 							others["no error"]++
 						default:
-							others[summarize(err)]++
+							others[connerr.Name(err)]++
 						}
 					}
 					t.Logf("%s client, %s server: alert reported first in %d/%d trials; otherwise %v", cl.name, name, alerts, tlsTrials, others)
@@ -129,9 +132,9 @@ func serveTLS(t *testing.T, ln net.Listener, cfg *tls.Config) string {
 
 // goUpload is a crypto/tls client that writes 1 MiB, then reads, and
 // returns the first error it gets.
-func goUpload(pki *testbed.PKI, addr string) error {
+func goUpload(ca *pki.PKI, addr string) error {
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	conn, err := tls.DialWithDialer(d, "tcp", addr, pki.ClientConfig(&pki.Untrusted, tls.VersionTLS13))
+	conn, err := tls.DialWithDialer(d, "tcp", addr, ca.ClientConfig(&ca.Untrusted, tls.VersionTLS13))
 	if err != nil {
 		return err
 	}
@@ -145,7 +148,7 @@ func goUpload(pki *testbed.PKI, addr string) error {
 }
 
 // curlUpload POSTs 1 MiB with the untrusted client certificate.
-func curlUpload(curl string, f testbed.Files, body, addr string) error {
+func curlUpload(curl string, f pki.Files, body, addr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, curl, "-sS", "-o", "/dev/null", "--max-time", "5",
@@ -172,18 +175,40 @@ func logHolds(t *testing.T, h *harness, n int) {
 		outcomes[r.Outcome]++
 	}
 	slices.Sort(held)
-	t.Logf("lingered: p50 %v, p99 %v, max %v; discarded at most %d bytes; outcomes %v",
-		held[n/2], held[n*99/100], held[n-1], maxDiscarded, outcomes)
+	t.Logf("lingered: p50 %v, p99 %v, max %v (of %d); discarded at most %d bytes; outcomes %v",
+		nearestRank(held, 0.50), nearestRank(held, 0.99), held[n-1], n, maxDiscarded, outcomes)
 }
 
-// summarize shortens an error to what distinguishes it.
-func summarize(err error) string {
-	s := err.Error()
-	for _, k := range []string{"connection reset by peer", "broken pipe", "Connection reset by peer",
-		"errno 107", "Send failure", "Recv failure", "EOF", "timeout"} {
-		if strings.Contains(s, k) {
-			return k
+// nearestRank returns the nearest-rank q-quantile of sorted: the smallest
+// value that at least q of the samples do not exceed. For 100 samples the
+// 0.99-quantile is the 99th, not the maximum.
+func nearestRank(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func TestNearestRank(t *testing.T) {
+	hundred := make([]time.Duration, 100)
+	for i := range hundred {
+		hundred[i] = time.Duration(i + 1)
+	}
+	for _, tc := range []struct {
+		name   string
+		sorted []time.Duration
+		q      float64
+		want   time.Duration
+	}{
+		{"p99 of 100 is the 99th", hundred, 0.99, 99},
+		{"p50 of 100 is the 50th", hundred, 0.50, 50},
+		{"max", hundred, 1, 100},
+		{"one sample", hundred[:1], 0.99, 1},
+		{"none", nil, 0.99, 0},
+	} {
+		if got := nearestRank(tc.sorted, tc.q); got != tc.want {
+			t.Errorf("%s: nearestRank(q=%v) = %v, want %v", tc.name, tc.q, got, tc.want)
 		}
 	}
-	return s
 }

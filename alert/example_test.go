@@ -12,13 +12,13 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/alert"
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/pki"
 )
 
 // rejectingServer starts an HTTPS server on loopback that requires a client
-// certificate from pki's CA, as a server of yours would.
-func rejectingServer(pki *testbed.PKI) (addr string, stop func()) {
-	cfg := pki.ServerConfig(tls.VersionTLS13)
+// certificate from ca's CA, as a server of yours would.
+func rejectingServer(ca *pki.PKI) (addr string, stop func()) {
+	cfg := ca.ServerConfig(tls.VersionTLS13)
 	cfg.NextProtos = []string{"h2", "http/1.1"} // as http.Server.ServeTLS offers
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
@@ -36,18 +36,18 @@ func rejectingServer(pki *testbed.PKI) (addr string, stop func()) {
 // its handshake completes first; the server's refusal arrives as an alert
 // while the client is writing.
 func ExampleWrap() {
-	pki, err := testbed.NewPKI()
+	ca, err := pki.NewPKI()
 	if err != nil {
 		log.Fatal(err)
 	}
-	addr, stop := rejectingServer(pki)
+	addr, stop := rejectingServer(ca)
 	defer stop()
 
 	raw, err := net.Dial("tcp", addr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	conn := alert.Wrap(tls.Client(raw, pki.ClientConfig(&pki.Untrusted, tls.VersionTLS13)))
+	conn := alert.Wrap(tls.Client(raw, ca.ClientConfig(&ca.Untrusted, tls.VersionTLS13)))
 	defer conn.Close()
 
 	_, err = conn.Write([]byte("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"))
@@ -64,14 +64,14 @@ func ExampleWrap() {
 // The client speaks HTTP/2 to this server, and the refusal comes on the
 // first request of a new connection.
 func ExampleNewHTTPClient() {
-	pki, err := testbed.NewPKI()
+	ca, err := pki.NewPKI()
 	if err != nil {
 		log.Fatal(err)
 	}
-	addr, stop := rejectingServer(pki)
+	addr, stop := rejectingServer(ca)
 	defer stop()
 
-	client := alert.NewHTTPClient(pki.ClientConfig(&pki.Untrusted, tls.VersionTLS13))
+	client := alert.NewHTTPClient(ca.ClientConfig(&ca.Untrusted, tls.VersionTLS13))
 	defer client.CloseIdleConnections()
 	_, err = client.Post("https://"+addr+"/upload", "application/octet-stream", bytes.NewReader(make([]byte, 1<<20)))
 	var ae *alert.Error
@@ -86,11 +86,11 @@ func ExampleNewHTTPClient() {
 // instead of http.DefaultTransport's 10 s. Over HTTP/2, Response.TLS is set
 // as with the stock transport.
 func ExampleNewTransport() {
-	pki, err := testbed.NewPKI()
+	ca, err := pki.NewPKI()
 	if err != nil {
 		log.Fatal(err)
 	}
-	cfg := pki.ServerConfig(tls.VersionTLS13)
+	cfg := ca.ServerConfig(tls.VersionTLS13)
 	cfg.NextProtos = []string{"h2", "http/1.1"}
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
@@ -101,7 +101,7 @@ func ExampleNewTransport() {
 	defer srv.Close()
 
 	client := &http.Client{Transport: alert.NewTransport(&alert.Dialer{
-		Config:           pki.ClientConfig(&pki.Client, tls.VersionTLS13),
+		Config:           ca.ClientConfig(&ca.Client, tls.VersionTLS13),
 		HandshakeTimeout: 2 * time.Second,
 	})}
 	defer client.CloseIdleConnections()

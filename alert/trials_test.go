@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/alert"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -132,7 +133,7 @@ func cells(protos bool) []cell {
 // tallies side by side. Wrapped clients must report the alert in 99 % of
 // trials.
 func runCells(t *testing.T, what string, protos bool, trial func(t *testing.T, c cell) *tally) {
-	before := testbed.OpenFDs()
+	before := proc.OpenFDs()
 	var mu sync.Mutex
 	results := map[string]*tally{}
 	t.Run("cells", func(t *testing.T) {

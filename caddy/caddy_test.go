@@ -17,6 +17,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/linger-go/linger/internal/pki"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -80,13 +82,13 @@ func build(t *testing.T) (caddy, probe string) {
 // its listener_wrappers block ("" for none: stock Caddy). The site is named
 // localhost, not 127.0.0.1: Caddy picks the TLS policy, client
 // authentication included, by SNI, and clients send none for an address.
-func caddyfile(dir string, port int, f testbed.Files, wrappers string) string {
+func caddyfile(dir string, port int, f pki.Files, wrappers string) string {
 	return caddyfileAdmin(dir, port, f, wrappers, "off")
 }
 
 // caddyfileAdmin is caddyfile with Caddy's admin endpoint at admin ("off":
 // none).
-func caddyfileAdmin(dir string, port int, f testbed.Files, wrappers, admin string) string {
+func caddyfileAdmin(dir string, port int, f pki.Files, wrappers, admin string) string {
 	var lw string
 	if wrappers != "" {
 		lw = "\t\tlistener_wrappers {\n" + wrappers + "\n\t\t}\n"
@@ -195,7 +197,7 @@ type probeReport struct {
 }
 
 // probe runs linger probe --provoke client-cert against addr.
-func probe(t *testing.T, bin, addr string, f testbed.Files, trials int) probeReport {
+func probe(t *testing.T, bin, addr string, f pki.Files, trials int) probeReport {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -210,7 +212,7 @@ func probe(t *testing.T, bin, addr string, f testbed.Files, trials int) probeRep
 
 // curlAlerts runs curl with the untrusted certificate, uploading 1 MiB, and
 // counts the trials in which it reported the server's alert.
-func curlAlerts(t *testing.T, addr, dir string, f testbed.Files, trials int) (int, string) {
+func curlAlerts(t *testing.T, addr, dir string, f pki.Files, trials int) (int, string) {
 	t.Helper()
 	upload := filepath.Join(dir, "upload")
 	if err := os.WriteFile(upload, make([]byte, 1<<20), 0o600); err != nil {
@@ -240,15 +242,15 @@ func curlAlerts(t *testing.T, addr, dir string, f testbed.Files, trials int) (in
 // the module says in Caddy's log that it can do nothing.
 func TestCaddyDeliversAlert(t *testing.T) {
 	caddy, linger := build(t)
-	before := testbed.OpenFDs()
+	before := proc.OpenFDs()
 	t.Cleanup(func() { testbed.WaitFDs(t, before) }) // after the Caddy processes stop
 	const trials = 20
 	dir := t.TempDir()
-	pki, err := testbed.NewPKI()
+	ca, err := pki.NewPKI()
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := pki.WriteFiles(dir)
+	files, err := ca.WriteFiles(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,13 +16,14 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
 // countFDs checks, when the test ends, that every descriptor it opened is
 // closed. Call it first: cleanups run last registered first.
 func countFDs(t *testing.T) {
-	before := testbed.OpenFDs()
+	before := proc.OpenFDs()
 	t.Cleanup(func() { testbed.WaitFDs(t, before) })
 }
 

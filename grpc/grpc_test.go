@@ -18,16 +18,18 @@ import (
 
 	"github.com/linger-go/linger"
 	lingergrpc "github.com/linger-go/linger/grpc"
+	"github.com/linger-go/linger/internal/pki"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // startServer runs a grpc-go server with TLS 1.3 credentials that require a
-// client certificate from pki, serving the health service on a loopback
+// client certificate from ca, serving the health service on a loopback
 // listener wrapped by lc (nil: not wrapped), until the test ends. It returns
 // the address and a channel of the connections the server accepted.
-func startServer(t *testing.T, pki *testbed.PKI, lc *linger.Closer, kp keepalive.ServerParameters) (string, <-chan net.Conn) {
+func startServer(t *testing.T, ca *pki.PKI, lc *linger.Closer, kp keepalive.ServerParameters) (string, <-chan net.Conn) {
 	t.Helper()
 	var ln net.Listener
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -39,7 +41,7 @@ func startServer(t *testing.T, pki *testbed.PKI, lc *linger.Closer, kp keepalive
 		ln = testbed.Linger(t, lc, ln)
 	}
 	rec := recorder{ln, make(chan net.Conn, 1000)}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(pki.ServerConfig(tls.VersionTLS13))), grpc.KeepaliveParams(kp))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerConfig(tls.VersionTLS13))), grpc.KeepaliveParams(kp))
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	done := make(chan struct{})
 	go func() {
@@ -73,12 +75,12 @@ func (r recorder) Accept() (net.Conn, error) {
 // check makes one health check with a client presenting cert (nil: the
 // trusted client certificate) and returns its error. If the check succeeds,
 // then runs before the client closes its connection.
-func check(t *testing.T, pki *testbed.PKI, addr string, cert *tls.Certificate, then func()) error {
+func check(t *testing.T, ca *pki.PKI, addr string, cert *tls.Certificate, then func()) error {
 	t.Helper()
 	if cert == nil {
-		cert = &pki.Client
+		cert = &ca.Client
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientConfig(cert, tls.VersionTLS13))))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientConfig(cert, tls.VersionTLS13))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +130,7 @@ func userTimeoutMS(t *testing.T, conn net.Conn) int {
 // back exactly what grpc-go would have set.
 func TestUserTimeout(t *testing.T) {
 	countFDs(t)
-	pki := testbed.SharedPKI(t)
+	ca := testbed.SharedPKI(t)
 	for _, tc := range []struct {
 		name string
 		kp   keepalive.ServerParameters
@@ -139,9 +141,9 @@ func TestUserTimeout(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			measure := func(lc *linger.Closer) int {
-				addr, accepted := startServer(t, pki, lc, tc.kp)
+				addr, accepted := startServer(t, ca, lc, tc.kp)
 				ms := -1
-				if err := check(t, pki, addr, nil, func() { ms = userTimeoutMS(t, <-accepted) }); err != nil {
+				if err := check(t, ca, addr, nil, func() { ms = userTimeoutMS(t, <-accepted) }); err != nil {
 					t.Fatalf("health check: %v", err)
 				}
 				return ms
@@ -169,15 +171,15 @@ func TestUserTimeout(t *testing.T) {
 func TestRejectedClientSeesAlert(t *testing.T) {
 	countFDs(t)
 	const trials = 20
-	pki := testbed.SharedPKI(t)
-	untrusted, err := testbed.SelfSigned("untrusted")
+	ca := testbed.SharedPKI(t)
+	untrusted, err := pki.SelfSigned("untrusted")
 	if err != nil {
 		t.Fatal(err)
 	}
 	count := func(lc *linger.Closer) (alerts int, other []string) {
-		addr, _ := startServer(t, pki, lc, keepalive.ServerParameters{})
+		addr, _ := startServer(t, ca, lc, keepalive.ServerParameters{})
 		for range trials {
-			err := check(t, pki, addr, &untrusted, nil)
+			err := check(t, ca, addr, &untrusted, nil)
 			switch {
 			case err == nil:
 				t.Fatal("the server accepted an untrusted certificate")
@@ -203,6 +205,6 @@ func TestRejectedClientSeesAlert(t *testing.T) {
 // countFDs checks, when the test ends, that every descriptor it opened is
 // closed. Call it first: cleanups run last registered first.
 func countFDs(t *testing.T) {
-	before := testbed.OpenFDs()
+	before := proc.OpenFDs()
 	t.Cleanup(func() { testbed.WaitFDs(t, before) })
 }

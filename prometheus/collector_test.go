@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 	lingerprom "github.com/linger-go/linger/prometheus"
 )
@@ -24,7 +25,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // 5 unread bytes, and one that cannot linger (not TCP) show up in the
 // counters, the gauge and the histogram, under the constant labels given.
 func TestCollector(t *testing.T) {
-	before := testbed.OpenFDs()
+	before := proc.OpenFDs()
 	t.Cleanup(func() { testbed.WaitFDs(t, before) }) // after the defers below
 	done := make(chan linger.Report, 2)
 	lc, err := linger.New(linger.Config{OnClose: func(r linger.Report) { done <- r }})

@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/linger-go/linger/internal/lab"
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/netns"
 )
 
 // runLab parses the lab's flags and runs internal/lab.
@@ -59,7 +59,7 @@ func runLab(ctx context.Context, args []string) error {
 		Scenarios:  split(*scenario),
 		Clients:    split(*client),
 		Strategies: split(*strategy),
-		Path:       &testbed.PathConfig{Delay: *rtt / 2, Loss: lossFrac},
+		Path:       &netns.PathConfig{Delay: *rtt / 2, Loss: lossFrac},
 		Parallel:   *parallel,
 		Progress:   os.Stderr,
 		Live:       isTerminal(os.Stderr),

@@ -68,6 +68,10 @@ func TestUsageErrors(t *testing.T) {
 		{"bench -hold-c 0 hold", "-hold-c 0: must be at least 1"},
 		{"bench -d 0 flood", "-d 0s: must be positive"},
 		{"bench nothing", `unknown benchmark "nothing"`},
+		{"bench -clients cooperative,deafy all", `unknown client kind "deafy"`},
+		{"bench -clients upload-1x flood", `-clients upload-1x: unknown unit "x"`},
+		{"bench -modes loop,portible hold", `-modes: unknown mode "portible"`},
+		{"bench -pin-modes linger,plane pin", `-pin-modes: unknown mode "plane"`},
 		{"bench", "say what to measure"},
 	} {
 		t.Run(tc.args, func(t *testing.T) {

@@ -11,9 +11,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 
+	"github.com/linger-go/linger/internal/bytesize"
 	"github.com/linger-go/linger/internal/probe"
 )
 
@@ -35,13 +35,13 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	alpn := fs.String("alpn", "", "comma-separated ALPN protocols to offer, such as h2,http/1.1")
 	caFile := fs.String("ca", "", "PEM `file` with the CA certificates to verify the server with (default: the system's)")
 	insecure := fs.Bool("insecure", false, "do not verify the server's certificate")
-	certFile := fs.String("cert", "", "PEM `file` with the client certificate for --provoke client-cert (default: a fresh self-signed one)")
-	keyFile := fs.String("key", "", "PEM `file` with the key of --cert")
+	certFile := fs.String("cert", "", "PEM `file` with the client certificate for -provoke client-cert (default: a fresh self-signed one)")
+	keyFile := fs.String("key", "", "PEM `file` with the key of -cert")
 	trials := fs.Int("trials", probe.DefaultTrials, fmt.Sprintf("number of connections, 1 to %d", probe.MaxTrials))
 	timeout := fs.Duration("timeout", probe.DefaultTimeout, "bound on each trial, connecting included")
 	interval := fs.Duration("interval", probe.DefaultInterval, "pause between trials (at least 1ms: the probe is polite)")
 	watch := fs.Duration("watch", probe.DefaultWatch, "how long to keep sending after the server's FIN, to see whether a reset follows")
-	upload := sizeFlag(probe.DefaultUpload)
+	upload := bytesize.Flag(probe.DefaultUpload)
 	fs.Var(&upload, "upload", "bytes to keep sending after the provocation, such as 64KiB or 1MiB")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of text")
 	fs.Usage = func() {
@@ -51,12 +51,12 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			"\nExit status:\n"+
 			"  0  every provocation answered (a TLS alert, or an HTTP response) and no connection reset\n"+
 			"  1  some answers lost, or followed by a reset\n"+
-			"  2  the command line is wrong (bad flag, missing port, unreadable --ca, --cert or --key)\n"+
+			"  2  the command line is wrong (bad flag, missing port, unreadable -ca, -cert or -key)\n"+
 			"  3  inconclusive: no trial got as far as the provocation (see the trials' errors)\n\n")
 		fs.PrintDefaults()
 	}
 
-	// Flags may follow the address too, as in "linger probe HOST:PORT --trials 5";
+	// Flags may follow the address too, as in "linger probe HOST:PORT -trials 5";
 	// the flag package stops at the first argument that is not one.
 	var pos []string
 	for {
@@ -90,19 +90,19 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usageErr("%q: want HOST:PORT, such as example.com:443 or [::1]:8443", pos[0])
 	}
 	if *interval < 1e6 {
-		return usageErr("--interval %v: want at least 1ms", *interval)
+		return usageErr("-interval %v: want at least 1ms", *interval)
 	}
 	if *trials < 1 || *trials > probe.MaxTrials {
-		return usageErr("--trials %d: want 1 to %d", *trials, probe.MaxTrials)
+		return usageErr("-trials %d: want 1 to %d", *trials, probe.MaxTrials)
 	}
 	if *timeout <= 0 {
-		return usageErr("--timeout %v: want a positive duration", *timeout)
+		return usageErr("-timeout %v: want a positive duration", *timeout)
 	}
 	if *watch <= 0 {
-		return usageErr("--watch %v: want a positive duration", *watch)
+		return usageErr("-watch %v: want a positive duration", *watch)
 	}
 	if upload <= 0 {
-		return usageErr("--upload: want a positive size")
+		return usageErr("-upload: want a positive size")
 	}
 
 	cfg := probe.Config{
@@ -116,7 +116,7 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		TLS:      &tls.Config{ServerName: *serverName, InsecureSkipVerify: *insecure},
 	}
 	if cfg.Mode != probe.ModeRecord && cfg.Mode != probe.ModeClientCert {
-		return usageErr("--provoke %q: want record or client-cert", *provoke)
+		return usageErr("-provoke %q: want record or client-cert", *provoke)
 	}
 	switch *version {
 	case "":
@@ -125,7 +125,7 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case "1.3":
 		cfg.TLS.MinVersion, cfg.TLS.MaxVersion = tls.VersionTLS13, tls.VersionTLS13
 	default:
-		return usageErr("--tls %q: want 1.2 or 1.3", *version)
+		return usageErr("-tls %q: want 1.2 or 1.3", *version)
 	}
 	if *alpn != "" {
 		cfg.TLS.NextProtos = strings.Split(*alpn, ",")
@@ -133,23 +133,23 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *caFile != "" {
 		pem, err := os.ReadFile(*caFile)
 		if err != nil {
-			return fileErr("--ca: %v", err)
+			return fileErr("-ca: %v", err)
 		}
 		cfg.TLS.RootCAs = x509.NewCertPool()
 		if !cfg.TLS.RootCAs.AppendCertsFromPEM(pem) {
-			return fileErr("--ca %s: no PEM certificates in it", *caFile)
+			return fileErr("-ca %s: no PEM certificates in it", *caFile)
 		}
 	}
 	if (*certFile == "") != (*keyFile == "") {
-		return usageErr("--cert and --key go together")
+		return usageErr("-cert and -key go together")
 	}
 	if *certFile != "" {
 		if cfg.Mode != probe.ModeClientCert {
-			return usageErr("--cert is for --provoke client-cert")
+			return usageErr("-cert is for -provoke client-cert")
 		}
 		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 		if err != nil {
-			return fileErr("--cert/--key: %v", err)
+			return fileErr("-cert/-key: %v", err)
 		}
 		cfg.ClientCert = &cert
 	}
@@ -177,52 +177,5 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if code := rep.ExitCode(); code != 0 {
 		return exitError(code)
 	}
-	return nil
-}
-
-// sizeFlag is a byte count given as 1048576, 1MiB, 1M, 64KiB or 64k (the
-// units are powers of 1024, case does not matter, a space may precede the
-// unit).
-type sizeFlag int64
-
-func (s *sizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
-
-// maxSize bounds a size: far above any sensible upload, far below overflow.
-const maxSize = 1 << 40
-
-func (s *sizeFlag) Set(v string) error {
-	v = strings.TrimSpace(v)
-	i := 0
-	for i < len(v) && '0' <= v[i] && v[i] <= '9' {
-		i++
-	}
-	num, unit := v[:i], strings.TrimSpace(v[i:])
-	if num == "" {
-		return errors.New("not a size: want a whole number of bytes, optionally with a unit (KiB, MiB, GiB)")
-	}
-	mult := int64(0)
-	for _, u := range []struct {
-		names []string
-		mult  int64
-	}{
-		{[]string{"", "b"}, 1},
-		{[]string{"k", "kb", "kib"}, 1 << 10},
-		{[]string{"m", "mb", "mib"}, 1 << 20},
-		{[]string{"g", "gb", "gib"}, 1 << 30},
-	} {
-		for _, name := range u.names {
-			if strings.EqualFold(unit, name) {
-				mult = u.mult
-			}
-		}
-	}
-	if mult == 0 {
-		return fmt.Errorf("unknown unit %q: want B, KiB, MiB or GiB", unit)
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n > maxSize/mult {
-		return errors.New("too large: at most 1 TiB")
-	}
-	*s = sizeFlag(n * mult)
 	return nil
 }

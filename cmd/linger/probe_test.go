@@ -11,53 +11,27 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/linger-go/linger"
 	"github.com/linger-go/linger/internal/probe"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
-
-func TestSizeFlag(t *testing.T) {
-	for in, want := range map[string]int64{
-		"1048576": 1 << 20, "1MiB": 1 << 20, "1M": 1 << 20, "1mb": 1 << 20,
-		"64KiB": 64 << 10, "64k": 64 << 10, "2 GiB": 2 << 30, "0": 0,
-	} {
-		var s sizeFlag
-		if err := s.Set(in); err != nil || int64(s) != want {
-			t.Errorf("Set(%q) = %d, %v; want %d", in, s, err, want)
-		}
-	}
-	for _, in := range []string{"", "MiB", "1TiB", "-1", "1.5M", "x", "1Ⱥ", "1ȺȺȺ", "Ⱥ1", "1\x1b[2J", "99999999999999999999"} {
-		var s sizeFlag
-		if err := s.Set(in); err == nil {
-			t.Errorf("Set(%q) = %d, want an error", in, s)
-		}
-	}
-}
 
 // TestProbeCommand runs the command against a lingering and a plainly
 // closing Go server: the exit status is 0 for the first and 1 for the
 // second, --json prints a report, a bad command line exits 2 and a probe
 // that cannot provoke anything 3.
 func TestProbeCommand(t *testing.T) {
-	before := testbed.OpenFDs()
-	t.Cleanup(func() {
-		// Registered first, so it runs after the servers' cleanups.
-		deadline := time.Now().Add(5 * time.Second)
-		for before >= 0 && testbed.OpenFDs() > before && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if after := testbed.OpenFDs(); before >= 0 && after > before {
-			t.Errorf("descriptors: %d before, %d after", before, after)
-		}
-	})
-	pki := testbed.SharedPKI(t)
-	files, err := pki.WriteFiles(t.TempDir())
+	before := proc.OpenFDs()
+	// Registered first, so it runs after the servers' cleanups.
+	t.Cleanup(func() { testbed.WaitFDs(t, before) })
+	ca := testbed.SharedPKI(t)
+	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := pki.ServerConfig(0)
+	cfg := ca.ServerConfig(0)
 	cfg.ClientAuth = tls.NoClientCert
 	lingering := serveForProbe(t, true, cfg)
 	plain := serveForProbe(t, false, cfg)
@@ -71,7 +45,7 @@ func TestProbeCommand(t *testing.T) {
 		{"linger", []string{"--ca", files.CA, "--trials", "3", "--interval", "5ms", lingering}, 0, "DELIVERED"},
 		{"plain, flags after the address", []string{plain, "--ca", files.CA, "--trials", "3", "--interval", "5ms"}, 1, "RESET AFTER ALERT"},
 		{"json", []string{"--json", "--ca", files.CA, "--trials", "2", "--interval", "5ms", "--upload", "64KiB", lingering}, 0, `"status": "delivered"`},
-		{"untrusted server: inconclusive", []string{"--trials", "2", lingering}, 3, "--ca"},
+		{"untrusted server: inconclusive", []string{"--trials", "2", lingering}, 3, " -ca"},
 		{"no address", []string{"--trials", "2"}, 2, "usage"},
 		{"no port", []string{"127.0.0.1"}, 2, "want HOST:PORT"},
 		{"missing --ca file", []string{"--ca", files.CA + ".missing", lingering}, 2, "no such file"},
@@ -80,7 +54,7 @@ func TestProbeCommand(t *testing.T) {
 		{"bad size", []string{"--upload", "1Ⱥ", lingering}, 2, `unknown unit "Ⱥ"`},
 		{"bad mode", []string{"--provoke", "nonsense", lingering}, 2, "record or client-cert"},
 		{"zero interval", []string{"--interval", "0s", lingering}, 2, "at least 1ms"},
-		{"zero watch", []string{"--watch", "0s", lingering}, 2, "--watch"},
+		{"zero watch", []string{"--watch", "0s", lingering}, 2, "-watch 0s: want a positive duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

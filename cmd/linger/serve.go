@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger"
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/pki"
 )
 
 // runServe runs a TLS server that requires client certificates from its own
@@ -57,11 +57,11 @@ func runServe(ctx context.Context, args []string) error {
 	} else if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return err
 	}
-	pki, err := testbed.NewPKI()
+	ca, err := pki.NewPKI()
 	if err != nil {
 		return err
 	}
-	files, err := pki.WriteFiles(*dir)
+	files, err := ca.WriteFiles(*dir)
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ func runServe(ctx context.Context, args []string) error {
 			n, _ := io.Copy(io.Discard, r.Body)
 			fmt.Fprintf(w, "hello %s, got %d bytes\n", r.TLS.PeerCertificates[0].Subject.CommonName, n)
 		}),
-		TLSConfig: pki.ServerConfig(0),
+		TLSConfig: ca.ServerConfig(0),
 		ErrorLog:  log.New(os.Stderr, "http: ", log.LstdFlags),
 	}
 	mode := "lingering close"

@@ -17,7 +17,8 @@ import (
 	"time"
 
 	"github.com/linger-go/linger"
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/pki"
+	"github.com/linger-go/linger/internal/proc"
 )
 
 // FloodResult is one round of "flood" with one server close strategy.
@@ -59,10 +60,10 @@ type floodFlags struct {
 // untrusted certificate and keep sending for f.warm+f.d; the server counts
 // the handshakes it rejects within the last f.d and closes each connection
 // plainly or through linger, capped at f.cap lingering at once.
-func flood(ctx context.Context, self []string, mode string, f floodFlags, pki *testbed.PKI, files testbed.Files) (FloodResult, error) {
+func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pki.PKI, files pki.Files) (FloodResult, error) {
 	r := FloodResult{Mode: mode, Clients: f.name, Duration: f.d, Workers: f.workers, Cap: f.cap}
 	runtime.GC()
-	r.FDsBefore = openFDs()
+	r.FDsBefore = proc.OpenFDs()
 	tcpLn, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return r, err
@@ -77,7 +78,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, pki *t
 		ln = lc.Listener(ln)
 	}
 	g0 := runtime.NumGoroutine()
-	cfg := pki.ServerConfig(tls.VersionTLS13)
+	cfg := ca.ServerConfig(tls.VersionTLS13)
 
 	var counting atomic.Bool
 	var rejected atomic.Int64
@@ -119,7 +120,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, pki *t
 			"-workers", strconv.Itoa(max(1, f.workers/f.procs)), "-src", srcAddrsFrom(i*f.srcs, f.srcs),
 			"-ca", files.CA, "-cert", files.UntrustedCert, "-key", files.UntrustedKey,
 			"-kind", f.kind, "-body", strconv.Itoa(f.body)}
-		c, err := startChild(ctx, self, nil, args...)
+		c, err := startChild(ctx, self, args...)
 		if err != nil {
 			return r, err
 		}
@@ -132,7 +133,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, pki *t
 		return r, ctx.Err()
 	}
 	counting.Store(true)
-	cpu0 := cpuTime()
+	cpu0 := proc.CPUTime()
 	t0 := time.Now()
 	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
 	var live []uint64
@@ -149,7 +150,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, pki *t
 		r.HeapLiveMax = max(r.HeapLiveMax, samples[0].Value.Uint64())
 		r.StacksMax = max(r.StacksMax, samples[1].Value.Uint64())
 		r.GoroutinesMax = max(r.GoroutinesMax, runtime.NumGoroutine()-g0)
-		r.FDsMax = max(r.FDsMax, openFDs())
+		r.FDsMax = max(r.FDsMax, proc.OpenFDs())
 		if lc != nil {
 			r.MaxLingering = max(r.MaxLingering, lc.Stats().Lingering)
 		}
@@ -157,7 +158,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, pki *t
 	tick.Stop()
 	counting.Store(false)
 	el := time.Since(t0)
-	r.CPU = cpuTime() - cpu0
+	r.CPU = proc.CPUTime() - cpu0
 	r.Rejected = rejected.Load()
 	r.PerSec = float64(r.Rejected) / el.Seconds()
 	third := max(1, len(live)/3)
@@ -198,7 +199,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, pki *t
 		time.Sleep(10 * time.Millisecond)
 	}
 	r.GoroutinesLeft = runtime.NumGoroutine() - g0
-	r.FDsAfter = openFDs()
+	r.FDsAfter = proc.OpenFDs()
 	return r, nil
 }
 
@@ -226,20 +227,20 @@ func median(v []uint64) uint64 {
 	return s[len(s)/2]
 }
 
-// writePKI writes pki to a new temporary directory for the clients.
-func writePKI() (*testbed.PKI, testbed.Files, func(), error) {
-	pki, err := testbed.NewPKI()
+// writePKI writes ca to a new temporary directory for the clients.
+func writePKI() (*pki.PKI, pki.Files, func(), error) {
+	ca, err := pki.NewPKI()
 	if err != nil {
-		return nil, testbed.Files{}, nil, err
+		return nil, pki.Files{}, nil, err
 	}
 	dir, err := os.MkdirTemp("", "linger-bench-")
 	if err != nil {
-		return nil, testbed.Files{}, nil, err
+		return nil, pki.Files{}, nil, err
 	}
-	files, err := pki.WriteFiles(dir)
+	files, err := ca.WriteFiles(dir)
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, testbed.Files{}, nil, err
+		return nil, pki.Files{}, nil, err
 	}
-	return pki, files, func() { os.RemoveAll(dir) }, nil
+	return ca, files, func() { os.RemoveAll(dir) }, nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/proc"
 )
 
 // HeldResult is one mode's run of "held": n connections lingering at once.
@@ -60,7 +61,7 @@ func (h *heldFlags) register(fs *flag.FlagSet, n int) {
 func runHeld(ctx context.Context, self []string, f heldFlags, modes []string) ([]HeldResult, error) {
 	var res []HeldResult
 	for _, m := range modes {
-		c, err := startChild(ctx, self, nil, "held-server", "-mode", m,
+		c, err := startChild(ctx, self, "held-server", "-mode", m,
 			"-n", strconv.Itoa(f.n), "-peers", strconv.Itoa(f.peers), "-srcs", strconv.Itoa(f.srcs))
 		if err != nil {
 			return res, err
@@ -140,7 +141,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 	defer ln.Close()
 
 	before := measureMem()
-	r.FDsBefore = openFDs()
+	r.FDsBefore = proc.OpenFDs()
 	g0 := runtime.NumGoroutine()
 
 	// Accept and hand off everything the peers open.
@@ -181,7 +182,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 	per := (f.n + f.peers - 1) / f.peers
 	for left := f.n; left > 0; left -= per {
 		k := min(per, left)
-		p, err := startChild(ctx, self, nil, "peer", "-addr", ln.Addr().String(),
+		p, err := startChild(ctx, self, "peer", "-addr", ln.Addr().String(),
 			"-n", strconv.Itoa(k), "-src", srcAddrs(f.srcs))
 		if err != nil {
 			return r, err
@@ -210,7 +211,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 	time.Sleep(100 * time.Millisecond)
 
 	held := measureMem()
-	r.FDsHeld = openFDs()
+	r.FDsHeld = proc.OpenFDs()
 	r.Goroutines = runtime.NumGoroutine() - g0
 	n := float64(f.n)
 	r.HeapPerConn = (float64(held.Heap) - float64(before.Heap)) / n
@@ -219,7 +220,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 	r.RSSPerConn = (float64(held.RSS) - float64(before.RSS)) / n
 
 	// All peers close at once.
-	cpu0 := cpuTime()
+	cpu0 := proc.CPUTime()
 	t1 := time.Now()
 	for _, p := range peers {
 		if err := p.send("close"); err != nil {
@@ -242,7 +243,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 		return r, ctx.Err()
 	}
 	r.Release = time.Since(t1)
-	r.ReleaseCPU = cpuTime() - cpu0
+	r.ReleaseCPU = proc.CPUTime() - cpu0
 	naive.Wait()
 	if lc != nil {
 		if err := lc.Shutdown(ctx); err != nil {
@@ -256,6 +257,6 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 		p.stop()
 	}
 	peers = nil
-	r.FDsAfter = openFDs()
+	r.FDsAfter = proc.OpenFDs()
 	return r, nil
 }

@@ -115,7 +115,7 @@ func holdTime(ctx context.Context, self []string, mode string, n, c, srcs int) (
 			}()
 		}
 	}()
-	p, err := startChild(ctx, self, nil, "holdpeer", "-addr", ln.Addr().String(),
+	p, err := startChild(ctx, self, "holdpeer", "-addr", ln.Addr().String(),
 		"-n", strconv.Itoa(n), "-c", strconv.Itoa(c), "-src", srcAddrs(srcs))
 	if err != nil {
 		ln.Close()

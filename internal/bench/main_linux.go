@@ -12,10 +12,12 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/linger-go/linger/internal/bytesize"
 )
 
 const usage = `usage: linger bench [flags] WHAT
@@ -93,7 +95,7 @@ func Main(ctx context.Context, self, args []string) error {
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return usageError("say what to measure: held, hold, flood or all")
+		return usageError("say what to measure: held, hold, flood, pin or all")
 	}
 	if err := checkFlags([]intFlag{
 		{"n", held.n, 1}, {"peers", held.peers, 1}, {"srcs", held.srcs, 1},
@@ -104,10 +106,10 @@ func Main(ctx context.Context, self, args []string) error {
 	}
 	what := fs.Arg(0)
 	switch what {
-	case "held", "hold", "flood", "all":
+	case "held", "hold", "flood", "pin", "all":
 	default:
 		fs.Usage()
-		return usageError("unknown benchmark %q: held, hold, flood or all", what)
+		return usageError("unknown benchmark %q: held, hold, flood, pin or all", what)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -131,7 +133,20 @@ func Main(ctx context.Context, self, args []string) error {
 		*pinModes = "plain,linger,linger-perip"
 	}
 	fl.srcs = held.srcs
-	ms := strings.Split(*modes, ",")
+	ms, err := listFlag("modes", *modes, "loop", "portable", "naive")
+	if err != nil {
+		return err
+	}
+	pms, err := listFlag("pin-modes", *pinModes, "plain", "linger", "linger-perip", "linger-noperip")
+	if err != nil {
+		return err
+	}
+	// Read -clients before any benchmark runs, so that a mistyped one fails
+	// at once and not after the others have run for minutes.
+	floods, err := floodClients(*kinds, fl)
+	if err != nil {
+		return err
+	}
 
 	out := os.Stdout
 	res := map[string]any{"machine": machine()}
@@ -178,26 +193,18 @@ func Main(ctx context.Context, self, args []string) error {
 	}
 	if run("flood") {
 		known = true
-		pki, files, cleanup, err := writePKI()
+		ca, files, cleanup, err := writePKI()
 		if err != nil {
 			return err
 		}
 		defer cleanup()
 		var rs []FloodResult
-		for _, kind := range strings.Split(*kinds, ",") {
-			f := fl
-			f.name, f.kind = kind, kind
-			if size, ok := strings.CutPrefix(kind, "upload-"); ok {
-				f.kind = kindUpload
-				if f.body, err = parseSize(size); err != nil {
-					return err
-				}
-			}
+		for _, f := range floods {
 			for range *rounds {
 				for _, m := range []string{"plain", "linger"} {
-					r, err := flood(ctx, self, m, f, pki, files)
+					r, err := flood(ctx, self, m, f, ca, files)
 					if err != nil {
-						return fmt.Errorf("flood %s %s: %w", kind, m, err)
+						return fmt.Errorf("flood %s %s: %w", f.name, m, err)
 					}
 					rs = append(rs, r)
 				}
@@ -221,7 +228,7 @@ func Main(ctx context.Context, self, args []string) error {
 	if run("pin") {
 		known = true
 		var rs []PinResult
-		for _, m := range strings.Split(*pinModes, ",") {
+		for _, m := range pms {
 			r, err := pin(ctx, m, pf)
 			if err != nil {
 				return fmt.Errorf("pin %s: %w", m, err)
@@ -256,7 +263,7 @@ func Main(ctx context.Context, self, args []string) error {
 
 // Machine identifies where the numbers were taken.
 type Machine struct {
-	CPUs   int    `json:"nproc"`
+	CPUs   int    `json:"cpus"`
 	Model  string `json:"cpu_model"`
 	Kernel string `json:"kernel"`
 	Go     string `json:"go"`
@@ -370,20 +377,39 @@ func printFlood(w io.Writer, rs []FloodResult) {
 	fmt.Fprintln(w)
 }
 
-// parseSize parses a byte count such as 512, 1k or 1m.
-func parseSize(s string) (int, error) {
-	mult := 1
-	switch {
-	case strings.HasSuffix(s, "k"):
-		mult, s = 1<<10, s[:len(s)-1]
-	case strings.HasSuffix(s, "m"):
-		mult, s = 1<<20, s[:len(s)-1]
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// floodClients reads -clients: one floodFlags for each kind of client in
+// the comma-separated list, based on fl.
+func floodClients(list string, fl floodFlags) ([]floodFlags, error) {
+	var fs []floodFlags
+	for _, kind := range strings.Split(list, ",") {
+		f := fl
+		f.name, f.kind = kind, kind
+		if size, ok := strings.CutPrefix(kind, "upload-"); ok {
+			f.kind = kindUpload
+			n, err := bytesize.Parse(size)
+			if err != nil {
+				return nil, usageError("-clients %s: %v", kind, err)
+			}
+			f.body = int(n)
+		}
+		if !knownKind(f.kind) {
+			return nil, usageError("-clients: unknown client kind %q: want upload-SIZE, %s or %s", kind, kindCooperative, kindDeaf)
+		}
+		fs = append(fs, f)
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return n * mult, nil
+	return fs, nil
 }
 
-func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+// listFlag splits a comma-separated flag value and checks each item against
+// known, so that a mistyped mode fails before any benchmark runs.
+func listFlag(name, list string, known ...string) ([]string, error) {
+	items := strings.Split(list, ",")
+	for _, it := range items {
+		if !slices.Contains(known, it) {
+			return nil, usageError("-%s: unknown mode %q: want %s", name, it, strings.Join(known, ", "))
+		}
+	}
+	return items, nil
+}

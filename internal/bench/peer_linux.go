@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/linger-go/linger/internal/connerr"
 )
 
 // srcAddrs returns k loopback source addresses for the peers. Spreading the
@@ -206,6 +208,12 @@ const (
 	kindDeaf = "deaf"
 )
 
+// knownKind reports whether kind is one of the flood clients' kinds, so that
+// a mistyped one is an error rather than some other client.
+func knownKind(kind string) bool {
+	return kind == kindUpload || kind == kindCooperative || kind == kindDeaf
+}
+
 // runFloodClient completes handshakes as fast as it can, for a while.
 func runFloodClient(args []string) error {
 	fs := flag.NewFlagSet("floodclient", flag.ContinueOnError)
@@ -220,6 +228,9 @@ func runFloodClient(args []string) error {
 	bodySize := fs.Int("body", 1<<20, "bytes an upload client sends")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if !knownKind(*kind) {
+		return fmt.Errorf("-kind %q: want %s, %s or %s", *kind, kindUpload, kindCooperative, kindDeaf)
 	}
 	go exitOnStdinEOF(nil)
 	caPEM, err := os.ReadFile(*caFile)
@@ -255,14 +266,14 @@ func runFloodClient(args []string) error {
 				k.Dials++
 				raw, err := dialer(srcs[i%len(srcs)]).Dial("tcp", *addr)
 				if err != nil {
-					k.Errors["dial: "+short(err)]++
+					k.Errors["dial: "+connerr.Name(err)]++
 					time.Sleep(time.Millisecond)
 					continue
 				}
 				raw.SetDeadline(time.Now().Add(10 * time.Second))
 				c := tls.Client(raw, cfg)
 				if err := c.Handshake(); err != nil {
-					k.Errors["handshake: "+short(err)]++
+					k.Errors["handshake: "+connerr.Name(err)]++
 					raw.Close()
 					continue
 				}
@@ -292,7 +303,7 @@ func runFloodClient(args []string) error {
 					}
 					<-rdone
 					ferr = rerr
-				default:
+				case kindDeaf:
 					for ferr == nil {
 						var n int
 						n, ferr = c.Write(chunk)
@@ -307,7 +318,7 @@ func runFloodClient(args []string) error {
 					k.Resets++
 				default:
 					k.Other++
-					k.Errors[short(ferr)]++
+					k.Errors[connerr.Name(ferr)]++
 				}
 			}
 			mu.Lock()
@@ -319,18 +330,4 @@ func runFloodClient(args []string) error {
 	b, _ := json.Marshal(total)
 	fmt.Printf("counts %s\n", b)
 	return nil
-}
-
-func short(err error) string {
-	if err == nil {
-		return "nil"
-	}
-	s := err.Error()
-	for _, k := range []string{"connection reset by peer", "broken pipe", "EOF", "timeout", "refused",
-		"cannot assign requested address", "use of closed network connection"} {
-		if strings.Contains(s, k) {
-			return k
-		}
-	}
-	return s
 }

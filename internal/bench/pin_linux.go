@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/connerr"
 )
 
 // pinFlags sizes "pin": one IP address pinning the server's resources
@@ -83,6 +84,9 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 		case "linger-noperip":
 			cfg.MaxConnsPerIP = -1
 			r.PerIP = -1
+		case "linger":
+		default:
+			return r, fmt.Errorf("unknown mode %q", mode)
 		}
 		if lc, err = linger.New(cfg); err != nil {
 			return r, err
@@ -180,7 +184,7 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 			live := conns[:0]
 			for _, c := range conns {
 				c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-				if _, err := c.Write([]byte{'x'}); err != nil && !isTimeout(err) {
+				if _, err := c.Write([]byte{'x'}); err != nil && !connerr.IsTimeout(err) {
 					c.Close() // reset by the server: its socket is gone
 					continue
 				}
@@ -290,11 +294,6 @@ func serverSockets(port int) (n int, queued int64, err error) {
 	}
 	io.Copy(io.Discard, out)
 	return n, queued, cmd.Wait()
-}
-
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
 }
 
 func printPin(w io.Writer, f pinFlags, rs []PinResult) {

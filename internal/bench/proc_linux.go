@@ -32,9 +32,8 @@ type child struct {
 // startChild runs self with args. The child dies with ctx (exec kills it),
 // with this process (PR_SET_PDEATHSIG), and exits by itself when its stdin
 // closes, so no child outlives the benchmark whichever way it ends.
-func startChild(ctx context.Context, self []string, env []string, args ...string) (*child, error) {
+func startChild(ctx context.Context, self []string, args ...string) (*child, error) {
 	cmd := exec.CommandContext(ctx, self[0], append(append([]string(nil), self[1:]...), args...)...)
-	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second
@@ -143,26 +142,10 @@ func rss() uint64 {
 	return pages * uint64(os.Getpagesize())
 }
 
-// openFDs counts this process's descriptors.
-func openFDs() int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(ents) - 1
-}
-
 // monoNow is CLOCK_MONOTONIC in nanoseconds: the same clock in every
 // process on the machine, so a child's timestamps compare with ours.
 func monoNow() int64 {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return ts.Nano()
-}
-
-// cpuTime is the CPU time this process has used, user and system.
-func cpuTime() time.Duration {
-	var ru unix.Rusage
-	unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

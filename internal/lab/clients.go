@@ -18,7 +18,8 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/alert"
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/connerr"
+	"github.com/linger-go/linger/internal/pki"
 )
 
 // trial is what one client run needs.
@@ -27,8 +28,8 @@ type trial struct {
 	sc    Scenario
 	addr  string // the server's IP:port
 	port  string
-	pki   *testbed.PKI
-	files testbed.Files
+	ca    *pki.PKI
+	files pki.Files
 	body  string // a file holding sc.upload bytes, for curl and openssl
 }
 
@@ -70,12 +71,12 @@ func clientMissing(client string) string {
 func (t *trial) clientConfig() *tls.Config {
 	var cert *tls.Certificate
 	if t.sc.rejects {
-		cert = &t.pki.Untrusted
+		cert = &t.ca.Untrusted
 	}
 	// testbed's config sends the certificate even though the server's
 	// list of acceptable CAs does not cover it; crypto/tls would withhold
 	// it otherwise and the server would fail with certificate_required.
-	return t.pki.ClientConfig(cert, t.sc.tlsVersion)
+	return t.ca.ClientConfig(cert, t.sc.tlsVersion)
 }
 
 // probeTimeout bounds the read that looks for an alert still sitting in the
@@ -88,7 +89,7 @@ func goTLS(ctx context.Context, t *trial) result {
 	defer cancel()
 	raw, err := t.nw.dial(ctx, "tcp", t.addr)
 	if err != nil {
-		return result{reached: -1, first: "dial: " + summarize(err)}
+		return result{reached: -1, first: "dial: " + connerr.Name(err)}
 	}
 	defer raw.Close()
 	deadline, _ := ctx.Deadline()
@@ -117,12 +118,12 @@ func goTLS(ctx context.Context, t *trial) result {
 			if rerr == nil {
 				rerr = fmt.Errorf("unexpected response %q", line)
 			}
-			return result{reached: 0, first: summarize(rerr)}
+			return result{reached: 0, first: connerr.Name(rerr)}
 		}
 		// Is the response still readable after the failed write?
 		tc.SetReadDeadline(time.Now().Add(probeTimeout))
 		line, _ := br.ReadString('\n')
-		return result{reached: b2i(strings.HasPrefix(line, "HTTP/1.1 413")), first: summarize(err)}
+		return result{reached: b2i(strings.HasPrefix(line, "HTTP/1.1 413")), first: connerr.Name(err)}
 	}
 
 	// Write the upload, then read the answer: the first error is what the
@@ -132,7 +133,7 @@ func goTLS(ctx context.Context, t *trial) result {
 		_, err = tc.Read(make([]byte, 1))
 	}
 	if _, ok := alert.FromError(err); ok {
-		return result{ok: true, reached: 1, first: summarize(err)}
+		return result{ok: true, reached: 1, first: connerr.Name(err)}
 	}
 	// Linux keeps data received before an RST readable, so the
 	// alert may still be in the socket although the application reported
@@ -141,7 +142,7 @@ func goTLS(ctx context.Context, t *trial) result {
 	tc.SetReadDeadline(time.Now().Add(probeTimeout))
 	_, perr := tc.Read(make([]byte, 1))
 	_, reached := alert.FromError(perr)
-	return result{reached: b2i(reached), first: summarize(err)}
+	return result{reached: b2i(reached), first: connerr.Name(err)}
 }
 
 // goTLSConcurrent writes and reads in two goroutines, as a client that
@@ -170,7 +171,7 @@ func goTLSConcurrent(tc *tls.Conn, raw net.Conn, payload []byte) result {
 		<-errc
 	}
 	_, ok := alert.FromError(first)
-	return result{ok: ok, reached: -1, first: summarize(first)}
+	return result{ok: ok, reached: -1, first: connerr.Name(first)}
 }
 
 var errNoError = errors.New("no error")
@@ -208,7 +209,7 @@ func goTLSSlowReader(tc *tls.Conn, raw net.Conn, payload []byte) result {
 	if total == midstreamBytes && err == io.EOF {
 		return result{ok: true, reached: -1, first: "ok"}
 	}
-	first := summarize(err)
+	first := connerr.Name(err)
 	if err == io.EOF {
 		first = "clean end after a short read"
 	}
@@ -263,13 +264,8 @@ func goHTTP(ctx context.Context, t *trial) result {
 	cfg := t.clientConfig()
 	tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
 	tr.DialTLSContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		raw, err := t.nw.dial(ctx, network, t.addr)
+		tc, err := t.dialTLS(ctx, network, cfg)
 		if err != nil {
-			return nil, err
-		}
-		tc := tls.Client(raw, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			raw.Close()
 			return nil, err
 		}
 		rec.Conn = tc
@@ -287,7 +283,22 @@ func goHTTP(ctx context.Context, t *trial) result {
 	}
 	_, ok := alert.FromError(err)
 	ok = ok && t.sc.rejects
-	return result{ok: ok, reached: b2i(ok || rec.reached(t.sc)), first: summarize(err)}
+	return result{ok: ok, reached: b2i(ok || rec.reached(t.sc)), first: connerr.Name(err)}
+}
+
+// dialTLS dials the trial's server on its network and completes the TLS
+// handshake with cfg, as an http.Transport's own dial does.
+func (t *trial) dialTLS(ctx context.Context, network string, cfg *tls.Config) (*tls.Conn, error) {
+	raw, err := t.nw.dial(ctx, network, t.addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // goHTTP2 POSTs the upload with net/http's stock transport offering HTTP/2
@@ -321,16 +332,7 @@ func goHTTP2(ctx context.Context, t *trial, withAlert, h2 bool) result {
 		protos.SetHTTP2(true)
 		tr := &http.Transport{TLSClientConfig: cfg, Protocols: &protos}
 		tr.DialTLSContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
-			raw, err := t.nw.dial(ctx, network, t.addr)
-			if err != nil {
-				return nil, err
-			}
-			tc := tls.Client(raw, cfg)
-			if err := tc.HandshakeContext(ctx); err != nil {
-				raw.Close()
-				return nil, err
-			}
-			return tc, nil
+			return t.dialTLS(ctx, network, cfg)
 		}
 		defer tr.CloseIdleConnections()
 		rt = tr
@@ -368,7 +370,7 @@ func goHTTP2(ctx context.Context, t *trial, withAlert, h2 bool) result {
 		_, rerr := c.Read(make([]byte, 1))
 		_, reached = alert.FromError(rerr)
 	}
-	return result{ok: ok, reached: b2i(reached), first: summarize(err)}
+	return result{ok: ok, reached: b2i(reached), first: connerr.Name(err)}
 }
 
 // post sends the trial's upload to the server.
@@ -417,7 +419,7 @@ func curl(ctx context.Context, t *trial) result {
 		if last == "" {
 			last = "code " + strings.TrimSpace(strings.TrimPrefix(stdout.String(), "\ncode="))
 		}
-		return result{reached: b2i(reached), first: summarizeText(last)}
+		return result{reached: b2i(reached), first: connerr.NameText(last)}
 	}
 	// OpenSSL's info callback, through -v, prints "TLSv1.3 (IN), TLS alert,
 	// unknown CA (560)" when it reads the alert, whatever curl reports.
@@ -430,7 +432,7 @@ func curl(ctx context.Context, t *trial) result {
 		}
 	}
 	ok := strings.Contains(last, "alert")
-	return result{ok: ok, reached: b2i(ok || reached), first: summarizeText(last)}
+	return result{ok: ok, reached: b2i(ok || reached), first: connerr.NameText(last)}
 }
 
 // openssl runs s_client with the upload on its standard input. -quiet
@@ -476,7 +478,7 @@ func openssl(ctx context.Context, t *trial) result {
 	}
 	ok := strings.Contains(first, "alert")
 	reached := ok || strings.Contains(text, "SSL alert number")
-	return result{ok: ok, reached: b2i(reached), first: summarizeText(first)}
+	return result{ok: ok, reached: b2i(reached), first: connerr.NameText(first)}
 }
 
 func lastLine(s, prefix string) string {
@@ -494,46 +496,4 @@ func b2i(b bool) int8 {
 		return 1
 	}
 	return 0
-}
-
-// summarize names an error by what distinguishes it, for the error counts.
-func summarize(err error) string {
-	if err == nil {
-		return "no error"
-	}
-	if ae, ok := alert.FromError(err); ok {
-		return "alert " + ae.Description
-	}
-	return summarizeText(err.Error())
-}
-
-func summarizeText(s string) string {
-	for _, k := range []struct{ sub, name string }{
-		{"alert unknown ca", "alert unknown ca"},
-		{"alert bad certificate", "alert bad certificate"},
-		{"alert", "alert"},
-		{"connection reset by peer", "connection reset"},
-		{"Connection reset by peer", "connection reset"},
-		{"errno=104", "connection reset"},
-		{"broken pipe", "broken pipe"},
-		{"Broken pipe", "broken pipe"},
-		{"errno=32", "broken pipe"},
-		{"use of closed network connection", "use of closed network connection"},
-		{"errno 107", "getpeername: not connected"},
-		{"Send failure", "send failure"},
-		{"Recv failure", "recv failure"},
-		{"unexpected EOF", "unexpected EOF"},
-		{"EOF", "EOF"},
-		{"timeout", "timeout"},
-		{"Timeout", "timeout"},
-		{"deadline exceeded", "timeout"},
-	} {
-		if strings.Contains(s, k.sub) {
-			return k.name
-		}
-	}
-	if len(s) > 60 {
-		s = s[:60] + "…"
-	}
-	return s
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/linger-go/linger/internal/bytesize"
 )
 
 // strategyColors are the strategies' colors in every chart: warm for the
@@ -31,8 +33,6 @@ func (r *Report) WriteHTML(path string) error {
 
 // HTML renders the report as a self-contained HTML page.
 func (r *Report) HTML() ([]byte, error) {
-	var table bytes.Buffer
-	r.WriteTable(&table)
 	rows, strategies := r.matrix()
 	data := struct {
 		R          *Report
@@ -246,7 +246,7 @@ func esc(s string) string { return template.HTMLEscapeString(s) }
 
 var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"ms":    fmtMs,
-	"bytes": func(c Cell) string { return fmtBytes(c.DiscardedBytes / int64(max(c.Trials, 1))) },
+	"bytes": func(c Cell) string { return bytesize.Format(c.DiscardedBytes / int64(max(c.Trials, 1))) },
 	"reach": func(c Cell) string { return reachedText(&c) },
 	"rst": func(c Cell) string {
 		if c.ServerRSTs == nil {

@@ -99,19 +99,22 @@ func scenarioByID(id string) (Scenario, bool) {
 	return Scenario{}, false
 }
 
-// selectIDs parses a comma-separated list of IDs ("" or "all": every one of
-// all), keeping all's order.
-func selectIDs(what, list string, all []string) ([]string, error) {
-	if list == "" || list == "all" {
-		return slices.Clone(all), nil
-	}
+// selectIDs checks the chosen IDs against all and returns them in all's
+// order; none chosen, or "all", means every one of all.
+func selectIDs(what string, chosen, all []string) ([]string, error) {
 	want := map[string]bool{}
-	for _, id := range strings.Split(list, ",") {
+	for _, id := range chosen {
 		id = strings.TrimSpace(id)
+		if id == "all" {
+			return slices.Clone(all), nil
+		}
 		if !slices.Contains(all, id) {
 			return nil, fmt.Errorf("unknown %s %q (have %s)", what, id, strings.Join(all, ", "))
 		}
 		want[id] = true
+	}
+	if len(want) == 0 {
+		return slices.Clone(all), nil
 	}
 	var out []string
 	for _, id := range all {

@@ -7,7 +7,7 @@ import (
 	"os/exec"
 	"time"
 
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/netns"
 )
 
 // network is where a cell runs: the server's listener and counters, the
@@ -23,7 +23,7 @@ type network struct {
 	// counters reads the server's namespace's TCP counters; nil on
 	// loopback, where the root namespace mixes server, client and every
 	// other program on the machine.
-	counters func() (testbed.Counters, error)
+	counters func() (netns.Counters, error)
 	// settle is how long after a cell late packets (and the RSTs they
 	// provoke) may still be on the path.
 	settle time.Duration
@@ -52,8 +52,8 @@ func loopback() *network {
 
 // namespaces returns a network of two namespaces joined by path; its close
 // removes them.
-func namespaces(path testbed.PathConfig) (*network, error) {
-	p, err := testbed.NewPair(path)
+func namespaces(path netns.PathConfig) (*network, error) {
+	p, err := netns.NewPair(path)
 	if err != nil {
 		return nil, err
 	}

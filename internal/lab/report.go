@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/linger-go/linger/internal/bytesize"
 )
 
 // SchemaVersion names the JSON layout of a Report. It changes only when a
@@ -199,7 +201,7 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s |\n",
 			c.Path, c.Scenario, c.Client, c.Strategy, c.Success, c.Trials, reachedText(c), rst,
-			fmtMs(c.Hold.P50Ms), fmtMs(c.Hold.P99Ms), fmtBytes(c.DiscardedBytes/int64(max(c.Trials, 1))),
+			fmtMs(c.Hold.P50Ms), fmtMs(c.Hold.P99Ms), bytesize.Format(c.DiscardedBytes/int64(max(c.Trials, 1))),
 			topError(c))
 	}
 	rows, strategies := r.matrix()
@@ -315,16 +317,5 @@ func fmtMs(ms float64) string {
 		return fmt.Sprintf("%.0f ms", ms)
 	default:
 		return fmt.Sprintf("%.2f s", ms/1000)
-	}
-}
-
-func fmtBytes(n int64) string {
-	switch {
-	case n < 10<<10:
-		return fmt.Sprintf("%d B", n)
-	case n < 10<<20:
-		return fmt.Sprintf("%d KiB", n>>10)
-	default:
-		return fmt.Sprintf("%d MiB", n>>20)
 	}
 }

@@ -15,7 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/netns"
+	"github.com/linger-go/linger/internal/pki"
 )
 
 // Options select and size a run. The zero value runs the default matrix.
@@ -30,7 +31,7 @@ type Options struct {
 	// lossy path makes every trial slow.
 	Networks, Scenarios, Clients, Strategies []string
 	// Path is the namespaces' path; nil means DefaultPath.
-	Path *testbed.PathConfig
+	Path *netns.PathConfig
 	// Parallel, if positive, runs that many trials of every cell at once;
 	// 0 lets the lab choose per cell (see cellParallel).
 	Parallel int
@@ -44,7 +45,7 @@ type Options struct {
 
 // DefaultPath is the lab's impaired path: 20 ms each way (a 40 ms
 // round trip) and 5 % loss in each direction.
-var DefaultPath = testbed.PathConfig{Delay: 20 * time.Millisecond, Loss: 0.05}
+var DefaultPath = netns.PathConfig{Delay: 20 * time.Millisecond, Loss: 0.05}
 
 // netnsScenarios are the scenarios run in the namespaces unless chosen
 // explicitly. Every trial there costs round trips and retransmissions, and
@@ -106,36 +107,23 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Notes:   []string{},
 		Cells:   []Cell{},
 	}
-	var err error
 	path := DefaultPath
 	if o.Path != nil {
 		path = *o.Path
 	}
-	nets, err := selectIDs("network", strings.Join(o.Networks, ","), Networks)
-	if err != nil {
-		return nil, err
-	}
-	scenarios, err := selectIDs("scenario", strings.Join(o.Scenarios, ","), scenarioIDs())
-	if err != nil {
-		return nil, err
-	}
-	clients, err := selectIDs("client", strings.Join(o.Clients, ","), Clients)
-	if err != nil {
-		return nil, err
-	}
-	strategies, err := selectIDs("strategy", strings.Join(o.Strategies, ","), Strategies)
+	sel, err := o.selection()
 	if err != nil {
 		return nil, err
 	}
 	rep.Settings = Settings{
-		Quick: o.Quick, Trials: o.Trials, Networks: nets, Scenarios: scenarios, Clients: clients,
-		Strategies: strategies, DelayMs: float64(path.Delay) / float64(time.Millisecond),
+		Quick: o.Quick, Trials: o.Trials, Networks: sel.networks, Scenarios: sel.scenarios, Clients: sel.clients,
+		Strategies: sel.strategies, DelayMs: float64(path.Delay) / float64(time.Millisecond),
 		LossPercent: path.Loss * 100,
 	}
-	for _, c := range clients {
+	for _, c := range sel.clients {
 		if why := clientMissing(c); why != "" {
 			rep.note(o.Progress, "client %s skipped: %s", c, why)
-			clients = slices.DeleteFunc(clients, func(s string) bool { return s == c })
+			sel.clients = slices.DeleteFunc(sel.clients, func(s string) bool { return s == c })
 		}
 	}
 
@@ -144,34 +132,100 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	pki, err := testbed.NewPKI()
+	ca, files, bodies, err := prepare(dir)
 	if err != nil {
 		return nil, err
-	}
-	files, err := pki.WriteFiles(dir)
-	if err != nil {
-		return nil, err
-	}
-	bodies := map[int]string{}
-	for _, sc := range Scenarios {
-		if _, ok := bodies[sc.upload]; !ok {
-			p := filepath.Join(dir, fmt.Sprintf("body-%d", sc.upload))
-			if err := os.WriteFile(p, make([]byte, sc.upload), 0o600); err != nil {
-				return nil, err
-			}
-			bodies[sc.upload] = p
-		}
 	}
 
-	type cellPlan struct {
-		sc               Scenario
-		client, strategy string
-		trials           int
+	plans := o.plan(sel)
+	pos := progress{}
+	for _, netID := range sel.networks {
+		pos.total += len(plans[netID])
 	}
+	for _, netID := range sel.networks {
+		if len(plans[netID]) == 0 {
+			continue
+		}
+		var nw *network
+		switch netID {
+		case "loopback":
+			nw = loopback()
+		case "netns":
+			if why := netnsUnavailable(); why != "" {
+				rep.note(o.Progress, "network namespaces skipped, loopback only: %s", why)
+				pos.total -= len(plans[netID])
+				continue
+			}
+			// Namespaces of an earlier lab that was killed before it could
+			// remove them.
+			netns.CleanupStale()
+			nw, err = namespaces(path)
+			if err != nil {
+				return rep.finish(start), fmt.Errorf("lab: network namespaces: %w", err)
+			}
+		}
+		for _, p := range plans[netID] {
+			t := &trial{nw: nw, sc: p.sc, ca: ca, files: files, body: bodies[p.sc.upload]}
+			cell, cerr := runCell(ctx, &o, t, p, pos)
+			pos.done++
+			if cerr != nil {
+				err = cerr
+				break
+			}
+			rep.Cells = append(rep.Cells, cell)
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "%s[%3d/%d] %s\n", clearLine(o.Live), pos.done, pos.total, cellLine(&cell))
+			}
+		}
+		// Also on error and on Ctrl-C: namespaces, devices, rules and the
+		// forwarder go with the network.
+		err = errors.Join(err, nw.close())
+		if err != nil {
+			return rep.finish(start), err
+		}
+	}
+	return rep.finish(start), ctx.Err()
+}
+
+// selection is what Options chose of each dimension of the matrix, checked
+// and in the matrix's order.
+type selection struct {
+	networks, scenarios, clients, strategies []string
+}
+
+func (o *Options) selection() (selection, error) {
+	var sel selection
+	var err error
+	if sel.networks, err = selectIDs("network", o.Networks, Networks); err != nil {
+		return sel, err
+	}
+	if sel.scenarios, err = selectIDs("scenario", o.Scenarios, scenarioIDs()); err != nil {
+		return sel, err
+	}
+	if sel.clients, err = selectIDs("client", o.Clients, Clients); err != nil {
+		return sel, err
+	}
+	if sel.strategies, err = selectIDs("strategy", o.Strategies, Strategies); err != nil {
+		return sel, err
+	}
+	return sel, nil
+}
+
+// cellPlan is one cell to run: a scenario, a client and a server close
+// strategy, with its number of trials.
+type cellPlan struct {
+	sc               Scenario
+	client, strategy string
+	trials           int
+}
+
+// plan lists the cells to run on each network. In the namespaces, where
+// every trial is slow, the scenarios (and with Quick the clients and
+// strategies) default to fewer than on loopback.
+func (o *Options) plan(sel selection) map[string][]cellPlan {
 	plans := map[string][]cellPlan{}
-	total := 0
-	for _, netID := range nets {
-		scs, cls, sts := scenarios, clients, strategies
+	for _, netID := range sel.networks {
+		scs, cls, sts := sel.scenarios, sel.clients, sel.strategies
 		if netID == "netns" && len(o.Scenarios) == 0 {
 			scs = netnsScenarios
 		}
@@ -186,62 +240,44 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		for _, id := range scs {
 			sc, _ := scenarioByID(id)
 			for _, client := range cls {
-				if !slices.Contains(sc.Clients, client) || !slices.Contains(clients, client) {
+				if !slices.Contains(sc.Clients, client) || !slices.Contains(sel.clients, client) {
 					continue
 				}
 				for _, strategy := range sts {
-					plans[netID] = append(plans[netID], cellPlan{sc, client, strategy, defaultTrials(&o, netID, id)})
-					total++
+					plans[netID] = append(plans[netID], cellPlan{sc, client, strategy, defaultTrials(o, netID, id)})
 				}
 			}
 		}
 	}
+	return plans
+}
 
-	done := 0
-	for _, netID := range nets {
-		if len(plans[netID]) == 0 {
-			continue
-		}
-		var nw *network
-		switch netID {
-		case "loopback":
-			nw = loopback()
-		case "netns":
-			if why := netnsUnavailable(); why != "" {
-				rep.note(o.Progress, "network namespaces skipped, loopback only: %s", why)
-				total -= len(plans[netID])
-				continue
+// prepare writes what the trials share into dir: a PKI and a body file for
+// each upload size, by size.
+func prepare(dir string) (*pki.PKI, pki.Files, map[int]string, error) {
+	ca, err := pki.NewPKI()
+	if err != nil {
+		return nil, pki.Files{}, nil, err
+	}
+	files, err := ca.WriteFiles(dir)
+	if err != nil {
+		return nil, pki.Files{}, nil, err
+	}
+	bodies := map[int]string{}
+	for _, sc := range Scenarios {
+		if _, ok := bodies[sc.upload]; !ok {
+			p := filepath.Join(dir, fmt.Sprintf("body-%d", sc.upload))
+			if err := os.WriteFile(p, make([]byte, sc.upload), 0o600); err != nil {
+				return nil, pki.Files{}, nil, err
 			}
-			// Namespaces of an earlier lab that was killed before it could
-			// remove them.
-			testbed.CleanupStale()
-			nw, err = namespaces(path)
-			if err != nil {
-				return rep.finish(start), fmt.Errorf("lab: network namespaces: %w", err)
-			}
-		}
-		for _, p := range plans[netID] {
-			t := &trial{nw: nw, sc: p.sc, pki: pki, files: files, body: bodies[p.sc.upload]}
-			cell, cerr := runCell(ctx, &o, t, p.client, p.strategy, p.trials, done, total)
-			done++
-			if cerr != nil {
-				err = cerr
-				break
-			}
-			rep.Cells = append(rep.Cells, cell)
-			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "%s[%3d/%d] %s\n", clearLine(o.Live), done, total, cellLine(&cell))
-			}
-		}
-		// Also on error and on Ctrl-C: namespaces, devices, rules and the
-		// forwarder go with the network.
-		err = errors.Join(err, nw.close())
-		if err != nil {
-			return rep.finish(start), err
+			bodies[sc.upload] = p
 		}
 	}
-	return rep.finish(start), ctx.Err()
+	return ca, files, bodies, nil
 }
+
+// progress is where a run is: cells done of the total.
+type progress struct{ done, total int }
 
 func (r *Report) finish(start time.Time) *Report {
 	r.Seconds = time.Since(start).Seconds()
@@ -288,8 +324,10 @@ func cellLine(c *Cell) string {
 		fmtMs(c.Hold.P50Ms), fmtMs(c.Hold.P99Ms), c.Seconds)
 }
 
-// runCell runs one cell's trials against a fresh server.
-func runCell(ctx context.Context, o *Options, t *trial, client, strategy string, trials, done, total int) (Cell, error) {
+// runCell runs one cell's trials against a fresh server; pos is for the
+// progress line.
+func runCell(ctx context.Context, o *Options, t *trial, p cellPlan, pos progress) (Cell, error) {
+	client, strategy, trials := p.client, p.strategy, p.trials
 	start := time.Now()
 	nw := t.nw
 	cell := Cell{
@@ -297,14 +335,14 @@ func runCell(ctx context.Context, o *Options, t *trial, client, strategy string,
 		Trials: trials, Parallel: cellParallel(o, nw, t.sc.ID, strategy),
 		Errors: map[string]int{}, ServerOutcomes: map[string]int{},
 	}
-	var before testbed.Counters
+	var before netns.Counters
 	if nw.counters != nil {
 		var err error
 		if before, err = nw.counters(); err != nil {
 			return cell, err
 		}
 	}
-	srv, err := startServer(ctx, nw, t.sc, strategy, t.pki)
+	srv, err := startServer(ctx, nw, t.sc, strategy, t.ca)
 	if err != nil {
 		return cell, err
 	}
@@ -328,7 +366,7 @@ func runCell(ctx context.Context, o *Options, t *trial, client, strategy string,
 				n := finished.Add(1)
 				if o.Live && o.Progress != nil {
 					fmt.Fprintf(o.Progress, "\r\033[K[%3d/%d] %s %s %s %s: trial %d/%d",
-						done+1, total, nw.id, t.sc.ID, client, strategy, n, trials)
+						pos.done+1, pos.total, nw.id, t.sc.ID, client, strategy, n, trials)
 				}
 			}
 		}()

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger"
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/pki"
 )
 
 // server is one cell's TLS server: it plays the scenario's server side on
@@ -36,7 +36,7 @@ type server struct {
 // vanishes cannot hold a handler.
 const serverDeadline = 2 * time.Minute
 
-func startServer(ctx context.Context, nw *network, sc Scenario, strategy string, pki *testbed.PKI) (*server, error) {
+func startServer(ctx context.Context, nw *network, sc Scenario, strategy string, ca *pki.PKI) (*server, error) {
 	raw, err := nw.listen()
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func startServer(ctx context.Context, nw *network, sc Scenario, strategy string,
 	}
 	s.ln = &countingListener{strategyListener(ctx, raw, strategy, s.lc, s.log), s}
 
-	cfg := pki.ServerConfig(sc.tlsVersion)
+	cfg := ca.ServerConfig(sc.tlsVersion)
 	if sc.rejects {
 		// Go's own HTTPS server: net/http closes
 		// the connection at once after a failed handshake, through the

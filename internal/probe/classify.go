@@ -1,16 +1,14 @@
 package probe
 
 import (
-	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"os"
 	"syscall"
 
 	"github.com/linger-go/linger/alert"
+	"github.com/linger-go/linger/internal/connerr"
 )
 
 // observation is what one connection showed, before it is classified.
@@ -43,7 +41,7 @@ type observation struct {
 
 // classified is what classify makes of an observation.
 type classified struct {
-	outcome     Outcome
+	outcome     TrialOutcome
 	alert       *alert.Error
 	httpStatus  string
 	inHandshake bool
@@ -59,10 +57,10 @@ func classify(o observation) classified {
 	var c classified
 	if o.handshake != nil {
 		switch {
-		case o.mode == ModeRecord && o.certAsked && !isLocal(o.handshake) && !isTimeout(o.handshake) && !o.cancelled:
+		case o.mode == ModeRecord && o.certAsked && !isLocal(o.handshake) && !connerr.IsTimeout(o.handshake) && !o.cancelled:
 			c.outcome = HandshakeFailed
 			c.err = handshakeError(o.handshake, o.cancelled) + " (the server asked for a client certificate and " +
-				"refused the connection without one: it requires one, so try --provoke client-cert)"
+				"refused the connection without one: it requires one, so try -provoke client-cert)"
 			return c
 		case o.mode != ModeClientCert || !o.certAsked || isLocal(o.handshake) || o.cancelled:
 			c.outcome, c.err = HandshakeFailed, handshakeError(o.handshake, o.cancelled)
@@ -73,7 +71,7 @@ func classify(o observation) classified {
 		c.inHandshake = true
 	} else if o.mode == ModeClientCert && !o.certAsked {
 		c.outcome = HandshakeFailed
-		c.err = "the server did not ask for a client certificate, so it cannot reject one (try --provoke record)"
+		c.err = "the server did not ask for a client certificate, so it cannot reject one (try -provoke record)"
 		return c
 	}
 
@@ -87,7 +85,7 @@ func classify(o observation) classified {
 		by  string
 		err error
 	}{{"write", o.write}, {"read", o.read}, {"read", o.tail}} {
-		if isReset(e.err) && !c.reset {
+		if connerr.IsReset(e.err) && !c.reset {
 			c.reset, c.resetSeenBy, c.err = true, e.by, e.err.Error()
 		}
 	}
@@ -115,7 +113,7 @@ func classify(o observation) classified {
 		c.outcome, c.err = HTTPAnswer, ""
 	case c.reset:
 		c.outcome = Reset
-	case isTimeout(o.read):
+	case connerr.IsTimeout(o.read):
 		c.outcome, c.err = Timeout, "no alert within the trial's timeout"
 	default:
 		c.outcome, c.err = EOF, errString(o.read)
@@ -127,20 +125,6 @@ func classify(o observation) classified {
 	}
 	c.err = printable(c.err)
 	return c
-}
-
-// isReset reports whether err says the peer reset the connection: the first
-// write or read after an RST returns ECONNRESET, later writes EPIPE (and so
-// does the first write when the RST came after the peer's FIN).
-func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, syscall.ECONNABORTED)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
-		(errors.As(err, &ne) && ne.Timeout())
 }
 
 // isEOF reports whether err is the server's FIN as a read reports it.
@@ -157,7 +141,7 @@ func isLocal(err error) bool {
 	if _, ok := alert.FromError(err); ok {
 		return false
 	}
-	return !isReset(err) && !isEOF(err) && !isTimeout(err)
+	return !connerr.IsReset(err) && !isEOF(err) && !connerr.IsTimeout(err)
 }
 
 // handshakeError describes a failed handshake for people, with a hint at
@@ -170,12 +154,12 @@ func handshakeError(err error, cancelled bool) string {
 	)
 	s := printable(err.Error())
 	switch {
-	case isTimeout(err) || cancelled:
+	case connerr.IsTimeout(err) || cancelled:
 		return "handshake timed out: is this a TLS port?"
 	case errors.As(err, &unknown):
-		return s + " (give the server's CA with --ca, or --insecure)"
+		return s + " (give the server's CA with -ca, or -insecure)"
 	case errors.As(err, &hostname):
-		return s + " (set --servername, or --insecure)"
+		return s + " (set -servername, or -insecure)"
 	}
 	return s
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/probe"
 	"github.com/linger-go/linger/internal/testbed"
 	"go.uber.org/goleak"
@@ -39,7 +40,7 @@ func startGo(t testing.TB, ln net.Listener, lingering bool, cfg *tls.Config) str
 // process (exec.CommandContext, or a namespace's Command); the process is
 // killed and waited for when the test ends.
 func startOpenSSL(t testing.TB, command func(ctx context.Context, name string, args ...string) *exec.Cmd,
-	host string, files testbed.Files, requireCert bool) string {
+	host string, files pki.Files, requireCert bool) string {
 	t.Helper()
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("openssl is not installed")

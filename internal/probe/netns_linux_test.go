@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/netns"
 	"github.com/linger-go/linger/internal/probe"
 	"github.com/linger-go/linger/internal/testbed"
 )
@@ -22,7 +23,7 @@ func TestImpairedPath(t *testing.T) {
 	testbed.RequireRoot(t, "the impaired-path probe")
 	checkFDs(t)
 	p := testbed.SharedPKI(t)
-	pair, err := testbed.NewPair(testbed.PathConfig{Delay: 10 * time.Millisecond, Loss: 0.02})
+	pair, err := netns.NewPair(netns.PathConfig{Delay: 10 * time.Millisecond, Loss: 0.02})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/pki"
 )
 
 // Mode is how a trial provokes the server's fatal alert.
@@ -260,6 +260,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // selfSigned makes a client certificate no server trusts.
 func selfSigned() (*tls.Certificate, error) {
-	c, err := testbed.SelfSigned("linger probe (untrusted, self-signed)")
+	c, err := pki.SelfSigned("linger probe (untrusted, self-signed)")
 	return &c, err
 }

@@ -10,14 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/probe"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
 // checkFDs makes the test fail if it leaves descriptors open. Call it
 // first, so that its cleanup runs after every other.
 func checkFDs(t *testing.T) {
-	before := testbed.OpenFDs()
+	before := proc.OpenFDs()
 	t.Cleanup(func() { testbed.WaitFDs(t, before) })
 }
 
@@ -25,7 +27,7 @@ func checkFDs(t *testing.T) {
 // a server that requires certificates from the test CA; ModeRecord one that
 // asks for none, so the handshake completes and the bad record is what it
 // rejects.
-func serverConfig(p *testbed.PKI, mode probe.Mode, version uint16) *tls.Config {
+func serverConfig(p *pki.PKI, mode probe.Mode, version uint16) *tls.Config {
 	cfg := p.ServerConfig(version)
 	if mode == probe.ModeRecord {
 		cfg.ClientAuth, cfg.ClientCAs = tls.NoClientCert, nil
@@ -34,7 +36,7 @@ func serverConfig(p *testbed.PKI, mode probe.Mode, version uint16) *tls.Config {
 }
 
 // clientTLS is the probe's base configuration: it trusts the test CA.
-func clientTLS(p *testbed.PKI, version uint16) *tls.Config {
+func clientTLS(p *pki.PKI, version uint16) *tls.Config {
 	return &tls.Config{RootCAs: p.CAPool, ServerName: "localhost", MinVersion: version, MaxVersion: version}
 }
 
@@ -140,7 +142,7 @@ func TestConfigurationProblems(t *testing.T) {
 		cfg  probe.Config
 		want string
 	}{
-		{"untrusted server", probe.Config{Addr: noCerts}, "--ca"},
+		{"untrusted server", probe.Config{Addr: noCerts}, " -ca"},
 		{"no client certificate asked", probe.Config{Addr: noCerts, Mode: probe.ModeClientCert,
 			TLS: clientTLS(p, 0)}, "did not ask for a client certificate"},
 		{"refused", probe.Config{Addr: refused}, "connection refused"},
@@ -215,7 +217,7 @@ func TestTimeoutAndCancel(t *testing.T) {
 // trial's error, its line and the summary show them escaped.
 func TestHostileText(t *testing.T) {
 	checkFDs(t)
-	evil, err := testbed.NewPKI("\x1b]0;owned\x07\x1b[2Jevil.example") // IA5: ASCII only
+	evil, err := pki.NewPKI("\x1b]0;owned\x07\x1b[2Jevil.example") // IA5: ASCII only
 	if err != nil {
 		t.Fatal(err)
 	}

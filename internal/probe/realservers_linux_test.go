@@ -87,8 +87,8 @@ func captureRSTs(t *testing.T, addr string) func() map[int]int {
 func TestRealServers(t *testing.T) {
 	testbed.RequireRoot(t, "the real-server probes (packet capture on loopback)")
 	checkFDs(t)
-	pki := testbed.SharedPKI(t)
-	files, err := pki.WriteFiles(t.TempDir())
+	ca := testbed.SharedPKI(t)
+	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,9 +106,9 @@ func TestRealServers(t *testing.T) {
 			t.Run(kind+"/"+ver.name+"/record, certificate required", func(t *testing.T) {
 				srv := startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
 					Version: ver.v, RequireCert: true})
-				rep := run(t, probe.Config{Addr: srv.Addr, TLS: clientTLS(pki, ver.v), Trials: 2, Upload: 16 << 10})
-				if !strings.Contains(rep.Verdict.Line, "--provoke client-cert") {
-					t.Errorf("verdict does not suggest --provoke client-cert: %s", rep.Verdict.Line)
+				rep := run(t, probe.Config{Addr: srv.Addr, TLS: clientTLS(ca, ver.v), Trials: 2, Upload: 16 << 10})
+				if !strings.Contains(rep.Verdict.Line, " -provoke client-cert") {
+					t.Errorf("verdict does not suggest -provoke client-cert: %s", rep.Verdict.Line)
 				}
 			})
 			for _, mode := range modes {
@@ -117,7 +117,7 @@ func TestRealServers(t *testing.T) {
 						Version: ver.v, RequireCert: mode == probe.ModeClientCert})
 					for _, upload := range []int64{16 << 10, 1 << 20} {
 						rsts := captureRSTs(t, srv.Addr)
-						rep := run(t, probe.Config{Addr: srv.Addr, Mode: mode, TLS: clientTLS(pki, ver.v),
+						rep := run(t, probe.Config{Addr: srv.Addr, Mode: mode, TLS: clientTLS(ca, ver.v),
 							Trials: 3, Upload: upload})
 						got := rsts()
 						for _, m := range wireMismatches(rep, got) {
@@ -137,16 +137,16 @@ func checkRealServer(t *testing.T, kind string, mode probe.Mode, version uint16,
 	if rep.Provoked() != len(rep.Trials) {
 		t.Fatalf("%d of %d trials failed at the handshake: %s", len(rep.Trials)-rep.Provoked(), len(rep.Trials), rep.Verdict.Line)
 	}
-	answers := map[probe.Outcome]bool{}
+	answers := map[probe.TrialOutcome]bool{}
 	for _, tr := range rep.Trials {
 		answers[tr.Outcome] = true
 	}
-	var want []probe.Outcome
+	var want []probe.TrialOutcome
 	switch {
 	case kind == "nginx" && mode == probe.ModeClientCert:
-		want = []probe.Outcome{probe.HTTPAnswer, probe.HTTPThenReset}
+		want = []probe.TrialOutcome{probe.HTTPAnswer, probe.HTTPThenReset}
 	default:
-		want = []probe.Outcome{probe.AlertFirst, probe.AlertAfterError}
+		want = []probe.TrialOutcome{probe.AlertFirst, probe.AlertAfterError}
 	}
 	for o := range answers {
 		ok := false

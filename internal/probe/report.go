@@ -6,6 +6,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/linger-go/linger/internal/bytesize"
 )
 
 // Report is the result of a probe: every trial, the counts, and a verdict.
@@ -20,7 +22,7 @@ type Report struct {
 	Stopped string  `json:"stopped,omitempty"`
 	Trials  []Trial `json:"trials"`
 	// Counts has an entry for every outcome, zero included.
-	Counts map[Outcome]int `json:"counts"`
+	Counts map[TrialOutcome]int `json:"counts"`
 	// Alerts counts the alerts received, by name.
 	Alerts map[string]int `json:"alerts,omitempty"`
 	// HTTP counts the HTTP status lines received instead of an alert.
@@ -89,7 +91,7 @@ func (r *Report) ExitCode() int {
 func (r *Report) Provoked() int { return len(r.Trials) - r.Counts[HandshakeFailed] }
 
 func (r *Report) summarize() {
-	r.Counts = make(map[Outcome]int, len(Outcomes))
+	r.Counts = make(map[TrialOutcome]int, len(Outcomes))
 	for _, o := range Outcomes {
 		r.Counts[o] = 0
 	}
@@ -150,7 +152,7 @@ func (r *Report) verdict() Verdict {
 		// record (certificate_required, or an HTTP answer): delivery is
 		// still measured, but of a different refusal, whatever it is.
 		note += fmt.Sprintf(" (in %d trials the server asked for a client certificate, so it may have refused the "+
-			"missing certificate rather than the bad record; --provoke client-cert tests its rejections of one)", asked)
+			"missing certificate rather than the bad record; -provoke client-cert tests its rejections of one)", asked)
 	}
 	var afterFIN string
 	if r.ResetsAfterFIN > 0 {
@@ -178,7 +180,7 @@ func (r *Report) verdict() Verdict {
 		}
 		if n := r.Counts[Timeout]; n > 0 {
 			why = append(why, fmt.Sprintf("%d timed out: the server neither answered nor closed; "+
-				"raise --timeout, or it does not notice the provocation", n))
+				"raise -timeout, or it does not notice the provocation", n))
 		}
 		return Verdict{Lost, fmt.Sprintf("LOST: in %d of %d trials the client never saw the alert%s. %s.",
 			lost, provoked, note, strings.Join(why, "; "))}
@@ -264,7 +266,7 @@ func FormatTrial(t Trial) string {
 		parts = append(parts, how)
 	}
 	if t.Outcome != HandshakeFailed {
-		s := "sent " + formatBytes(t.Sent)
+		s := "sent " + bytesize.Format(t.Sent)
 		if t.Version != "" {
 			s += ", " + t.Version
 		}
@@ -280,7 +282,7 @@ func FormatTrial(t Trial) string {
 func (r *Report) WriteSummary(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nlinger probe %s: provoke %s, upload %s, %d of %d trials", r.Target, r.Mode,
-		formatBytes(r.Upload), len(r.Trials), r.Planned)
+		bytesize.Format(r.Upload), len(r.Trials), r.Planned)
 	if v := r.versions(); v != "" {
 		fmt.Fprintf(&b, ", %s", v)
 	}
@@ -313,18 +315,4 @@ func (r *Report) versions() string {
 		}
 	}
 	return strings.Join(vs, " and ")
-}
-
-func formatBytes(n int64) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%d KiB", n>>10)
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

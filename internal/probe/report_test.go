@@ -6,10 +6,10 @@ import (
 )
 
 func TestVerdict(t *testing.T) {
-	alert := func(o Outcome, reset, fin bool) Trial {
+	alert := func(o TrialOutcome, reset, fin bool) Trial {
 		return Trial{Outcome: o, Alert: "unknown_ca", AlertCode: 48, Reset: reset, FIN: fin, Version: "TLS 1.3"}
 	}
-	http := func(o Outcome, reset bool) Trial {
+	http := func(o TrialOutcome, reset bool) Trial {
 		return Trial{Outcome: o, HTTPStatus: "HTTP/1.1 400 Bad Request", Reset: reset, FIN: true, Version: "TLS 1.3"}
 	}
 	tls12 := alert(AlertAfterError, true, false)
@@ -41,13 +41,13 @@ func TestVerdict(t *testing.T) {
 			Inconclusive, ExitInconclusive, []string{"INCONCLUSIVE", "connection refused"}},
 		{"record mode met certificate_required", ModeRecord,
 			[]Trial{{Outcome: AlertFirst, Alert: "certificate_required", AlertCode: 116, CertRequested: true}},
-			Delivered, ExitDelivered, []string{"--provoke client-cert"}},
+			Delivered, ExitDelivered, []string{" -provoke client-cert"}},
 		{"record mode, a certificate asked for, another alert", ModeRecord,
 			[]Trial{{Outcome: AlertAfterError, Alert: "bad_certificate", AlertCode: 42, Reset: true, CertRequested: true}},
-			ResetAfterAlert, ExitNotDelivered, []string{"asked for a client certificate", "--provoke client-cert"}},
+			ResetAfterAlert, ExitNotDelivered, []string{"asked for a client certificate", " -provoke client-cert"}},
 		{"record mode, a certificate asked for, an HTTP answer", ModeRecord,
 			[]Trial{{Outcome: HTTPAnswer, HTTPStatus: "HTTP/1.1 400 Bad Request", CertRequested: true}},
-			HTTPAnswered, ExitDelivered, []string{"--provoke client-cert"}},
+			HTTPAnswered, ExitDelivered, []string{" -provoke client-cert"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &Report{Mode: tc.mode, Trials: tc.trials}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/internal/lab"
+	"github.com/linger-go/linger/internal/netns"
+	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/probe"
 	"github.com/linger-go/linger/internal/testbed"
 )
@@ -49,8 +51,8 @@ func TestServersTable(t *testing.T) {
 		t.Skip("a measurement for the README; run with -args -table")
 	}
 	testbed.RequireRoot(t, "the servers table (packet capture, namespaces)")
-	pki := testbed.SharedPKI(t)
-	files, err := pki.WriteFiles(t.TempDir())
+	ca := testbed.SharedPKI(t)
+	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,9 +71,9 @@ func TestServersTable(t *testing.T) {
 			cells = append(cells, tableCell{n, "1.2", probe.ModeClientCert})
 		}
 	}
-	var pair *testbed.Pair
+	var pair *netns.Pair
 	if strings.Contains(*tableNets, "impaired") {
-		if pair, err = testbed.NewPair(lab.DefaultPath); err != nil {
+		if pair, err = netns.NewPair(lab.DefaultPath); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
@@ -121,7 +123,7 @@ func TestServersTable(t *testing.T) {
 				if c.tlsVersion == "1.2" {
 					ver = tls.VersionTLS12
 				}
-				cfg := clientTLS(pki, uint16(ver))
+				cfg := clientTLS(ca, uint16(ver))
 				cfg.ServerName = ""
 				rep := run(t, probe.Config{Addr: addr, Mode: c.mode, TLS: cfg, Trials: *tableTrials, Upload: *tableUpload,
 					Interval: 20 * time.Millisecond, Timeout: 20 * time.Second, Watch: probe.DefaultWatch, Dial: dial})
@@ -186,7 +188,7 @@ func netName(n string) string {
 
 // tableServer starts one server for a cell and returns its address, its
 // version, how to dial it and how to run a program next to the client.
-func tableServer(t *testing.T, server string, c tableCell, pair *testbed.Pair, files testbed.Files, caddy string) (
+func tableServer(t *testing.T, server string, c tableCell, pair *netns.Pair, files pki.Files, caddy string) (
 	addr, version string, dial func(context.Context, string, string) (net.Conn, error),
 	command func(context.Context, string, ...string) *exec.Cmd) {
 	t.Helper()
@@ -234,7 +236,7 @@ func tableServer(t *testing.T, server string, c tableCell, pair *testbed.Pair, f
 
 // startCapture counts RSTs from port on the server's side of the cell's
 // network.
-func startCapture(t *testing.T, network string, pair *testbed.Pair, port int) func() map[int]int {
+func startCapture(t *testing.T, network string, pair *netns.Pair, port int) func() map[int]int {
 	t.Helper()
 	var c *testbed.RSTCapture
 	var err error
@@ -260,7 +262,7 @@ func startCapture(t *testing.T, network string, pair *testbed.Pair, port int) fu
 
 // runOldProbe runs an older linger binary's probe with --json and returns
 // its verdict and counts.
-func runOldProbe(t *testing.T, command func(context.Context, string, ...string) *exec.Cmd, addr string, c tableCell, files testbed.Files) string {
+func runOldProbe(t *testing.T, command func(context.Context, string, ...string) *exec.Cmd, addr string, c tableCell, files pki.Files) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -10,48 +10,50 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/alert"
+	"github.com/linger-go/linger/internal/connerr"
 )
 
-// Outcome is what one trial saw.
-type Outcome string
+// TrialOutcome is what one trial saw. (A linger.Outcome, by contrast, is
+// how a lingering connection ended on the server.)
+type TrialOutcome string
 
 const (
 	// AlertFirst: the alert arrived and the connection was never reset. A
 	// client still sending learns why it was refused.
-	AlertFirst Outcome = "alert"
+	AlertFirst TrialOutcome = "alert"
 	// AlertAfterError: the alert arrived, but the server also reset the
 	// connection, before or after its FIN. A client still sending gets
 	// ECONNRESET or EPIPE from its write and finds the alert only if it
 	// reads afterwards (Linux keeps the alert readable after the reset,
 	// Windows discards it).
-	AlertAfterError Outcome = "alert_after_error"
+	AlertAfterError TrialOutcome = "alert_after_error"
 	// HTTPAnswer: instead of an alert the server answered with an HTTP
 	// response (nginx answers an untrusted client certificate with "400
 	// The SSL certificate error") and the connection was never reset. A
 	// client reads an HTTP error, not an alert.
-	HTTPAnswer Outcome = "http"
+	HTTPAnswer TrialOutcome = "http"
 	// HTTPThenReset: an HTTP response, then a reset: a client still
 	// sending gets ECONNRESET or EPIPE from its write.
-	HTTPThenReset Outcome = "http_then_reset"
+	HTTPThenReset TrialOutcome = "http_then_reset"
 	// Reset: the connection was reset and no alert ever arrived.
-	Reset Outcome = "reset"
+	Reset TrialOutcome = "reset"
 	// EOF: the server closed the connection without sending an alert.
-	EOF Outcome = "eof"
+	EOF TrialOutcome = "eof"
 	// Timeout: nothing decisive arrived within Config.Timeout.
-	Timeout Outcome = "timeout"
+	Timeout TrialOutcome = "timeout"
 	// HandshakeFailed: the trial could not get to the provocation:
 	// connection refused, an untrusted server certificate, no common
 	// version or protocol, a server that requires a client certificate
 	// (ModeRecord), or one that did not ask for one (ModeClientCert). A
 	// configuration problem, not a delivery failure.
-	HandshakeFailed Outcome = "handshake_failed"
+	HandshakeFailed TrialOutcome = "handshake_failed"
 )
 
 // Outcomes lists every outcome, in the order reports show them.
-var Outcomes = []Outcome{AlertFirst, AlertAfterError, HTTPAnswer, HTTPThenReset, Reset, EOF, Timeout, HandshakeFailed}
+var Outcomes = []TrialOutcome{AlertFirst, AlertAfterError, HTTPAnswer, HTTPThenReset, Reset, EOF, Timeout, HandshakeFailed}
 
 // Describe returns the outcome's words for people.
-func (o Outcome) Describe() string {
+func (o TrialOutcome) Describe() string {
 	switch o {
 	case AlertFirst:
 		return "alert, no reset"
@@ -75,8 +77,8 @@ func (o Outcome) Describe() string {
 
 // Trial is the record of one connection.
 type Trial struct {
-	N       int     `json:"n"`
-	Outcome Outcome `json:"outcome"`
+	N       int          `json:"n"`
+	Outcome TrialOutcome `json:"outcome"`
 	// Alert is the alert's name as RFC 8446 spells it, such as
 	// "bad_record_mac"; AlertCode its number.
 	Alert     string `json:"alert,omitempty"`
@@ -274,7 +276,7 @@ func (p *prober) observe(ctx context.Context, raw net.Conn, t *Trial) (o observa
 	// socket altogether (rather than half-closing and reading on) answers
 	// the next data that arrives with an RST, which a client in the middle
 	// of an upload runs into: so keep sending for p.cfg.Watch and look.
-	if (isEOF(o.read) || isEOF(o.tail)) && !isReset(o.read) && !isReset(o.tail) {
+	if (isEOF(o.read) || isEOF(o.tail)) && !connerr.IsReset(o.read) && !connerr.IsReset(o.tail) {
 		timer := time.NewTimer(p.cfg.Watch)
 		select {
 		case <-wdone: // the writer stopped: a reset, the trial's deadline, or its trickle is spent
@@ -285,11 +287,11 @@ func (p *prober) observe(ctx context.Context, raw net.Conn, t *Trial) (o observa
 	}
 	halt()
 	<-wdone
-	if isTimeout(o.write) {
+	if connerr.IsTimeout(o.write) {
 		// The write deadline that halt set, not the server.
 		o.write = nil
 	}
-	if !isReset(o.write) && ctx.Err() == nil {
+	if !connerr.IsReset(o.write) && ctx.Err() == nil {
 		// The last records written may still be on their way: wait until
 		// the server has acknowledged them or answered them with an RST.
 		o.wireReset = settle(ctx, raw, p.cfg.Watch)

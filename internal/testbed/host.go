@@ -1,3 +1,9 @@
+// Package testbed holds what only linger's tests import: counting and
+// waiting for descriptors, skipping without root, real TLS servers (Go's,
+// and nginx, HAProxy, Apache and Caddy as installed), a process-wide PKI,
+// and a capture that counts the resets on the wire. The shipped command
+// does not link it; what the command shares with the tests lives in
+// internal/pki and internal/netns.
 package testbed
 
 import (
@@ -9,10 +15,11 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/linger-go/linger/internal/proc"
 )
 
-// TB is the part of testing.TB the helpers here need, so that the lab and
-// the benchmarks can use them outside tests.
+// TB is the part of testing.TB that RequireRoot needs.
 type TB interface {
 	Helper()
 	Skipf(format string, args ...any)
@@ -30,16 +37,6 @@ func RequireRoot(t TB, what string) {
 	}
 }
 
-// OpenFDs counts the process's open descriptors, or returns -1 where
-// /proc/self/fd does not exist.
-func OpenFDs() int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(ents) - 1 // the directory's own descriptor
-}
-
 // WaitFDs waits up to 5 s for the process's descriptor count to drop back to
 // before, and reports an error on t if it does not: a descriptor closed by
 // another goroutine, or by the runtime, may take a moment to go.
@@ -53,7 +50,7 @@ func WaitFDs(t interface {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		after := OpenFDs()
+		after := proc.OpenFDs()
 		if after <= before {
 			return
 		}

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/linger-go/linger/internal/pki"
 )
 
 // A RealServer is a TLS server people run (nginx, HAProxy, Apache, Caddy),
@@ -45,7 +47,7 @@ type RealServerConfig struct {
 	Binary string
 	// Files is the PKI: the server's certificate and key, and the CA its
 	// clients' certificates must chain to.
-	Files Files
+	Files pki.Files
 	// Dir receives the configuration, logs and runtime files; the caller
 	// removes it.
 	Dir string

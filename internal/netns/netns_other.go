@@ -1,6 +1,6 @@
 //go:build !linux
 
-package testbed
+package netns
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 // has network namespaces; elsewhere NewPair returns ErrUnsupported.
 type Pair struct {
 	// Server and Client are the two namespaces.
-	Server, Client *Netns
+	Server, Client *Namespace
 	// ServerIP is the server's address on the link, ClientIP the client's.
 	ServerIP, ClientIP netip.Addr
 	// Path is the configuration the pair was made with.
@@ -31,39 +31,39 @@ func NewPair(cfg PathConfig) (*Pair, error) {
 // Close does nothing: no Pair exists outside Linux.
 func (p *Pair) Close() error { return nil }
 
-// A Netns is a named network namespace. None exist outside Linux.
-type Netns struct {
+// A Namespace is a named network namespace. None exist outside Linux.
+type Namespace struct {
 	// Name is the namespace's name.
 	Name string
 }
 
 // Do returns ErrUnsupported.
-func (n *Netns) Do(fn func() error) error { return ErrUnsupported }
+func (n *Namespace) Do(fn func() error) error { return ErrUnsupported }
 
 // Listen returns ErrUnsupported.
-func (n *Netns) Listen(network, address string) (net.Listener, error) {
+func (n *Namespace) Listen(network, address string) (net.Listener, error) {
 	return nil, ErrUnsupported
 }
 
 // ListenPacket returns ErrUnsupported.
-func (n *Netns) ListenPacket(network, address string) (net.PacketConn, error) {
+func (n *Namespace) ListenPacket(network, address string) (net.PacketConn, error) {
 	return nil, ErrUnsupported
 }
 
 // DialContext returns ErrUnsupported.
-func (n *Netns) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+func (n *Namespace) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	return nil, ErrUnsupported
 }
 
 // Command returns a command that fails with ErrUnsupported when run.
-func (n *Netns) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+func (n *Namespace) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Err = ErrUnsupported
 	return cmd
 }
 
 // Counters returns ErrUnsupported.
-func (n *Netns) Counters() (Counters, error) { return Counters{}, ErrUnsupported }
+func (n *Namespace) Counters() (Counters, error) { return Counters{}, ErrUnsupported }
 
 // CleanupStale does nothing: there are no namespaces to clean up.
 func CleanupStale() error { return nil }

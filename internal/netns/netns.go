@@ -1,4 +1,10 @@
-package testbed
+// Package netns joins two network namespaces by a path with a chosen delay
+// and loss rate (a veth pair with an nftables drop rule, or a TUN forwarder
+// in user space for delay), so that the lab and the tests see a real
+// kernel's TCP over an impaired network on one machine; and it reads each
+// namespace's own TCP counters (resets sent, aborts on close). It needs root
+// on Linux; elsewhere NewPair returns ErrUnsupported.
+package netns
 
 import (
 	"errors"
@@ -19,10 +25,10 @@ type PathConfig struct {
 
 func (c PathConfig) validate() error {
 	if c.Delay < 0 {
-		return fmt.Errorf("testbed: negative delay %v", c.Delay)
+		return fmt.Errorf("netns: negative delay %v", c.Delay)
 	}
 	if !(c.Loss >= 0 && c.Loss <= 1) { // also rejects NaN
-		return fmt.Errorf("testbed: loss %v not in [0, 1]", c.Loss)
+		return fmt.Errorf("netns: loss %v not in [0, 1]", c.Loss)
 	}
 	return nil
 }
@@ -42,7 +48,7 @@ func (c PathConfig) String() string {
 
 // ErrUnsupported is returned by NewPair where network namespaces do not
 // exist.
-var ErrUnsupported = errors.New("testbed: network namespaces need Linux")
+var ErrUnsupported = errors.New("netns: network namespaces need Linux")
 
 // Counters is a snapshot of one network namespace's kernel TCP counters,
 // named as nstat names them.

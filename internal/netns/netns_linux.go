@@ -1,6 +1,6 @@
 //go:build linux
 
-package testbed
+package netns
 
 import (
 	"bytes"
@@ -45,7 +45,7 @@ var pairSeq atomic.Uint64
 // default route.
 type Pair struct {
 	// Server and Client are the two namespaces.
-	Server, Client *Netns
+	Server, Client *Namespace
 	// ServerIP (192.0.2.1) is the server's address on the link, ClientIP
 	// (192.0.2.2) the client's.
 	ServerIP, ClientIP netip.Addr
@@ -82,10 +82,10 @@ func NewPair(cfg PathConfig) (_ *Pair, err error) {
 			err = errors.Join(err, p.Close())
 		}
 	}()
-	if p.Server, err = newNetns(base + "-s"); err != nil {
+	if p.Server, err = newNamespace(base + "-s"); err != nil {
 		return nil, err
 	}
-	if p.Client, err = newNetns(base + "-c"); err != nil {
+	if p.Client, err = newNamespace(base + "-c"); err != nil {
 		return nil, err
 	}
 	if cfg.Delay == 0 {
@@ -113,7 +113,7 @@ func (p *Pair) Close() error {
 			// to a device that is going away.
 			errs = append(errs, p.fwd.close())
 		}
-		for _, ns := range []*Netns{p.Client, p.Server} {
+		for _, ns := range []*Namespace{p.Client, p.Server} {
 			if ns != nil {
 				errs = append(errs, ns.remove())
 			}
@@ -132,7 +132,7 @@ func (p *Pair) joinVeth() error {
 		return err
 	}
 	for _, side := range []struct {
-		ns       *Netns
+		ns       *Namespace
 		me, peer netip.Addr
 	}{{p.Server, p.ServerIP, p.ClientIP}, {p.Client, p.ClientIP, p.ServerIP}} {
 		// Without offloads TCP hands the device MSS-sized segments
@@ -157,7 +157,7 @@ func (p *Pair) joinVeth() error {
 // joinTUN links the namespaces with a TUN device in each and a forwarder.
 func (p *Pair) joinTUN() error {
 	var files [2]*os.File
-	for i, ns := range []*Netns{p.Server, p.Client} {
+	for i, ns := range []*Namespace{p.Server, p.Client} {
 		f, err := ns.openTUN(devName)
 		if err != nil {
 			if files[0] != nil {
@@ -175,8 +175,8 @@ func (p *Pair) joinTUN() error {
 	return p.Client.configure(p.ClientIP)
 }
 
-// A Netns is a named network namespace, as `ip netns` names them.
-type Netns struct {
+// A Namespace is a named network namespace, as `ip netns` names them.
+type Namespace struct {
 	// Name is the namespace's name for `ip netns` and `ip -n`.
 	Name string
 
@@ -184,7 +184,7 @@ type Netns struct {
 	fd int // the namespace itself, for setns; -1 once removed
 }
 
-func newNetns(name string) (*Netns, error) {
+func newNamespace(name string) (*Namespace, error) {
 	if err := run("ip", "netns", "add", name); err != nil {
 		return nil, err
 	}
@@ -195,12 +195,12 @@ func newNetns(name string) (*Netns, error) {
 		err = &os.PathError{Op: "open", Path: netnsDir + "/" + name, Err: err}
 		return nil, errors.Join(err, run("ip", "netns", "delete", name))
 	}
-	return &Netns{Name: name, fd: fd}, nil
+	return &Namespace{Name: name, fd: fd}, nil
 }
 
 // remove closes the namespace's descriptor and deletes its name. The
 // kernel frees the namespace once nothing refers to it any more.
-func (n *Netns) remove() error {
+func (n *Namespace) remove() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.fd < 0 {
@@ -217,7 +217,7 @@ func (n *Netns) remove() error {
 // Do. Goroutines fn starts run on other threads, outside the namespace, and
 // so does anything the runtime does on fn's behalf in another goroutine
 // (such as resolving a host name).
-func (n *Netns) Do(fn func() error) error {
+func (n *Namespace) Do(fn func() error) error {
 	// A namespace is a property of a thread, not of a goroutine: pin the
 	// goroutine so that the scheduler cannot move fn to another thread,
 	// nor give this thread to another goroutine while it is switched.
@@ -230,7 +230,7 @@ func (n *Netns) Do(fn func() error) error {
 	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("testbed: %s: open own namespace: %w", n.Name, err)
+		return fmt.Errorf("netns: %s: open own namespace: %w", n.Name, err)
 	}
 	defer unix.Close(orig)
 	if err := n.enter(); err != nil {
@@ -244,7 +244,7 @@ func (n *Netns) Do(fn func() error) error {
 			// locked makes the runtime end the thread when the
 			// goroutine exits instead of reusing it, and the panic
 			// stops the caller from carrying on in the wrong place.
-			panic(fmt.Sprintf("testbed: cannot leave namespace %s: %v", n.Name, err))
+			panic(fmt.Sprintf("netns: cannot leave namespace %s: %v", n.Name, err))
 		}
 		runtime.UnlockOSThread()
 	}()
@@ -254,20 +254,20 @@ func (n *Netns) Do(fn func() error) error {
 // enter switches the calling thread into n. setns(2) with CLONE_NEWNET
 // changes only the calling thread, unlike a mount or user namespace, so
 // it is allowed in a multi-threaded process.
-func (n *Netns) enter() error {
+func (n *Namespace) enter() error {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	if n.fd < 0 {
-		return fmt.Errorf("testbed: namespace %s is closed", n.Name)
+		return fmt.Errorf("netns: namespace %s is closed", n.Name)
 	}
 	if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("testbed: setns %s: %w", n.Name, err)
+		return fmt.Errorf("netns: setns %s: %w", n.Name, err)
 	}
 	return nil
 }
 
 // Listen is net.Listen inside the namespace.
-func (n *Netns) Listen(network, address string) (net.Listener, error) {
+func (n *Namespace) Listen(network, address string) (net.Listener, error) {
 	var ln net.Listener
 	err := n.Do(func() (err error) {
 		ln, err = net.Listen(network, address)
@@ -277,7 +277,7 @@ func (n *Netns) Listen(network, address string) (net.Listener, error) {
 }
 
 // ListenPacket is net.ListenPacket inside the namespace.
-func (n *Netns) ListenPacket(network, address string) (net.PacketConn, error) {
+func (n *Namespace) ListenPacket(network, address string) (net.PacketConn, error) {
 	var c net.PacketConn
 	err := n.Do(func() (err error) {
 		c, err = net.ListenPacket(network, address)
@@ -289,7 +289,7 @@ func (n *Netns) ListenPacket(network, address string) (net.PacketConn, error) {
 // DialContext is net.Dialer.DialContext from inside the namespace. The
 // address should be an IP literal: a host name is resolved outside the
 // namespace.
-func (n *Netns) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+func (n *Namespace) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	var c net.Conn
 	err := n.Do(func() (err error) {
 		// A negative FallbackDelay turns off Happy Eyeballs, which would
@@ -305,13 +305,13 @@ func (n *Netns) DialContext(ctx context.Context, network, address string) (net.C
 // through `ip netns exec`, for programs such as curl and openssl. The
 // ip command execs the program, so cancelling ctx kills the program
 // itself.
-func (n *Netns) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+func (n *Namespace) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
 }
 
 // Counters reads the namespace's TCP counters. Every network namespace
 // has its own, so they count only what happened inside it.
-func (n *Netns) Counters() (Counters, error) {
+func (n *Namespace) Counters() (Counters, error) {
 	c := Counters{All: make(map[string]uint64)}
 	err := n.Do(func() error {
 		// /proc/self/net shows the namespace of the process's main
@@ -322,7 +322,7 @@ func (n *Netns) Counters() (Counters, error) {
 				return err
 			}
 			if err := parseProcNet(b, c.All); err != nil {
-				return fmt.Errorf("testbed: %s: /proc/net/%s: %w", n.Name, f, err)
+				return fmt.Errorf("netns: %s: /proc/net/%s: %w", n.Name, f, err)
 			}
 		}
 		return nil
@@ -369,7 +369,7 @@ func parseProcNet(b []byte, m map[string]uint64) error {
 }
 
 // configure brings up loopback and the link device with address addr/24.
-func (n *Netns) configure(addr netip.Addr) error {
+func (n *Namespace) configure(addr netip.Addr) error {
 	// One ip process for the three commands; ip exits at the first
 	// failing one. A fresh namespace's loopback is down, and much
 	// software expects 127.0.0.1 to work.
@@ -385,9 +385,9 @@ func (n *Netns) configure(addr netip.Addr) error {
 // nftables has no netem and this kernel has no `meta random`, but numgen
 // random does; the modulus gives a resolution of one in a million. The
 // table lives and dies with the namespace.
-func (n *Netns) dropFrom(peer netip.Addr, loss float64) error {
+func (n *Namespace) dropFrom(peer netip.Addr, loss float64) error {
 	const mod = 1000000
-	rule := fmt.Sprintf(`table ip linger_testbed {
+	rule := fmt.Sprintf(`table ip linger_netns {
 	chain loss {
 		type filter hook prerouting priority raw; policy accept;
 		ip saddr %s numgen random mod %d < %d counter drop
@@ -397,14 +397,14 @@ func (n *Netns) dropFrom(peer netip.Addr, loss float64) error {
 	// Look nft up here: through ip netns exec, a missing one is only an
 	// exit status.
 	if _, err := exec.LookPath("nft"); err != nil {
-		return fmt.Errorf("testbed: loss on a veth pair needs nft (Debian: apt-get install nftables): %w", err)
+		return fmt.Errorf("netns: loss on a veth pair needs nft (Debian: apt-get install nftables): %w", err)
 	}
 	return runInput(rule, "ip", "netns", "exec", n.Name, "nft", "-f", "-")
 }
 
 // openTUN creates a TUN device in n and returns its descriptor as a file
 // in the runtime's poller.
-func (n *Netns) openTUN(name string) (*os.File, error) {
+func (n *Namespace) openTUN(name string) (*os.File, error) {
 	var fd int
 	err := n.Do(func() (err error) {
 		// The device is created in the namespace of the thread that
@@ -427,7 +427,7 @@ func (n *Netns) openTUN(name string) (*os.File, error) {
 		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
 		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 			unix.Close(fd)
-			return fmt.Errorf("testbed: TUNSETIFF %s: %w", name, err)
+			return fmt.Errorf("netns: TUNSETIFF %s: %w", name, err)
 		}
 		return nil
 	})
@@ -461,7 +461,7 @@ func offloadsOff(dev string) error {
 		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(s), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
 		runtime.KeepAlive(&val)
 		if errno != 0 {
-			return fmt.Errorf("testbed: ethtool ioctl %#x on %s: %w", cmd, dev, errno)
+			return fmt.Errorf("netns: ethtool ioctl %#x on %s: %w", cmd, dev, errno)
 		}
 	}
 	return nil
@@ -528,9 +528,9 @@ func runInput(input, name string, args ...string) error {
 	cmd.Stderr = &out
 	if err := cmd.Run(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return fmt.Errorf("testbed: %s not installed: %w", name, err)
+			return fmt.Errorf("netns: %s not installed: %w", name, err)
 		}
-		return fmt.Errorf("testbed: %s %s: %w: %s", name, strings.Join(args, " "), err,
+		return fmt.Errorf("netns: %s %s: %w: %s", name, strings.Join(args, " "), err,
 			bytes.TrimSpace(out.Bytes()))
 	}
 	return nil

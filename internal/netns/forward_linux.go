@@ -1,6 +1,6 @@
 //go:build linux
 
-package testbed
+package netns
 
 import (
 	"errors"
@@ -85,7 +85,7 @@ func (f *forwarder) read(src *os.File, q chan<- packet, cfg PathConfig) {
 		n, err := src.Read(buf)
 		if err != nil {
 			if !errors.Is(err, os.ErrClosed) {
-				f.fail(fmt.Errorf("testbed: forwarder: %w", err))
+				f.fail(fmt.Errorf("netns: forwarder: %w", err))
 			}
 			return
 		}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package testbed
+package netns
 
 import (
 	"bytes"
@@ -20,6 +20,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/linger-go/linger/internal/proc"
+	"github.com/linger-go/linger/internal/testbed"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -28,7 +31,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fails half way.
 func newPair(t *testing.T, cfg PathConfig) *Pair {
 	t.Helper()
-	RequireRoot(t, "network namespace test")
+	testbed.RequireRoot(t, "network namespace test")
 	p, err := NewPair(cfg)
 	if errors.Is(err, exec.ErrNotFound) {
 		t.Skipf("skipping: %v", err)
@@ -353,7 +356,7 @@ func TestCountersRST(t *testing.T) {
 		return err
 	}
 
-	count := func(ns *Netns) Counters {
+	count := func(ns *Namespace) Counters {
 		c, err := ns.Counters()
 		if err != nil {
 			t.Fatal(err)
@@ -397,13 +400,13 @@ func netnsList(t *testing.T) string {
 // TestCloseRemovesEverything must not run in parallel with other tests:
 // it counts the process's goroutines and descriptors.
 func TestCloseRemovesEverything(t *testing.T) {
-	RequireRoot(t, "network namespace test")
+	testbed.RequireRoot(t, "network namespace test")
 	for _, cfg := range []PathConfig{
 		{Loss: 0.05},
 		{Delay: 2 * time.Millisecond, Loss: 0.05},
 	} {
 		t.Run(cfg.String(), func(t *testing.T) {
-			fds, links := OpenFDs(), fdLinks()
+			fds, links := proc.OpenFDs(), fdLinks()
 			p, err := NewPair(cfg)
 			if errors.Is(err, exec.ErrNotFound) {
 				t.Skipf("skipping: %v", err)
@@ -453,7 +456,7 @@ func TestCloseRemovesEverything(t *testing.T) {
 			// we leaked: an earlier test's io.Copy between TCP
 			// connections spliced through a pipe from internal/poll's
 			// pool, and the pool closes it at some later GC.
-			after, afterLinks := OpenFDs(), fdLinks()
+			after, afterLinks := proc.OpenFDs(), fdLinks()
 			for l := range afterLinks {
 				if !links[l] {
 					t.Errorf("descriptor %s open after Close, not before NewPair", l)
@@ -467,7 +470,7 @@ func TestCloseRemovesEverything(t *testing.T) {
 }
 
 func TestCleanupStale(t *testing.T) {
-	RequireRoot(t, "network namespace test")
+	testbed.RequireRoot(t, "network namespace test")
 	// A process id that is certainly dead: a child that has been reaped.
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
@@ -500,7 +503,7 @@ func TestCleanupStale(t *testing.T) {
 // TestParallelPairs makes pairs concurrently, as parallel tests and a lab
 // running beside them do: names and addresses must not collide.
 func TestParallelPairs(t *testing.T) {
-	RequireRoot(t, "network namespace test")
+	testbed.RequireRoot(t, "network namespace test")
 	for i := range 4 {
 		cfg := PathConfig{}
 		if i%2 == 1 {

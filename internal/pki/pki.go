@@ -1,8 +1,9 @@
-// Package testbed builds what linger's tests, lab and benchmarks run on:
-// certificates for TLS servers and clients, network namespaces joined by an
-// impaired path, the kernels' own counters, and checks for leaked
-// descriptors.
-package testbed
+// Package pki makes throw-away certificate authorities and the certificates
+// that linger's TLS servers and clients present in the lab, the benchmarks,
+// `linger serve` and the tests: one server certificate, a client certificate
+// the authority signed and one it did not, so that a server can reject a
+// client and send its alert.
+package pki
 
 import (
 	"crypto/ecdsa"
@@ -17,7 +18,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 )
 
@@ -204,28 +204,7 @@ func (p *PKI) WriteFiles(dir string) (Files, error) {
 func writePEM(path, typ string, der []byte) error {
 	b := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 	if err := os.WriteFile(path, b, 0o600); err != nil {
-		return fmt.Errorf("testbed: %w", err)
+		return fmt.Errorf("pki: %w", err)
 	}
 	return nil
-}
-
-var shared struct {
-	once sync.Once
-	pki  *PKI
-	err  error
-}
-
-// SharedPKI returns one PKI for the whole process, whose server certificate
-// is also valid for a Pair's server address (192.0.2.1): tests that each
-// need a PKI share it rather than generate keys again.
-func SharedPKI(t interface {
-	Helper()
-	Fatal(args ...any)
-}) *PKI {
-	t.Helper()
-	shared.once.Do(func() { shared.pki, shared.err = NewPKI("192.0.2.1") })
-	if shared.err != nil {
-		t.Fatal(shared.err)
-	}
-	return shared.pki
 }
