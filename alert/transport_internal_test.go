@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -38,7 +39,7 @@ func loopbackConn(t *testing.T) *Conn {
 // that closed without; a request that got HTTP/2's fixed error is given an
 // open connection's alert, else the latest dead one's.
 func TestH2Dials(t *testing.T) {
-	defer testbed.WaitFDs(t, testbed.OpenFDs())
+	defer testbed.WaitFDs(t, proc.OpenFDs())
 	unknownCA := &Error{Code: 48, Description: "unknown certificate authority"}
 	badCert := &Error{Code: 42, Description: "bad certificate"}
 	const addr = "server.test:443"
