@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/linger-go/linger/internal/testbed"
 )
 
 // TestListenerSetsTCPUserTimeout: Config.TCPUserTimeout reaches the accepted
@@ -34,7 +34,7 @@ func TestListenerSetsTCPUserTimeout(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			if got := userTimeoutMS(t, conn.(*Conn).TCPConn); got != tc.wantMS {
+			if got := testbed.TCPUserTimeout(t, conn.(*Conn)); got != tc.wantMS {
 				t.Errorf("TCP_USER_TIMEOUT = %d ms, want %d", got, tc.wantMS)
 			}
 		})
@@ -42,23 +42,4 @@ func TestListenerSetsTCPUserTimeout(t *testing.T) {
 	if _, err := New(Config{TCPUserTimeout: -time.Second}); !errors.Is(err, ErrConfig) {
 		t.Errorf("New with a negative TCPUserTimeout: %v, want ErrConfig", err)
 	}
-}
-
-func userTimeoutMS(t *testing.T, c *net.TCPConn) int {
-	t.Helper()
-	raw, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v int
-	var gerr error
-	if err := raw.Control(func(fd uintptr) {
-		v, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if gerr != nil {
-		t.Fatal(gerr)
-	}
-	return v
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -25,43 +24,29 @@ func connectProxy(t *testing.T) (*url.URL, *atomic.Int32) {
 		t.Fatal(err)
 	}
 	var connects atomic.Int32
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil || req.Method != "CONNECT" {
-					return
-				}
-				up, err := net.Dial("tcp", req.Host)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				connects.Add(1)
-				io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					io.Copy(up, c)
-					up.(*net.TCPConn).CloseWrite()
-				}()
-				io.Copy(c, up)
-				c.Close()
-				<-done
-			}()
+	testbed.Serve(t, ln, func(c net.Conn) {
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil || req.Method != "CONNECT" {
+			return
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+		up, err := net.Dial("tcp", req.Host)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		connects.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			io.Copy(up, c)
+			up.(*net.TCPConn).CloseWrite()
+		}()
+		io.Copy(c, up)
+		c.Close()
+		<-done
+	})
 	return &url.URL{Scheme: "http", Host: ln.Addr().String()}, &connects
 }
 

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -107,21 +106,7 @@ func userTimeoutMS(t *testing.T, conn net.Conn) int {
 	default:
 		t.Fatalf("the server accepted a %T", conn)
 	}
-	raw, err := tcp.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v int
-	var gerr error
-	if err := raw.Control(func(fd uintptr) {
-		v, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if gerr != nil {
-		t.Fatal(gerr)
-	}
-	return v
+	return testbed.TCPUserTimeout(t, tcp)
 }
 
 // TestUserTimeout: grpc-go sets TCP_USER_TIMEOUT from its keepalive

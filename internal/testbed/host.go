@@ -83,6 +83,20 @@ func ServeTLS(t interface {
 			}
 		}
 	}
+	Serve(t, ln, func(c net.Conn) {
+		tc := tls.Server(c, cfg)
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		handle(tc)
+		tc.Close()
+	})
+	return ln.Addr().String()
+}
+
+// Serve accepts connections on ln until the test ends, and runs handle on
+// each in a goroutine of its own; handle owns the connection. When the test
+// ends Serve closes ln and waits for the accept loop and every handle to
+// return, so no goroutine outlives the test.
+func Serve(t interface{ Cleanup(func()) }, ln net.Listener, handle func(net.Conn)) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -95,10 +109,7 @@ func ServeTLS(t interface {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				tc := tls.Server(c, cfg)
-				tc.SetDeadline(time.Now().Add(10 * time.Second))
-				handle(tc)
-				tc.Close()
+				handle(c)
 			}()
 		}
 	}()
@@ -106,7 +117,6 @@ func ServeTLS(t interface {
 		ln.Close()
 		wg.Wait()
 	})
-	return ln.Addr().String()
 }
 
 // A Lingerer is what Linger needs of a *linger.Closer. (testbed cannot
