@@ -362,13 +362,7 @@ func TestTransportProtocols(t *testing.T) {
 // connection.
 func TestTransportRejectedFirstRequest(t *testing.T) {
 	p := testbed.SharedPKI(t)
-	srvCfg := p.ServerConfig(tls.VersionTLS13)
-	srvCfg.NextProtos = []string{"h2", "http/1.1"}
-	s, ln := listen(t, false, srvCfg)
-	srv := &http.Server{Handler: http.NotFoundHandler(), ErrorLog: log.New(io.Discard, "", 0)}
-	go srv.Serve(ln)
-	defer s.stop(t)
-	defer srv.Close()
+	addr := serveHTTP(t, false, p.ServerConfig(tls.VersionTLS13), http.NotFoundHandler())
 	for _, hold := range []time.Duration{0, 200 * time.Millisecond} {
 		name := "immediate"
 		if hold > 0 {
@@ -383,7 +377,7 @@ func TestTransportRejectedFirstRequest(t *testing.T) {
 				ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
 					GotConn: func(httptrace.GotConnInfo) { time.Sleep(hold) },
 				})
-				req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+s.Addr+"/", nil)
+				req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+addr+"/", nil)
 				resp, err := client.Do(req)
 				if err == nil {
 					resp.Body.Close()
@@ -416,13 +410,7 @@ func TestTransportRejectedFirstRequest(t *testing.T) {
 // other requests look for their alert. Every error must carry it.
 func TestTransportRejectedConcurrent(t *testing.T) {
 	p := testbed.SharedPKI(t)
-	srvCfg := p.ServerConfig(tls.VersionTLS13)
-	srvCfg.NextProtos = []string{"h2", "http/1.1"}
-	s, ln := listen(t, false, srvCfg)
-	srv := &http.Server{Handler: http.NotFoundHandler(), ErrorLog: log.New(io.Discard, "", 0)}
-	go srv.Serve(ln)
-	defer s.stop(t)
-	defer srv.Close()
+	addr := serveHTTP(t, false, p.ServerConfig(tls.VersionTLS13), http.NotFoundHandler())
 	client := alert.NewHTTPClient(p.ClientConfig(&p.Untrusted, tls.VersionTLS13))
 	defer client.CloseIdleConnections()
 	const workers, each = 4, 5
@@ -437,7 +425,7 @@ func TestTransportRejectedConcurrent(t *testing.T) {
 				ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
 					GotConn: func(httptrace.GotConnInfo) { time.Sleep(hold) },
 				})
-				req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+s.Addr+"/", nil)
+				req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+addr+"/", nil)
 				resp, err := client.Do(req)
 				if err == nil {
 					resp.Body.Close()
@@ -604,19 +592,13 @@ func TestTimeouts(t *testing.T) {
 // context, over HTTP/2 and HTTP/1.1.
 func TestTransportContext(t *testing.T) {
 	p := testbed.SharedPKI(t)
-	srvCfg := p.ServerConfig(0)
-	srvCfg.NextProtos = []string{"h2", "http/1.1"}
-	s, ln := listen(t, false, srvCfg)
 	release := make(chan struct{})
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := serveHTTP(t, false, p.ServerConfig(0), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 		case <-release:
 		}
-	}), ErrorLog: log.New(io.Discard, "", 0)}
-	go srv.Serve(ln)
-	defer s.stop(t)
-	defer srv.Close()
+	}))
 	defer close(release)
 	for _, protos := range [][]string{nil, {"http/1.1"}} {
 		cfg := p.ClientConfig(&p.Client, 0)
@@ -624,7 +606,7 @@ func TestTransportContext(t *testing.T) {
 		client := alert.NewHTTPClient(cfg)
 		const bound = 300 * time.Millisecond
 		ctx, cancel := context.WithTimeout(t.Context(), bound)
-		req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+s.Addr+"/", nil)
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+addr+"/", nil)
 		start := time.Now()
 		resp, err := client.Do(req)
 		took := time.Since(start)

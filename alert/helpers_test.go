@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"log"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -42,6 +44,26 @@ func listen(t testing.TB, lingering bool, cfg *tls.Config) (*server, net.Listene
 }
 
 // stop closes the listener, waits for handlers, and ends lingering.
+// serveHTTP serves handler over TLS with cfg, offering HTTP/2 and HTTP/1.1,
+// until the test ends, and returns the server's address. With lingering
+// true its connections linger when closed, as in listen.
+func serveHTTP(t testing.TB, lingering bool, cfg *tls.Config, handler http.Handler) string {
+	t.Helper()
+	cfg = cfg.Clone()
+	cfg.NextProtos = []string{"h2", "http/1.1"}
+	s, ln := listen(t, lingering, cfg)
+	srv := &http.Server{
+		Handler:  handler,
+		ErrorLog: log.New(io.Discard, "", 0), // "TLS handshake error" on every rejection
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		srv.Close()
+		s.stop(t)
+	})
+	return s.Addr
+}
+
 func (s *server) stop(t testing.TB) {
 	t.Helper()
 	s.ln.Close()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"sort"
@@ -175,21 +174,14 @@ func runCells(t *testing.T, what string, protos bool, trial func(t *testing.T, c
 func TestHTTPTrials(t *testing.T) {
 	p := testbed.SharedPKI(t)
 	runCells(t, "net/http POST 1 MiB", true, func(t *testing.T, c cell) *tally {
-		srvCfg := p.ServerConfig(c.version)
-		srvCfg.NextProtos = []string{"h2", "http/1.1"}
-		s, ln := listen(t, c.lingering, srvCfg)
-		srv := &http.Server{
-			Handler:  http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }),
-			ErrorLog: log.New(io.Discard, "", 0), // "TLS handshake error" on every trial
-		}
-		go srv.Serve(ln)
-		defer s.stop(t)
-		defer srv.Close()
+		addr := serveHTTP(t, c.lingering, p.ServerConfig(c.version), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+		}))
 
 		client := httpClient(p.ClientConfig(&p.Untrusted, c.version), c.wrapped, c.h2)
 		client.Timeout = 10 * time.Second
 		defer client.CloseIdleConnections()
-		url := "https://" + s.Addr + "/"
+		url := "https://" + addr + "/"
 		tl := new(tally)
 		for range trials {
 			resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(upload))
