@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 	"time"
@@ -16,19 +17,24 @@ import (
 // (to compare the two).
 func newBackend(c *Closer, portableOnly bool) backend {
 	if portableOnly {
-		return portable{c}
+		return newPortable(c)
 	}
-	return &loop{c: c, wake: math.MaxInt64}
+	return &loop{c: c, wake: math.MaxInt64, emptySince: -1}
 }
 
 // loop holds every lingering socket of a Closer in one epoll set, served by
-// one goroutine that runs only while something lingers.
+// one goroutine.
 //
 // The epoll descriptor is itself registered with the Go runtime's poller
 // (an epoll descriptor is readable while it has events ready), so the
 // goroutine parks in the runtime like any network read instead of holding an
 // OS thread in epoll_wait, and the timer heap's earliest deadline is simply
 // the read deadline of that descriptor.
+//
+// The set and its goroutine outlive the last lingering socket by loopGrace,
+// so that a server closing connections one at a time does not create and
+// tear them down for each; the goroutine ends itself when that grace period
+// passes with nothing lingering, or at once after Shutdown.
 //
 // The loop reads from its sockets without Closer.mu: it marks the entries of
 // a batch as draining under the lock, reads them unlocked, and takes the lock
@@ -41,11 +47,12 @@ type loop struct {
 	c *Closer
 
 	// Guarded by Closer.mu.
-	ep     *os.File // nil while nothing lingers
-	rc     syscall.RawConn
-	byFD   []*entry // lingering entries indexed by descriptor
-	timers timerHeap
-	wake   int64 // the deadline set on ep, or MaxInt64
+	ep         *os.File // nil while the goroutine is not running
+	rc         syscall.RawConn
+	byFD       []*entry // lingering entries indexed by descriptor
+	timers     timerHeap
+	wake       int64 // the deadline set on ep, or MaxInt64
+	emptySince int64 // when the set last became empty, or -1 while it is not
 
 	// Owned by the loop's goroutine.
 	events  [128]unix.EpollEvent
@@ -54,36 +61,62 @@ type loop struct {
 	results []drainResult
 }
 
-func (l *loop) detach(tcp *net.TCPConn) (handle, error) {
+// loopGrace is how long the epoll set and its goroutine stay after the last
+// lingering socket leaves. Recreating them costs epoll_create1, fcntl,
+// epoll_ctl, close and a goroutine's start and exit, about as much again as
+// lingering itself; a goroutine parked for a second costs nothing but its
+// stack.
+const loopGrace = time.Second
+
+// handOff detaches tcp's socket, drains what the peer already sent, and, if
+// the peer has not closed yet, puts the socket in the epoll set.
+//
+// The first drain runs here, in the caller's goroutine, and never waits: one
+// batch of non-blocking reads. A peer that already closed (a client that
+// read our last word and left) is then done without touching epoll or the
+// loop's goroutine, and a pending request is read off without a wake-up.
+// SIOCOUTQ is read here too, before the Closer's lock is taken: a system
+// call under the lock can cost the lock's holder its P, and everyone
+// waiting for the lock the wait for another.
+func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort) error {
 	fd, err := detachFD(tcp)
 	if err != nil {
-		return handle{fd: -1}, err
+		return err
 	}
-	h := handle{fd: fd}
-	// Read now, before the Closer's lock is taken for the hand-off: a
-	// system call under the lock can cost the lock's holder its P, and
-	// everyone waiting for the lock the wait for another.
-	if acked, outq, _, err := ackState(fd); err == nil {
-		h.acked, h.queued = acked, outq
+	c := l.c
+	r := drain(fd, c.cfg.MaxDiscard+1)
+	queued := int64(0) // bytes of ours, FIN included, not yet acknowledged; 0 if unknown
+	if q, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil {
+		queued = int64(q)
 	}
-	return h, nil
+	c.mu.Lock()
+	defer c.unlock()
+	if r.done {
+		// Nothing to linger for: the socket ends here, unadmitted, so it
+		// evicts no one. Its receive queue is empty unless the budget ran
+		// out, so the close sends no RST.
+		c.report(Report{
+			RemoteAddr: c.addrOf(addr),
+			Outcome:    r.end,
+			Discarded:  r.n,
+			Unacked:    max(queued-1, 0), // the FIN takes one sequence number
+			Err:        r.err,
+		})
+		c.fds = append(c.fds, fd)
+		return nil
+	}
+	e := &entry{fd: int32(fd), heapIdx: -1, discarded: r.n}
+	if !c.admit(e, addr, queued) {
+		c.fds = append(c.fds, fd)
+		c.plainAfterShutdown(addr)
+		return nil
+	}
+	l.start(e)
+	return nil
 }
 
-// newEntry starts e's progress accounting. The bytes the peer has
-// acknowledged so far are the baseline against which IdleTimeout sees
-// progress, and the sum of acknowledged and queued bytes is where that
-// progress ends. The FIN takes one sequence number, which tcpi_bytes_acked
-// counts once it is acknowledged; the acknowledgement of our FIN alone is
-// not progress.
-func (l *loop) newEntry(h handle) *entry {
-	e := &entry{fd: int32(h.fd), heapIdx: -1}
-	e.ackedEnd = h.acked + uint64(max(h.queued-1, 0))
-	e.acked = min(h.acked, e.ackedEnd)
-	return e
-}
-
-func (l *loop) closeNow(h handle) { l.c.fds = append(l.c.fds, h.fd) }
-
+// start puts an admitted entry in the epoll set and the timer heap,
+// starting the loop's goroutine if it is not running; c.mu is held.
 func (l *loop) start(e *entry) {
 	c := l.c
 	if l.ep == nil {
@@ -100,7 +133,7 @@ func (l *loop) start(e *entry) {
 		// ENOSPC (fs.epoll.max_user_watches) or ENOMEM: a plain close.
 		c.release(e, Plain, -1, os.NewSyscallError("epoll_ctl", err))
 		c.fds = append(c.fds, int(e.fd))
-		l.maybeClose()
+		l.graceIfEmpty()
 		return
 	}
 	for int(e.fd) >= len(l.byFD) {
@@ -111,36 +144,8 @@ func (l *loop) start(e *entry) {
 	e.lastActive = e.start
 	e.deadline = min(e.start+int64(c.cfg.IdleTimeout), e.hard)
 	heap.Push(&l.timers, e)
-	l.rearm()
-}
-
-// ackState returns how many bytes the peer of fd has acknowledged
-// (tcpi_bytes_acked) and how many of ours, FIN included, it has not
-// (SIOCOUTQ), read consistently: once we have shut down writing, their sum
-// no longer changes, so two reads of SIOCOUTQ around TCP_INFO that agree
-// show that no acknowledgement came in between.
-func ackState(fd int) (acked uint64, outq int64, ti *unix.TCPInfo, err error) {
-	for range 3 {
-		q1, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
-		if err != nil {
-			return 0, 0, nil, err
-		}
-		ti, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-		if err != nil {
-			return 0, 0, nil, err
-		}
-		q2, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
-		if err != nil {
-			return 0, 0, nil, err
-		}
-		acked, outq = ti.Bytes_acked, int64(q2)
-		if q1 == q2 {
-			break
-		}
-		// Acknowledgements keep coming: the last reading is off by what
-		// came in between, which is progress either way.
-	}
-	return acked, outq, ti, nil
+	l.emptySince = -1
+	l.arm(l.timers[0].deadline)
 }
 
 func (l *loop) fd() int { return int(l.ep.Fd()) }
@@ -173,30 +178,28 @@ func (l *loop) open() error {
 	return nil
 }
 
-// rearm moves ep's read deadline to the earliest timer, if that is earlier
-// than the one set. Moving it later is left to the loop, which wakes at the
-// old deadline and finds nothing due.
-func (l *loop) rearm() {
-	if len(l.timers) == 0 {
-		return
-	}
-	if d := l.timers[0].deadline; d < l.wake {
+// arm moves ep's read deadline to d, if that is earlier than the one set.
+// Moving it later is left to the loop, which wakes at the old deadline and
+// finds nothing due: resetting a runtime timer on every hand-off would cost
+// more than that one wake-up.
+func (l *loop) arm(d int64) {
+	if d < l.wake {
 		l.wake = d
 		l.ep.SetReadDeadline(l.c.epoch.Add(time.Duration(d)))
 	}
 }
 
-// maybeClose ends the loop if nothing lingers: the goroutine sees the
-// deadline in the past, finds no entries, closes ep and exits.
-func (l *loop) maybeClose() {
-	if len(l.timers) == 0 && l.ep != nil {
+// shutdown makes the goroutine, if it runs, wake and end: Closer.down is
+// set, so it finds nothing to wait for.
+func (l *loop) shutdown() {
+	if l.ep != nil {
 		l.wake = math.MinInt64
 		l.ep.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 
 // run is the loop's goroutine. It owns ep: only run closes it, under
-// Closer.mu, once nothing lingers.
+// Closer.mu, once nothing has lingered for loopGrace, or after Shutdown.
 func (l *loop) run(ep *os.File, rc syscall.RawConn) {
 	c := l.c
 	defer c.wg.Done()
@@ -214,22 +217,36 @@ func (l *loop) run(ep *os.File, rc syscall.RawConn) {
 			return true
 		})
 		c.mu.Lock()
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The deadline is spent: the runtime reports it on every read
+			// until a new one is set.
+			l.wake = math.MaxInt64
+		default:
 			// Not expected from an epoll descriptor; end every entry rather
 			// than spin.
 			for len(l.timers) > 0 {
 				l.finish(l.timers[0], PeerReset, err)
 			}
 		}
-		l.wake = math.MaxInt64
-		l.expire(c.now())
-		if len(l.timers) == 0 {
+		now := c.now()
+		l.expire(now)
+		if len(l.timers) > 0 {
+			l.arm(l.timers[0].deadline)
+			c.unlock()
+			continue
+		}
+		if l.emptySince < 0 {
+			l.emptySince = now
+		}
+		if c.down || now-l.emptySince >= int64(loopGrace) {
 			l.ep, l.rc = nil, nil
 			ep.Close()
 			c.unlock()
 			return
 		}
-		l.rearm()
+		l.arm(l.emptySince + int64(loopGrace))
 		c.unlock()
 	}
 }
@@ -352,6 +369,11 @@ func recvDiscard(fd int, max int64) (int, error) {
 // probing them: the connection is not idle, and closing it now would reset
 // it if the peer, having missed our last word, is still sending. MaxHold
 // bounds how long this lasts, and MaxQueued how much memory it takes.
+//
+// SIOCOUTQ alone tells both: once we have shut down writing nothing more is
+// queued, so the count only falls, and a fall other than the FIN's own
+// sequence number is bytes of ours acknowledged. TCP_INFO is read only then,
+// to date that progress.
 func (l *loop) expire(now int64) {
 	c := l.c
 	idle := int64(c.cfg.IdleTimeout)
@@ -362,18 +384,19 @@ func (l *loop) expire(now int64) {
 			continue
 		}
 		if e.lastActive+idle <= now {
-			acked, outq, ti, err := ackState(int(e.fd))
+			q, err := unix.IoctlGetInt(int(e.fd), unix.SIOCOUTQ)
 			if err != nil {
 				l.finish(e, Idle, nil)
 				continue
 			}
-			c.setQueued(e, outq)
-			switch acked = min(acked, e.ackedEnd); {
-			case acked > e.acked:
-				e.acked = acked
+			outq := int64(q)
+			switch {
+			case unsent(outq) < unsent(e.queued):
 				// tcpi_last_ack_recv dates the last acknowledgement, which
 				// is when the progress was made.
-				e.lastActive = max(e.lastActive, now-int64(time.Duration(ti.Last_ack_recv)*time.Millisecond))
+				if ti, err := unix.GetsockoptTCPInfo(int(e.fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+					e.lastActive = max(e.lastActive, now-int64(time.Duration(ti.Last_ack_recv)*time.Millisecond))
+				}
 				if e.lastActive+idle <= now {
 					e.lastActive = now
 				}
@@ -383,26 +406,48 @@ func (l *loop) expire(now int64) {
 				l.finish(e, Idle, nil)
 				continue
 			}
+			c.setQueued(e, outq)
 		}
 		e.deadline = min(e.lastActive+idle, e.hard)
 		heap.Fix(&l.timers, 0)
 	}
 }
 
+// unsent is how many bytes of ours a SIOCOUTQ reading of q leaves
+// unacknowledged, not counting the FIN, which takes one sequence number
+// once we have shut down writing: its acknowledgement alone is not
+// progress.
+func unsent(q int64) int64 { return max(q-1, 0) }
+
 func (l *loop) stop(e *entry, o Outcome, err error) {
 	l.finish(e, o, err)
-	l.maybeClose()
+	l.graceIfEmpty()
+}
+
+// graceIfEmpty makes sure that a running goroutine with nothing left to
+// serve wakes after loopGrace to end itself, even if its deadline was set
+// far later for an entry that is gone; c.mu is held. The goroutine arms
+// the same deadline itself when the set empties under it.
+func (l *loop) graceIfEmpty() {
+	if len(l.timers) > 0 || l.ep == nil {
+		return
+	}
+	if l.emptySince < 0 {
+		l.emptySince = l.c.now()
+	}
+	l.arm(l.emptySince + int64(loopGrace))
 }
 
 // finish releases e and queues its socket to be closed, by Closer.unlock or,
-// if e is draining, by the loop once its reads are done.
+// if e is draining, by the loop once its reads are done. A set left empty
+// is the loop's to close, after loopGrace.
 func (l *loop) finish(e *entry, o Outcome, err error) {
 	fd := int(e.fd)
 	// SIOCOUTQ counts the bytes not yet acknowledged, including our FIN,
 	// which takes one sequence number.
 	unacked := int64(-1)
 	if q, qerr := unix.IoctlGetInt(fd, unix.SIOCOUTQ); qerr == nil {
-		unacked = max(int64(q)-1, 0)
+		unacked = unsent(int64(q))
 	}
 	// Deregister explicitly: epoll forgets a descriptor only when every
 	// descriptor of the socket is closed, and the application might hold

@@ -13,8 +13,8 @@ import (
 )
 
 // A Closer closes connections with a lingering close. Its methods are safe
-// for concurrent use. A Closer holds no goroutine and no descriptor while
-// nothing lingers.
+// for concurrent use. A Closer holds no goroutine and no descriptor once
+// nothing has lingered for a second, nor after Shutdown.
 type Closer struct {
 	cfg   Config
 	epoch time.Time // monotonic origin of the engine's int64 clocks
@@ -128,33 +128,37 @@ func (c *Closer) closeFrom(conn net.Conn, tcp *net.TCPConn, addr netip.AddrPort)
 		}
 		return err
 	}
-	h, err := c.be.detach(tcp)
-	if err != nil {
-		var ended *closedError
-		switch {
-		case errors.Is(err, errTaken):
-			// Someone else closed conn first; the socket is theirs.
-			return tcp.Close()
-		case errors.As(err, &ended):
-			// conn is closed and the socket went with it.
-			r := Report{Outcome: ended.outcome, Unacked: -1, Err: ended.err}
-			if c.cfg.OnClose != nil {
-				r.RemoteAddr = tcpAddr(addr)
-			}
-			c.mu.Lock()
-			c.report(r)
-			c.unlock()
-			return nil
-		}
-		// Nothing was taken: conn is still open, close it plainly.
-		cerr := tcp.Close()
-		if cerr == nil {
-			c.plain(conn, err)
-		}
-		return cerr
+	err := c.be.handOff(tcp, addr)
+	if err == nil {
+		return nil
 	}
-	c.admit(h, addr)
-	return nil
+	var ended *closedError
+	switch {
+	case errors.Is(err, errTaken):
+		// Someone else closed conn first; the socket is theirs.
+		return tcp.Close()
+	case errors.As(err, &ended):
+		// conn is closed and the socket went with it.
+		c.mu.Lock()
+		c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: ended.outcome, Unacked: -1, Err: ended.err})
+		c.unlock()
+		return nil
+	}
+	// Nothing was taken: conn is still open, close it plainly.
+	cerr := tcp.Close()
+	if cerr == nil {
+		c.plain(conn, err)
+	}
+	return cerr
+}
+
+// addrOf is a as a Report's RemoteAddr, or nil if no OnClose will read
+// it: the conversion costs an allocation.
+func (c *Closer) addrOf(a netip.AddrPort) net.Addr {
+	if c.cfg.OnClose == nil {
+		return nil
+	}
+	return tcpAddr(a)
 }
 
 // plain counts a connection closed without lingering.
@@ -192,16 +196,14 @@ func (c *Closer) peerKey(a netip.AddrPort) netip.Prefix {
 	return p
 }
 
-// admit starts lingering on a detached socket, first making room under the
-// caps by releasing the longest-lingering connections.
-func (c *Closer) admit(h handle, addr netip.AddrPort) {
-	queued := h.queued
-	c.mu.Lock()
-	defer c.unlock()
+// admit links e, a socket detached from peer addr with queued bytes of ours
+// not yet acknowledged, as lingering from now, first making room under the
+// caps by releasing the longest-lingering connections; c.mu must be held.
+// It returns false, and links nothing, after Shutdown: the caller then
+// closes the socket and reports it with plainAfterShutdown.
+func (c *Closer) admit(e *entry, addr netip.AddrPort, queued int64) bool {
 	if c.down {
-		c.be.closeNow(h)
-		c.report(Report{RemoteAddr: tcpAddr(addr), Outcome: Plain, Unacked: -1, Err: ErrShutdown})
-		return
+		return false
 	}
 	// Each stop releases at once, so each loop ends. Each release may
 	// change or delete the peer's list, so it is looked up every time.
@@ -218,7 +220,6 @@ func (c *Closer) admit(h handle, addr netip.AddrPort) {
 	for queued > 0 && c.qbytes+queued > c.cfg.MaxQueued && c.queued.front != nil {
 		c.be.stop(c.queued.front, Released, ErrMaxQueued)
 	}
-	e := c.be.newEntry(h)
 	e.addr = addr
 	e.start = c.now()
 	c.all.push(e)
@@ -229,7 +230,13 @@ func (c *Closer) admit(h handle, addr netip.AddrPort) {
 		c.peers[key] = p
 	}
 	c.setQueued(e, queued)
-	c.be.start(e)
+	return true
+}
+
+// plainAfterShutdown reports a socket that admit refused; c.mu must be
+// held.
+func (c *Closer) plainAfterShutdown(addr netip.AddrPort) {
+	c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: Plain, Unacked: -1, Err: ErrShutdown})
 }
 
 // setQueued records that e holds q bytes of ours not yet acknowledged; c.mu
@@ -269,9 +276,7 @@ func (c *Closer) release(e *entry, o Outcome, unacked int64, err error) {
 		Unacked:   unacked,
 		Err:       err,
 	}
-	if c.cfg.OnClose != nil { // the address costs an allocation
-		r.RemoteAddr = tcpAddr(e.addr)
-	}
+	r.RemoteAddr = c.addrOf(e.addr)
 	c.report(r)
 	if c.all.len == 0 && c.drained != nil {
 		close(c.drained)
@@ -344,6 +349,7 @@ func (c *Closer) Shutdown(ctx context.Context) error {
 			}
 		}
 	}
+	c.be.shutdown()
 	c.unlock()
 	c.wg.Wait()
 	return err
