@@ -61,6 +61,9 @@ type loop struct {
 	results []drainResult
 }
 
+// epollEvents are what the loop waits for on each socket.
+const epollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+
 // loopGrace is how long the epoll set and its goroutine stay after the last
 // lingering socket leaves. Recreating them costs epoll_create1, fcntl,
 // epoll_ctl, close and a goroutine's start and exit, about as much again as
@@ -126,9 +129,12 @@ func (l *loop) start(e *entry) {
 			return
 		}
 	}
-	// Level-triggered: whatever is left unread after a round of draining
-	// reports again, so one busy peer cannot starve the others.
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: e.fd}
+	// One-shot: an event disarms the socket until the loop has drained it
+	// and re-armed it (EPOLL_CTL_MOD), so a socket that ends at its first
+	// event, as most do, is never armed again, and needs no EPOLL_CTL_DEL
+	// either. Re-arming reports at once whatever is left unread, so one
+	// busy peer cannot starve the others.
+	ev := unix.EpollEvent{Events: epollEvents, Fd: e.fd}
 	if err := unix.EpollCtl(l.fd(), unix.EPOLL_CTL_ADD, int(e.fd), &ev); err != nil {
 		// ENOSPC (fs.epoll.max_user_watches) or ENOMEM: a plain close.
 		c.release(e, Plain, -1, os.NewSyscallError("epoll_ctl", err))
@@ -213,8 +219,14 @@ func (l *loop) run(ep *os.File, rc syscall.RawConn) {
 				// runtime might not signal readiness a second time.
 				return err != nil
 			}
-			l.round(l.events[:n])
-			return true
+			l.round(int(epfd), l.events[:n])
+			// A batch that did not fill the array took every event ready,
+			// so wait for the next readiness without another EpollWait to
+			// find none. Nothing is missed: each socket's wake-up wakes
+			// the set's pollers again (ep_poll_callback), ready or not
+			// before, and the runtime keeps a readiness that comes while
+			// we drain. A full batch may have left events: poll again.
+			return n == len(l.events)
 		})
 		c.mu.Lock()
 		switch {
@@ -227,7 +239,7 @@ func (l *loop) run(ep *os.File, rc syscall.RawConn) {
 			// Not expected from an epoll descriptor; end every entry rather
 			// than spin.
 			for len(l.timers) > 0 {
-				l.finish(l.timers[0], PeerReset, err)
+				l.finish(l.timers[0], PeerReset, err, true)
 			}
 		}
 		now := c.now()
@@ -261,7 +273,7 @@ type drainResult struct {
 
 // round drains the entries with events ready: it marks them under
 // Closer.mu, reads them without it, and records the results under it again.
-func (l *loop) round(evs []unix.EpollEvent) {
+func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 	c := l.c
 	c.mu.Lock()
 	for _, ev := range evs {
@@ -282,7 +294,18 @@ func (l *loop) round(evs []unix.EpollEvent) {
 	c.unlock()
 
 	for i, e := range l.ready {
-		l.results = append(l.results, drain(int(e.fd), l.budgets[i]))
+		r := drain(int(e.fd), l.budgets[i])
+		if !r.done {
+			// Re-arm while the descriptor is surely ours: a draining
+			// entry's descriptor is closed only after this round. If the
+			// entry was released meanwhile, its registration is gone
+			// (ENOENT), or goes after this.
+			ev := unix.EpollEvent{Events: epollEvents, Fd: e.fd}
+			if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_MOD, int(e.fd), &ev); err != nil && err != unix.ENOENT {
+				r.end, r.done, r.err = PeerReset, true, os.NewSyscallError("epoll_ctl", err)
+			}
+		}
+		l.results = append(l.results, r)
 	}
 
 	now := c.now()
@@ -300,9 +323,12 @@ func (l *loop) round(evs []unix.EpollEvent) {
 			e.lastActive = now
 		}
 		if r.done {
-			l.finish(e, r.end, r.err)
+			l.finish(e, r.end, r.err, false)
 		}
 	}
+	// The goroutine may go on waiting without returning to run: make sure
+	// an empty set still ends after loopGrace.
+	l.graceIfEmpty()
 	c.unlock()
 	clear(l.ready)
 	l.ready, l.budgets, l.results = l.ready[:0], l.budgets[:0], l.results[:0]
@@ -380,13 +406,13 @@ func (l *loop) expire(now int64) {
 	for len(l.timers) > 0 && l.timers[0].deadline <= now {
 		e := l.timers[0]
 		if now >= e.hard {
-			l.finish(e, HardCap, nil)
+			l.finish(e, HardCap, nil, true)
 			continue
 		}
 		if e.lastActive+idle <= now {
 			q, err := unix.IoctlGetInt(int(e.fd), unix.SIOCOUTQ)
 			if err != nil {
-				l.finish(e, Idle, nil)
+				l.finish(e, Idle, nil, true)
 				continue
 			}
 			outq := int64(q)
@@ -403,7 +429,7 @@ func (l *loop) expire(now int64) {
 			case outq > 0:
 				e.lastActive = now
 			default:
-				l.finish(e, Idle, nil)
+				l.finish(e, Idle, nil, true)
 				continue
 			}
 			c.setQueued(e, outq)
@@ -420,7 +446,7 @@ func (l *loop) expire(now int64) {
 func unsent(q int64) int64 { return max(q-1, 0) }
 
 func (l *loop) stop(e *entry, o Outcome, err error) {
-	l.finish(e, o, err)
+	l.finish(e, o, err, true)
 	l.graceIfEmpty()
 }
 
@@ -439,20 +465,30 @@ func (l *loop) graceIfEmpty() {
 }
 
 // finish releases e and queues its socket to be closed, by Closer.unlock or,
-// if e is draining, by the loop once its reads are done. A set left empty
-// is the loop's to close, after loopGrace.
-func (l *loop) finish(e *entry, o Outcome, err error) {
+// if e is draining, by the loop once its reads are done. armed says whether
+// e's registration may still report events: it is false only when the loop
+// ends e after the one-shot event that disarmed it. A set left empty is the
+// loop's to close, after loopGrace.
+func (l *loop) finish(e *entry, o Outcome, err error, armed bool) {
 	fd := int(e.fd)
 	// SIOCOUTQ counts the bytes not yet acknowledged, including our FIN,
-	// which takes one sequence number.
-	unacked := int64(-1)
-	if q, qerr := unix.IoctlGetInt(fd, unix.SIOCOUTQ); qerr == nil {
-		unacked = unsent(int64(q))
+	// which takes one sequence number. Since we shut down writing it only
+	// falls, so a socket whose last reading left nothing of ours
+	// unacknowledged needs no new one.
+	unacked := int64(0)
+	if unsent(e.queued) > 0 {
+		unacked = -1
+		if q, qerr := unix.IoctlGetInt(fd, unix.SIOCOUTQ); qerr == nil {
+			unacked = unsent(int64(q))
+		}
 	}
-	// Deregister explicitly: epoll forgets a descriptor only when every
-	// descriptor of the socket is closed, and the application might hold
-	// another one (from File, say).
-	unix.EpollCtl(l.fd(), unix.EPOLL_CTL_DEL, fd, nil)
+	// Deregister an armed socket explicitly: epoll forgets a descriptor
+	// only when every descriptor of the socket is closed, and the
+	// application might hold another one (from File, say). A disarmed
+	// registration left behind that way reports nothing.
+	if armed {
+		unix.EpollCtl(l.fd(), unix.EPOLL_CTL_DEL, fd, nil)
+	}
 	if errors.Is(err, ErrMaxQueued) {
 		// SO_LINGER with a zero timeout makes close send RST and free the
 		// send queue at once, instead of leaving it to an orphan socket

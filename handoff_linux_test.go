@@ -170,3 +170,65 @@ func TestLoopGrace(t *testing.T) {
 		}
 	})
 }
+
+// TestOtherDescriptorHeld: when the application keeps another descriptor of
+// a socket (from File), the socket outlives our close, and so may its epoll
+// registration. The loop deregisters every socket it ends while it can
+// still report, and one it ends after its one-shot event reports nothing
+// more: either way later sockets, which may reuse the descriptor number,
+// linger normally, and the loop does not spin on the socket left behind.
+func TestOtherDescriptorHeld(t *testing.T) {
+	h := newHarness(t, Config{IdleTimeout: 200 * time.Millisecond}, false)
+	ln := listen(t)
+	// The peer sends after the hand-off and closes: ended by an event.
+	// The second peer stays silent: ended by the idle timer, armed.
+	var files []*os.File
+	var clis []*net.TCPConn
+	for _, closes := range []bool{true, false} {
+		srv, cli := pair(t, ln, nil)
+		f, err := srv.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+		clis = append(clis, cli)
+		if err := h.Close(srv); err != nil {
+			t.Fatal(err)
+		}
+		if closes {
+			cli.Write(make([]byte, 512))
+			cli.Close()
+		}
+		want := PeerClosed
+		if !closes {
+			want = Idle
+		}
+		if r := h.next(t, 5*time.Second); r.Outcome != want {
+			t.Fatalf("outcome %v, want %v", r.Outcome, want)
+		}
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	// The sockets left behind get traffic: the silent peer sends and
+	// resets; the first one is closed both ways already.
+	clis[1].Write(make([]byte, 512))
+	clis[1].SetLinger(0)
+	clis[1].Close()
+	cpu0 := processCPU()
+	for range 3 {
+		srv, cli := pair(t, ln, nil)
+		h.Close(srv)
+		cli.Write(make([]byte, 100))
+		cli.Close()
+		if r := h.next(t, 5*time.Second); r.Outcome != PeerClosed {
+			t.Errorf("a later connection: outcome %v, want peer_closed", r.Outcome)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if cpu := processCPU() - cpu0; cpu > 150*time.Millisecond {
+		t.Errorf("the process used %v of CPU in 300 ms with nothing lingering: the loop spins", cpu)
+	}
+}
