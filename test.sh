@@ -5,12 +5,13 @@
 # openssl as real clients, iproute2 and nftables for network
 # namespaces, chromium to render the lab's HTML report, nginx, haproxy and
 # apache2 as real servers for the probe, which the tests start themselves on
-# ports of their own, and tcpdump to look at the wire by hand). Tests whose
+# ports of their own, tcpdump to look at the wire by hand, and wrk and h2load
+# (nghttp2-client) as load generators for the happy-path benchmark). Tests whose
 # tools or privileges are missing skip with a message saying so.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-pkgs=(curl openssl iproute2 nftables chromium nginx haproxy apache2 tcpdump)
+pkgs=(curl openssl iproute2 nftables chromium nginx haproxy apache2 tcpdump wrk nghttp2-client)
 
 # apt_get runs apt-get, waiting while another package manager (an unattended
 # upgrade, a concurrent install) holds the dpkg or lists lock: up to 5

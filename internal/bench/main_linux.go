@@ -30,6 +30,9 @@ WHAT is one of:
   pin     one IP pinning sockets and send-queue memory with connections
           that never read (4 KiB window) and send a byte a second: peak
           sockets, bytes queued and seconds, plain close vs linger
+  happy   the happy path: wrk (HTTP/1.1 keep-alive and Connection: close)
+          and h2load (HTTP/2) against net/http ServeTLS, plain vs
+          through linger.Listener: requests/s, p50/p99, server CPU
   all     all of the above
 
 Flags:
@@ -81,6 +84,8 @@ func Main(ctx context.Context, self, args []string) error {
 	pinModes := fs.String("pin-modes", "plain,linger,linger-noperip", "pin: modes to run: plain, linger (the defaults), linger-perip (MaxConnsPerIP -pin-perip), linger-noperip (no per-IP cap)")
 	kinds := fs.String("clients", "upload-1k,upload-1m,cooperative,deaf",
 		"flood: client kinds: upload-SIZE (write SIZE bytes, e.g. 1k or 1m, then read), cooperative (write flat out while reading, stop at the alert), deaf (write flat out, never read)")
+	var hf happyFlags
+	hf.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -113,6 +118,7 @@ func Main(ctx context.Context, self, args []string) error {
 		fl.cap = 4
 		pf.n, pf.d, pf.maxHold, pf.perIP = 200, 4*time.Second, 2*time.Second, 16
 		*pinModes = "plain,linger,linger-perip"
+		hf.smoke()
 	}
 	fl.srcs = held.srcs
 	ms := strings.Split(*modes, ",")
@@ -221,6 +227,12 @@ func Main(ctx context.Context, self, args []string) error {
 			if r.PerIP > 0 && r.Lingering > r.PerIP {
 				problems = append(problems, fmt.Sprintf("pin %s: %d lingering from one address, above MaxConnsPerIP %d", r.Mode, r.Lingering, r.PerIP))
 			}
+		}
+	}
+	if run("happy") {
+		known = true
+		if err := runHappy(ctx, out, hf, res, &problems); err != nil {
+			return err
 		}
 	}
 	if !known {
