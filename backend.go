@@ -17,7 +17,10 @@ type backend interface {
 	// (nothing was taken), a *closedError if tcp is closed but the socket
 	// could not linger, or another error if tcp is still open and its
 	// caller must close it plainly.
-	handOff(tcp *net.TCPConn, addr netip.AddrPort) error
+	//
+	// budget is the byte budget as it stands (Closer.budget), for what
+	// handOff drains before it takes Closer.mu.
+	handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) error
 	// stop ends e at once with outcome o (and err in its Report) and
 	// releases it before returning; it runs with Closer.mu held. With
 	// ErrMaxQueued the socket is aborted, so that the kernel frees its send

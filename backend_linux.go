@@ -81,13 +81,13 @@ const loopGrace = time.Second
 // SIOCOUTQ is read here too, before the Closer's lock is taken: a system
 // call under the lock can cost the lock's holder its P, and everyone
 // waiting for the lock the wait for another.
-func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort) error {
+func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) error {
 	fd, err := detachFD(tcp)
 	if err != nil {
 		return err
 	}
 	c := l.c
-	r := drain(fd, c.cfg.MaxDiscard+1)
+	r := drain(fd, budget+1)
 	queued := int64(0) // bytes of ours, FIN included, not yet acknowledged; 0 if unknown
 	if q, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil {
 		queued = int64(q)
@@ -276,6 +276,7 @@ type drainResult struct {
 func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 	c := l.c
 	c.mu.Lock()
+	budget := c.budget()
 	for _, ev := range evs {
 		if int(ev.Fd) >= len(l.byFD) {
 			continue
@@ -284,11 +285,17 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 		// ended and its descriptor number was reused: a read then finds
 		// nothing, which is harmless.
 		if e := l.byFD[ev.Fd]; e != nil && !e.draining {
+			if e.discarded > budget {
+				// Past a budget that shrank under pressure: the event
+				// disarmed it.
+				l.finish(e, Budget, nil, false)
+				continue
+			}
 			e.draining = true
 			l.ready = append(l.ready, e)
 			// One more byte than the budget allows, so that a peer that
 			// sends exactly the budget and then closes is not penalised.
-			l.budgets = append(l.budgets, c.cfg.MaxDiscard-e.discarded+1)
+			l.budgets = append(l.budgets, budget-e.discarded+1)
 		}
 	}
 	c.unlock()

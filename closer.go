@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -33,6 +34,7 @@ type Closer struct {
 	queued  list                  // entries holding bytes of ours, oldest first
 	qbytes  int64                 // the sum of their queued bytes, as last seen
 	peers   map[netip.Prefix]list // by value: nothing can hold a stale one
+	evicted int64                 // when admit last released a connection to make room (engine clock)
 	stats   counters
 	reports []Report // waiting for OnClose, delivered by unlock
 	fds     []int    // descriptors to close, by unlock, once mu is released
@@ -49,7 +51,7 @@ func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Closer{cfg: cfg, epoch: time.Now()}
+	c := &Closer{cfg: cfg, epoch: time.Now(), evicted: math.MinInt64 / 2}
 	c.all.which = byAge
 	c.queued.which = byQueue
 	if cfg.MaxConnsPerIP > 0 {
@@ -119,7 +121,7 @@ func (c *Closer) closeFrom(conn net.Conn, tcp *net.TCPConn, addr netip.AddrPort)
 	// An IPv4 peer of a dual-stack listener arrives as ::ffff:a.b.c.d.
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	c.mu.Lock()
-	down := c.down
+	down, budget := c.down, c.budget()
 	c.mu.Unlock()
 	if down {
 		err := tcp.Close()
@@ -128,7 +130,7 @@ func (c *Closer) closeFrom(conn net.Conn, tcp *net.TCPConn, addr netip.AddrPort)
 		}
 		return err
 	}
-	err := c.be.handOff(tcp, addr)
+	err := c.be.handOff(tcp, addr, budget)
 	if err == nil {
 		return nil
 	}
@@ -208,6 +210,7 @@ func (c *Closer) admit(e *entry, addr netip.AddrPort, queued int64) bool {
 	// Each stop releases at once, so each loop ends. Each release may
 	// change or delete the peer's list, so it is looked up every time.
 	var key netip.Prefix
+	evictions := c.stats.outcomes[Released]
 	if c.peers != nil {
 		key = c.peerKey(addr)
 		for c.peers[key].len >= c.cfg.MaxConnsPerIP {
@@ -220,8 +223,12 @@ func (c *Closer) admit(e *entry, addr netip.AddrPort, queued int64) bool {
 	for queued > 0 && c.qbytes+queued > c.cfg.MaxQueued && c.queued.front != nil {
 		c.be.stop(c.queued.front, Released, ErrMaxQueued)
 	}
+	now := c.now()
+	if c.stats.outcomes[Released] != evictions {
+		c.evicted = now
+	}
 	e.addr = addr
-	e.start = c.now()
+	e.start = now
 	c.all.push(e)
 	if c.peers != nil {
 		p := c.peers[key]
@@ -237,6 +244,16 @@ func (c *Closer) admit(e *entry, addr netip.AddrPort, queued int64) bool {
 // held.
 func (c *Closer) plainAfterShutdown(addr netip.AddrPort) {
 	c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: Plain, Unacked: -1, Err: ErrShutdown})
+}
+
+// budget is the byte budget of every lingering connection now: MaxDiscard,
+// or PressureDiscard while lingering is under pressure (see
+// Config.PressureDiscard); c.mu must be held.
+func (c *Closer) budget() int64 {
+	if c.all.len >= c.cfg.MaxConns-c.cfg.MaxConns/4 || c.now()-c.evicted < int64(c.cfg.IdleTimeout) {
+		return c.cfg.PressureDiscard
+	}
+	return c.cfg.MaxDiscard
 }
 
 // setQueued records that e holds q bytes of ours not yet acknowledged; c.mu

@@ -25,7 +25,7 @@ type portable struct {
 
 func newPortable(c *Closer) portable { return portable{c: c, conns: make(map[*entry]net.Conn)} }
 
-func (p portable) handOff(tcp *net.TCPConn, addr netip.AddrPort) error {
+func (p portable) handOff(tcp *net.TCPConn, addr netip.AddrPort, _ int64) error {
 	conn, err := detachConn(tcp)
 	if err != nil {
 		return err
@@ -112,7 +112,7 @@ func (p portable) drain(e *entry, conn net.Conn) {
 		if n > 0 {
 			e.discarded += int64(n)
 			e.lastActive = now
-			if e.discarded > c.cfg.MaxDiscard {
+			if e.discarded > c.budget() {
 				p.release(e, Budget, nil)
 				break
 			}
