@@ -12,6 +12,7 @@ import (
 	"runtime/metrics"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +23,7 @@ import (
 
 // FloodResult is one round of "flood" with one server close strategy.
 type FloodResult struct {
-	Mode     string        `json:"mode"`    // "plain" or "linger"
+	Mode     string        `json:"mode"`    // "plain", "linger" or "linger-nopressure"
 	Clients  string        `json:"clients"` // upload, cooperative or deaf
 	Duration time.Duration `json:"duration_ns"`
 	Workers  int           `json:"workers"`
@@ -69,8 +70,12 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, pki *t
 	}
 	var ln net.Listener = tcpLn
 	var lc *linger.Closer
-	if mode == "linger" {
-		if lc, err = linger.New(linger.Config{MaxConns: f.cap}); err != nil {
+	if strings.HasPrefix(mode, "linger") {
+		cfg := linger.Config{MaxConns: f.cap}
+		if mode == "linger-nopressure" {
+			cfg.PressureDiscard = -1 // MaxDiscard whatever the pressure
+		}
+		if lc, err = linger.New(cfg); err != nil {
 			tcpLn.Close()
 			return r, err
 		}

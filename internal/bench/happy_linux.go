@@ -203,7 +203,14 @@ func happyRound(ctx context.Context, f happyFlags, pki *testbed.PKI, client, mod
 			}
 		}
 	}
-	r.FDsAfter = openFDs()
+	// net/http closes a connection that asked for "Connection: close"
+	// 500 ms after its response (rstAvoidanceDelay), in the connection's
+	// goroutine, which Shutdown does not wait for.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if r.FDsAfter = openFDs(); r.FDsAfter <= r.FDsBefore || time.Now().After(deadline) {
+			break
+		}
+	}
 	if runErr != nil {
 		return r, fmt.Errorf("%s: %w: %s", args[0], runErr, lastLines(out, 5))
 	}
@@ -359,17 +366,38 @@ func printHappy(w io.Writer, rs []HappyResult, skipped []string) {
 			r.PerSec, float64(r.P50)/1e6, float64(r.P99)/1e6, per, r.Lingering, r.FDsBefore, r.FDsAfter, r.Outcomes)
 	}
 	tw.Flush()
-	mean := func(v []float64) float64 {
-		var s float64
-		for _, x := range v {
-			s += x
+	// Ratios within each round, where plain and linger ran back to back,
+	// and their median: a shared machine's load swings more between
+	// rounds than within one.
+	median := func(v []float64) float64 {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		if len(v) == 0 {
+			return 0
 		}
-		return s / float64(max(len(v), 1))
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
 	for _, c := range order {
 		p, l := key{c, "plain"}, key{c, "linger"}
-		fmt.Fprintf(w, "  %s: linger/plain requests/s = %.3f, p99 = %.3f, server CPU per request = %.3f (means over %d rounds)\n",
-			c, mean(rate[l])/mean(rate[p]), mean(p99[l])/mean(p99[p]), mean(cpu[l])/mean(cpu[p]), len(rate[l]))
+		var rr, pr, cr []float64
+		for i := range min(len(rate[p]), len(rate[l])) {
+			rr = append(rr, rate[l][i]/rate[p][i])
+			pr = append(pr, p99[l][i]/p99[p][i])
+			cr = append(cr, cpu[l][i]/cpu[p][i])
+		}
+		fmt.Fprintf(w, "  %s, linger/plain per round: requests/s %s (median %.3f); p99 %s (median %.3f); server CPU per request %s (median %.3f)\n",
+			c, fmtRatios(rr), median(rr), fmtRatios(pr), median(pr), fmtRatios(cr), median(cr))
 	}
 	fmt.Fprintln(w)
+}
+
+func fmtRatios(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.FormatFloat(x, 'f', 2, 64)
+	}
+	return strings.Join(s, " ")
 }

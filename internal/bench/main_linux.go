@@ -70,6 +70,7 @@ func Main(ctx context.Context, self, args []string) error {
 	fs.IntVar(&fl.procs, "procs", 2, "flood: client processes")
 	fs.IntVar(&fl.cap, "cap", 32, "flood: Config.MaxConns (the cap on lingering sockets)")
 	rounds := fs.Int("rounds", 2, "flood: rounds of plain then linger")
+	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off)")
 	var pf pinFlags
 	fs.IntVar(&pf.n, "pin-n", 4608, "pin: attacking connections")
 	fs.IntVar(&pf.resp, "pin-resp", 1<<20, "pin: response bytes the server tries to write to each")
@@ -184,7 +185,7 @@ func Main(ctx context.Context, self, args []string) error {
 				}
 			}
 			for range *rounds {
-				for _, m := range []string{"plain", "linger"} {
+				for _, m := range strings.Split(*floodModes, ",") {
 					r, err := flood(ctx, self, m, f, pki, files)
 					if err != nil {
 						return fmt.Errorf("flood %s %s: %w", kind, m, err)
@@ -291,11 +292,16 @@ func printHeld(w io.Writer, rs []HeldResult) {
 	}
 	fmt.Fprintf(w, "held: %d connections lingering at once; per connection, after a full GC\n", rs[0].N)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\theap B\tstacks B\theap+stacks B\tRSS B\tgoroutines\thand-off\trelease all\t(peers' close)\trelease CPU\tfds before/held/after\t")
+	fmt.Fprintln(tw, "mode\theap B\tstacks B\theap+stacks B\tRSS B\tkernel slab B, both ends\tgoroutines\thand-off\trelease all\t(peers' close)\trelease CPU\tfds before/held/after\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%s\t%s\t%s\t%s\t%d/%d/%d\t\n", r.Mode, r.HeapPerConn, r.StackPerConn,
-			r.GoPerConn, r.RSSPerConn, r.Goroutines, ms(r.Handoff), ms(r.Release), ms(r.PeerClose), ms(r.ReleaseCPU),
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%s\t%s\t%s\t%s\t%d/%d/%d\t\n", r.Mode, r.HeapPerConn, r.StackPerConn,
+			r.GoPerConn, r.RSSPerConn, r.SlabPerConn, r.Goroutines, ms(r.Handoff), ms(r.Release), ms(r.PeerClose), ms(r.ReleaseCPU),
 			r.FDsBefore, r.FDsHeld, r.FDsAfter)
+	}
+	for _, r := range rs {
+		if r.SlabCaches != nil {
+			fmt.Fprintf(w, "  %s kernel slab per connection, both ends: %s\n", r.Mode, fmtSlabs(r.SlabCaches))
+		}
 	}
 	tw.Flush()
 	var naive *HeldResult
@@ -349,7 +355,7 @@ func printFlood(w io.Writer, rs []FloodResult) {
 		cpuPer := float64(r.CPU.Microseconds()) / float64(max(r.Rejected, 1))
 		cpu[k] += cpuPer
 		capS := "-"
-		if r.Mode == "linger" {
+		if r.Mode != "plain" {
 			capS = fmt.Sprintf("%d (%d)", r.MaxLingering, r.Cap)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%d/%d/%d\t%s\t%.1f→%.1f MiB (%.1f)\t%.0f KiB\t%d/%d/%d\t%d\t%v\t\n",
@@ -360,9 +366,15 @@ func printFlood(w io.Writer, rs []FloodResult) {
 	}
 	tw.Flush()
 	for _, kind := range kinds {
-		p, l := key{kind, "plain"}, key{kind, "linger"}
-		fmt.Fprintf(w, "  %s clients: linger/plain rejected handshakes per second = %.3f; server CPU per rejected handshake linger/plain = %.3f\n",
-			kind, rate[l]/rate[p], cpu[l]/cpu[p])
+		p := key{kind, "plain"}
+		for _, m := range []string{"linger", "linger-nopressure"} {
+			l := key{kind, m}
+			if _, ok := rate[l]; !ok {
+				continue
+			}
+			fmt.Fprintf(w, "  %s clients: %s/plain rejected handshakes per second = %.3f; server CPU per rejected handshake %s/plain = %.3f\n",
+				kind, m, rate[l]/rate[p], m, cpu[l]/cpu[p])
+		}
 	}
 	fmt.Fprintln(w)
 }
