@@ -75,9 +75,10 @@ const loopGrace = time.Second
 // the peer has not closed yet, puts the socket in the epoll set.
 //
 // The first drain runs here, in the caller's goroutine, and never waits: at
-// most two non-blocking reads of at most inlineMax bytes in all. A peer that already closed (a client that
-// read our last word and left) is then done without touching epoll or the
-// loop's goroutine, and a pending request is read off without a wake-up.
+// most two non-blocking reads of inlineMax bytes in all. A peer that already
+// closed (a client that read our last word and left) is then done without
+// touching epoll or the loop's goroutine, and a pending request is read off
+// without a wake-up.
 // SIOCOUTQ is read here too, before the Closer's lock is taken: a system
 // call under the lock can cost the lock's holder its P, and everyone
 // waiting for the lock the wait for another.
@@ -88,9 +89,10 @@ func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) erro
 	}
 	c := l.c
 	r := drainUpTo(fd, budget+1, inlineMax, 2)
-	queued := int64(0) // bytes of ours, FIN included, not yet acknowledged; 0 if unknown
+	// Bytes of ours, FIN included, not yet acknowledged; 0 if unknown.
+	queued, unacked := int64(0), int64(-1)
 	if q, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil {
-		queued = int64(q)
+		queued, unacked = int64(q), unsent(int64(q))
 	}
 	c.mu.Lock()
 	defer c.unlock()
@@ -102,7 +104,7 @@ func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) erro
 			RemoteAddr: c.addrOf(addr),
 			Outcome:    r.end,
 			Discarded:  r.n,
-			Unacked:    max(queued-1, 0), // the FIN takes one sequence number
+			Unacked:    unacked,
 			Err:        r.err,
 		})
 		c.fds = append(c.fds, fd)
