@@ -52,20 +52,19 @@ func (e *closedError) Unwrap() error { return e.err }
 
 // entry is one lingering connection. All its fields are guarded by
 // Closer.mu. Its size is the per-socket cost of lingering, so fields are
-// ordered to pack, and it carries nothing of the portable backend, whose
-// goroutine per connection holds the connection itself.
+// ordered to pack into 128 bytes, and it carries nothing of the portable
+// backend, whose goroutine per connection holds the connection itself.
 type entry struct {
 	links [3]link // on the Closer's age list, its peer's list, and the list of entries holding queued bytes
 	addr  netip.AddrPort
 
 	// Clocks, in nanoseconds since Closer.epoch.
-	start      int64
+	start      int64 // the hard cap, MaxHold, counts from here
 	deadline   int64 // when the event loop next looks at the entry
-	hard       int64 // start + MaxHold
 	lastActive int64 // the peer last sent or acknowledged bytes
 
 	discarded int64
-	queued    int64 // bytes of ours not yet acknowledged, FIN included, last seen (Linux)
+	queued    int32 // bytes of ours not yet acknowledged, FIN included, last seen (Linux; SIOCOUTQ is an int)
 	fd        int32 // the socket (Linux event loop); the portable backend's goroutine holds its own
 	heapIdx   int32 // position in the Linux event loop's timer heap
 	released  bool

@@ -148,9 +148,8 @@ func (l *loop) start(e *entry) {
 		l.byFD = append(l.byFD, nil)
 	}
 	l.byFD[e.fd] = e
-	e.hard = e.start + int64(c.cfg.MaxHold)
 	e.lastActive = e.start
-	e.deadline = min(e.start+int64(c.cfg.IdleTimeout), e.hard)
+	e.deadline = min(e.start+int64(c.cfg.IdleTimeout), c.hard(e))
 	heap.Push(&l.timers, e)
 	l.emptySince = -1
 	l.arm(l.timers[0].deadline)
@@ -426,7 +425,7 @@ func (l *loop) expire(now int64) {
 	idle := int64(c.cfg.IdleTimeout)
 	for len(l.timers) > 0 && l.timers[0].deadline <= now {
 		e := l.timers[0]
-		if now >= e.hard {
+		if now >= c.hard(e) {
 			l.finish(e, HardCap, nil, true)
 			continue
 		}
@@ -438,7 +437,7 @@ func (l *loop) expire(now int64) {
 			}
 			outq := int64(q)
 			switch {
-			case unsent(outq) < unsent(e.queued):
+			case unsent(outq) < unsent(int64(e.queued)):
 				// tcpi_last_ack_recv dates the last acknowledgement, which
 				// is when the progress was made.
 				if ti, err := unix.GetsockoptTCPInfo(int(e.fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
@@ -455,7 +454,7 @@ func (l *loop) expire(now int64) {
 			}
 			c.setQueued(e, outq)
 		}
-		e.deadline = min(e.lastActive+idle, e.hard)
+		e.deadline = min(e.lastActive+idle, c.hard(e))
 		heap.Fix(&l.timers, 0)
 	}
 }
@@ -497,7 +496,7 @@ func (l *loop) finish(e *entry, o Outcome, err error, armed bool) {
 	// falls, so a socket whose last reading left nothing of ours
 	// unacknowledged needs no new one.
 	unacked := int64(0)
-	if unsent(e.queued) > 0 {
+	if unsent(int64(e.queued)) > 0 {
 		unacked = -1
 		if q, qerr := unix.IoctlGetInt(fd, unix.SIOCOUTQ); qerr == nil {
 			unacked = unsent(int64(q))

@@ -246,6 +246,9 @@ func (c *Closer) plainAfterShutdown(addr netip.AddrPort) {
 	c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: Plain, Unacked: -1, Err: ErrShutdown})
 }
 
+// hard is when e reaches MaxHold.
+func (c *Closer) hard(e *entry) int64 { return e.start + int64(c.cfg.MaxHold) }
+
 // budget is the byte budget of every lingering connection now: MaxDiscard,
 // or PressureDiscard while lingering is under pressure (see
 // Config.PressureDiscard); c.mu must be held.
@@ -266,8 +269,8 @@ func (c *Closer) setQueued(e *entry, q int64) {
 	case e.queued == 0 && q > 0:
 		c.queued.push(e)
 	}
-	c.qbytes += q - e.queued
-	e.queued = q
+	c.qbytes += q - int64(e.queued)
+	e.queued = int32(min(q, math.MaxInt32))
 }
 
 // release unlinks e and records how it ended. Backends call it, with c.mu

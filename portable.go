@@ -40,7 +40,6 @@ func (p portable) handOff(tcp *net.TCPConn, addr netip.AddrPort, _ int64) error 
 		return nil
 	}
 	p.conns[e] = conn
-	e.hard = e.start + int64(c.cfg.MaxHold)
 	e.lastActive = e.start
 	c.wg.Add(1)
 	go p.drain(e, conn)
@@ -92,7 +91,7 @@ func (p portable) drain(e *entry, conn net.Conn) {
 	c.mu.Lock()
 	for !e.released {
 		idle := e.lastActive + int64(c.cfg.IdleTimeout)
-		conn.SetReadDeadline(c.epoch.Add(time.Duration(min(idle, e.hard))))
+		conn.SetReadDeadline(c.epoch.Add(time.Duration(min(idle, c.hard(e)))))
 		c.mu.Unlock()
 
 		n, err := conn.Read(buf)
@@ -122,7 +121,7 @@ func (p portable) drain(e *entry, conn net.Conn) {
 		case err == io.EOF:
 			p.release(e, PeerClosed, nil)
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			if now >= e.hard {
+			if now >= c.hard(e) {
 				p.release(e, HardCap, nil)
 			} else if now >= e.lastActive+int64(c.cfg.IdleTimeout) {
 				p.release(e, Idle, nil)
