@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -23,7 +24,7 @@ import (
 
 // FloodResult is one round of "flood" with one server close strategy.
 type FloodResult struct {
-	Mode     string        `json:"mode"`    // "plain", "linger" or "linger-nopressure"
+	Mode     string        `json:"mode"`    // "plain", "linger", "linger-nopressure" or "linger-pdSIZE"
 	Clients  string        `json:"clients"` // upload, cooperative or deaf
 	Duration time.Duration `json:"duration_ns"`
 	Workers  int           `json:"workers"`
@@ -72,8 +73,16 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, pki *t
 	var lc *linger.Closer
 	if strings.HasPrefix(mode, "linger") {
 		cfg := linger.Config{MaxConns: f.cap}
-		if mode == "linger-nopressure" {
+		switch pd, ok := strings.CutPrefix(mode, "linger-pd"); {
+		case mode == "linger-nopressure":
 			cfg.PressureDiscard = -1 // MaxDiscard whatever the pressure
+		case ok:
+			n, err := parseSize(pd)
+			if err != nil {
+				tcpLn.Close()
+				return r, fmt.Errorf("mode %s: %w", mode, err)
+			}
+			cfg.PressureDiscard = int64(n)
 		}
 		if lc, err = linger.New(cfg); err != nil {
 			tcpLn.Close()

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -70,7 +71,7 @@ func Main(ctx context.Context, self, args []string) error {
 	fs.IntVar(&fl.procs, "procs", 2, "flood: client processes")
 	fs.IntVar(&fl.cap, "cap", 32, "flood: Config.MaxConns (the cap on lingering sockets)")
 	rounds := fs.Int("rounds", 2, "flood: rounds of plain then linger")
-	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off)")
+	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off), linger-pdSIZE (PressureDiscard SIZE, e.g. linger-pd64k)")
 	var pf pinFlags
 	fs.IntVar(&pf.n, "pin-n", 4608, "pin: attacking connections")
 	fs.IntVar(&pf.resp, "pin-resp", 1<<20, "pin: response bytes the server tries to write to each")
@@ -367,11 +368,14 @@ func printFlood(w io.Writer, rs []FloodResult) {
 	tw.Flush()
 	for _, kind := range kinds {
 		p := key{kind, "plain"}
-		for _, m := range []string{"linger", "linger-nopressure"} {
-			l := key{kind, m}
-			if _, ok := rate[l]; !ok {
-				continue
+		var modes []string
+		for _, r := range rs {
+			if r.Clients == kind && r.Mode != "plain" && !slices.Contains(modes, r.Mode) {
+				modes = append(modes, r.Mode)
 			}
+		}
+		for _, m := range modes {
+			l := key{kind, m}
 			fmt.Fprintf(w, "  %s clients: %s/plain rejected handshakes per second = %.3f; server CPU per rejected handshake %s/plain = %.3f\n",
 				kind, m, rate[l]/rate[p], m, cpu[l]/cpu[p])
 		}
