@@ -28,10 +28,10 @@ const (
 	// stopped still gets our last word, while one that keeps sending (an
 	// upload the server rejected, or an attacker) costs at most this much
 	// to discard instead of MaxDiscard. Against a flood of rejected
-	// handshakes it keeps the server's CPU per rejection within about
-	// 1.1x of a plain close's for clients that keep sending, where 256 KiB
-	// gave 1.3-1.5x; the price is that, near the cap, a client uploading
-	// 1 MiB is cut off (and reset) more often before it reads our answer.
+	// handshakes it kept the server's CPU per rejection at 1.0-1.3x a
+	// plain close's for clients that keep sending, where 256 KiB gave
+	// 1.3-1.5x; the price is that, near the cap, a client uploading 1 MiB
+	// is cut off (and reset) more often before it reads our answer.
 	DefaultPressureDiscard = 64 << 10
 
 	// DefaultMaxConns bounds the descriptors and kernel socket memory that
