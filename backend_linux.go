@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 	"time"
@@ -16,19 +17,24 @@ import (
 // (to compare the two).
 func newBackend(c *Closer, portableOnly bool) backend {
 	if portableOnly {
-		return portable{c}
+		return newPortable(c)
 	}
-	return &loop{c: c, wake: math.MaxInt64}
+	return &loop{c: c, wake: math.MaxInt64, emptySince: -1}
 }
 
 // loop holds every lingering socket of a Closer in one epoll set, served by
-// one goroutine that runs only while something lingers.
+// one goroutine.
 //
 // The epoll descriptor is itself registered with the Go runtime's poller
 // (an epoll descriptor is readable while it has events ready), so the
 // goroutine parks in the runtime like any network read instead of holding an
 // OS thread in epoll_wait, and the timer heap's earliest deadline is simply
 // the read deadline of that descriptor.
+//
+// The set and its goroutine outlive the last lingering socket by loopGrace,
+// so that a server closing connections one at a time does not create and
+// tear them down for each; the goroutine ends itself when that grace period
+// passes with nothing lingering, or at once after Shutdown.
 //
 // The loop reads from its sockets without Closer.mu: it marks the entries of
 // a batch as draining under the lock, reads them unlocked, and takes the lock
@@ -41,11 +47,12 @@ type loop struct {
 	c *Closer
 
 	// Guarded by Closer.mu.
-	ep     *os.File // nil while nothing lingers
-	rc     syscall.RawConn
-	byFD   []*entry // lingering entries indexed by descriptor
-	timers timerHeap
-	wake   int64 // the deadline set on ep, or MaxInt64
+	ep         *os.File // nil while the goroutine is not running
+	rc         syscall.RawConn
+	byFD       []*entry // lingering entries indexed by descriptor
+	timers     timerHeap
+	wake       int64 // the deadline set on ep, or MaxInt64
+	emptySince int64 // when the set last became empty, or -1 while it is not
 
 	// Owned by the loop's goroutine.
 	events  [128]unix.EpollEvent
@@ -54,36 +61,67 @@ type loop struct {
 	results []drainResult
 }
 
-func (l *loop) detach(tcp *net.TCPConn) (handle, error) {
+// epollEvents are what the loop waits for on each socket.
+const epollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+
+// loopGrace is how long the epoll set and its goroutine stay after the last
+// lingering socket leaves. Recreating them costs epoll_create1, fcntl,
+// epoll_ctl, close and a goroutine's start and exit, about as much again as
+// lingering itself; a goroutine parked for a second costs nothing but its
+// stack.
+const loopGrace = time.Second
+
+// handOff detaches tcp's socket, drains what the peer already sent, and, if
+// the peer has not closed yet, puts the socket in the epoll set.
+//
+// The first drain runs here, in the caller's goroutine, and never waits: at
+// most two non-blocking reads of inlineMax bytes in all. A peer that already
+// closed (a client that read our last word and left) is then done without
+// touching epoll or the loop's goroutine, and a pending request is read off
+// without a wake-up.
+// SIOCOUTQ is read here too, before the Closer's lock is taken: a system
+// call under the lock can cost the lock's holder its P, and everyone
+// waiting for the lock the wait for another.
+func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) error {
 	fd, err := detachFD(tcp)
 	if err != nil {
-		return handle{fd: -1}, err
+		return err
 	}
-	h := handle{fd: fd}
-	// Read now, before the Closer's lock is taken for the hand-off: a
-	// system call under the lock can cost the lock's holder its P, and
-	// everyone waiting for the lock the wait for another.
-	if acked, outq, _, err := ackState(fd); err == nil {
-		h.acked, h.queued = acked, outq
+	c := l.c
+	r := drainUpTo(fd, budget+1, inlineMax, 2)
+	// Bytes of ours, FIN included, not yet acknowledged; 0 if unknown.
+	queued, unacked := int64(0), int64(-1)
+	if q, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil {
+		queued, unacked = int64(q), unsent(int64(q))
 	}
-	return h, nil
+	c.mu.Lock()
+	defer c.unlock()
+	if r.done {
+		// Nothing to linger for: the socket ends here, unadmitted, so it
+		// evicts no one. Its receive queue is empty unless the budget ran
+		// out, so the close sends no RST.
+		c.report(Report{
+			RemoteAddr: c.addrOf(addr),
+			Outcome:    r.end,
+			Discarded:  r.n,
+			Unacked:    unacked,
+			Err:        r.err,
+		})
+		c.fds = append(c.fds, fd)
+		return nil
+	}
+	e := &entry{fd: int32(fd), heapIdx: -1, discarded: r.n}
+	if !c.admit(e, addr, queued) {
+		c.fds = append(c.fds, fd)
+		c.plainAfterShutdown(addr)
+		return nil
+	}
+	l.start(e)
+	return nil
 }
 
-// newEntry starts e's progress accounting. The bytes the peer has
-// acknowledged so far are the baseline against which IdleTimeout sees
-// progress, and the sum of acknowledged and queued bytes is where that
-// progress ends. The FIN takes one sequence number, which tcpi_bytes_acked
-// counts once it is acknowledged; the acknowledgement of our FIN alone is
-// not progress.
-func (l *loop) newEntry(h handle) *entry {
-	e := &entry{fd: int32(h.fd), heapIdx: -1}
-	e.ackedEnd = h.acked + uint64(max(h.queued-1, 0))
-	e.acked = min(h.acked, e.ackedEnd)
-	return e
-}
-
-func (l *loop) closeNow(h handle) { l.c.fds = append(l.c.fds, h.fd) }
-
+// start puts an admitted entry in the epoll set and the timer heap,
+// starting the loop's goroutine if it is not running; c.mu is held.
 func (l *loop) start(e *entry) {
 	c := l.c
 	if l.ep == nil {
@@ -93,54 +131,28 @@ func (l *loop) start(e *entry) {
 			return
 		}
 	}
-	// Level-triggered: whatever is left unread after a round of draining
-	// reports again, so one busy peer cannot starve the others.
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: e.fd}
+	// One-shot: an event disarms the socket until the loop has drained it
+	// and re-armed it (EPOLL_CTL_MOD), so a socket that ends at its first
+	// event, as most do, is never armed again, and needs no EPOLL_CTL_DEL
+	// either. Re-arming reports at once whatever is left unread, so one
+	// busy peer cannot starve the others.
+	ev := unix.EpollEvent{Events: epollEvents, Fd: e.fd}
 	if err := unix.EpollCtl(l.fd(), unix.EPOLL_CTL_ADD, int(e.fd), &ev); err != nil {
 		// ENOSPC (fs.epoll.max_user_watches) or ENOMEM: a plain close.
 		c.release(e, Plain, -1, os.NewSyscallError("epoll_ctl", err))
 		c.fds = append(c.fds, int(e.fd))
-		l.maybeClose()
+		l.graceIfEmpty()
 		return
 	}
 	for int(e.fd) >= len(l.byFD) {
 		l.byFD = append(l.byFD, nil)
 	}
 	l.byFD[e.fd] = e
-	e.hard = e.start + int64(c.cfg.MaxHold)
 	e.lastActive = e.start
-	e.deadline = min(e.start+int64(c.cfg.IdleTimeout), e.hard)
+	e.deadline = min(e.start+int64(c.cfg.IdleTimeout), c.hard(e))
 	heap.Push(&l.timers, e)
-	l.rearm()
-}
-
-// ackState returns how many bytes the peer of fd has acknowledged
-// (tcpi_bytes_acked) and how many of ours, FIN included, it has not
-// (SIOCOUTQ), read consistently: once we have shut down writing, their sum
-// no longer changes, so two reads of SIOCOUTQ around TCP_INFO that agree
-// show that no acknowledgement came in between.
-func ackState(fd int) (acked uint64, outq int64, ti *unix.TCPInfo, err error) {
-	for range 3 {
-		q1, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
-		if err != nil {
-			return 0, 0, nil, err
-		}
-		ti, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-		if err != nil {
-			return 0, 0, nil, err
-		}
-		q2, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
-		if err != nil {
-			return 0, 0, nil, err
-		}
-		acked, outq = ti.Bytes_acked, int64(q2)
-		if q1 == q2 {
-			break
-		}
-		// Acknowledgements keep coming: the last reading is off by what
-		// came in between, which is progress either way.
-	}
-	return acked, outq, ti, nil
+	l.emptySince = -1
+	l.arm(l.timers[0].deadline)
 }
 
 func (l *loop) fd() int { return int(l.ep.Fd()) }
@@ -173,30 +185,28 @@ func (l *loop) open() error {
 	return nil
 }
 
-// rearm moves ep's read deadline to the earliest timer, if that is earlier
-// than the one set. Moving it later is left to the loop, which wakes at the
-// old deadline and finds nothing due.
-func (l *loop) rearm() {
-	if len(l.timers) == 0 {
-		return
-	}
-	if d := l.timers[0].deadline; d < l.wake {
+// arm moves ep's read deadline to d, if that is earlier than the one set.
+// Moving it later is left to the loop, which wakes at the old deadline and
+// finds nothing due: resetting a runtime timer on every hand-off would cost
+// more than that one wake-up.
+func (l *loop) arm(d int64) {
+	if d < l.wake {
 		l.wake = d
 		l.ep.SetReadDeadline(l.c.epoch.Add(time.Duration(d)))
 	}
 }
 
-// maybeClose ends the loop if nothing lingers: the goroutine sees the
-// deadline in the past, finds no entries, closes ep and exits.
-func (l *loop) maybeClose() {
-	if len(l.timers) == 0 && l.ep != nil {
+// shutdown makes the goroutine, if it runs, wake and end: Closer.down is
+// set, so it finds nothing to wait for.
+func (l *loop) shutdown() {
+	if l.ep != nil {
 		l.wake = math.MinInt64
 		l.ep.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 
 // run is the loop's goroutine. It owns ep: only run closes it, under
-// Closer.mu, once nothing lingers.
+// Closer.mu, once nothing has lingered for loopGrace, or after Shutdown.
 func (l *loop) run(ep *os.File, rc syscall.RawConn) {
 	c := l.c
 	defer c.wg.Done()
@@ -210,26 +220,46 @@ func (l *loop) run(ep *os.File, rc syscall.RawConn) {
 				// runtime might not signal readiness a second time.
 				return err != nil
 			}
-			l.round(l.events[:n])
-			return true
+			l.round(int(epfd), l.events[:n])
+			// A batch that did not fill the array took every event ready,
+			// so wait for the next readiness without another EpollWait to
+			// find none. Nothing is missed: each socket's wake-up wakes
+			// the set's pollers again (ep_poll_callback), ready or not
+			// before, and the runtime keeps a readiness that comes while
+			// we drain. A full batch may have left events: poll again.
+			return n == len(l.events)
 		})
 		c.mu.Lock()
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The deadline is spent: the runtime reports it on every read
+			// until a new one is set.
+			l.wake = math.MaxInt64
+		default:
 			// Not expected from an epoll descriptor; end every entry rather
 			// than spin.
 			for len(l.timers) > 0 {
-				l.finish(l.timers[0], PeerReset, err)
+				l.finish(l.timers[0], PeerReset, err, true)
 			}
 		}
-		l.wake = math.MaxInt64
-		l.expire(c.now())
-		if len(l.timers) == 0 {
+		now := c.now()
+		l.expire(now)
+		if len(l.timers) > 0 {
+			l.arm(l.timers[0].deadline)
+			c.unlock()
+			continue
+		}
+		if l.emptySince < 0 {
+			l.emptySince = now
+		}
+		if c.down || now-l.emptySince >= int64(loopGrace) {
 			l.ep, l.rc = nil, nil
 			ep.Close()
 			c.unlock()
 			return
 		}
-		l.rearm()
+		l.arm(l.emptySince + int64(loopGrace))
 		c.unlock()
 	}
 }
@@ -244,9 +274,10 @@ type drainResult struct {
 
 // round drains the entries with events ready: it marks them under
 // Closer.mu, reads them without it, and records the results under it again.
-func (l *loop) round(evs []unix.EpollEvent) {
+func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 	c := l.c
 	c.mu.Lock()
+	budget := c.budget()
 	for _, ev := range evs {
 		if int(ev.Fd) >= len(l.byFD) {
 			continue
@@ -255,17 +286,34 @@ func (l *loop) round(evs []unix.EpollEvent) {
 		// ended and its descriptor number was reused: a read then finds
 		// nothing, which is harmless.
 		if e := l.byFD[ev.Fd]; e != nil && !e.draining {
+			if e.discarded > budget {
+				// Past a budget that shrank under pressure: the event
+				// disarmed it.
+				l.finish(e, Budget, nil, false)
+				continue
+			}
 			e.draining = true
 			l.ready = append(l.ready, e)
 			// One more byte than the budget allows, so that a peer that
 			// sends exactly the budget and then closes is not penalised.
-			l.budgets = append(l.budgets, c.cfg.MaxDiscard-e.discarded+1)
+			l.budgets = append(l.budgets, budget-e.discarded+1)
 		}
 	}
 	c.unlock()
 
 	for i, e := range l.ready {
-		l.results = append(l.results, drain(int(e.fd), l.budgets[i]))
+		r := drain(int(e.fd), l.budgets[i])
+		if !r.done {
+			// Re-arm while the descriptor is surely ours: a draining
+			// entry's descriptor is closed only after this round. If the
+			// entry was released meanwhile, its registration is gone
+			// (ENOENT), or goes after this.
+			ev := unix.EpollEvent{Events: epollEvents, Fd: e.fd}
+			if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_MOD, int(e.fd), &ev); err != nil && err != unix.ENOENT {
+				r.end, r.done, r.err = PeerReset, true, os.NewSyscallError("epoll_ctl", err)
+			}
+		}
+		l.results = append(l.results, r)
 	}
 
 	now := c.now()
@@ -283,22 +331,34 @@ func (l *loop) round(evs []unix.EpollEvent) {
 			e.lastActive = now
 		}
 		if r.done {
-			l.finish(e, r.end, r.err)
+			l.finish(e, r.end, r.err, false)
 		}
 	}
+	// The goroutine may go on waiting without returning to run: make sure
+	// an empty set still ends after loopGrace.
+	l.graceIfEmpty()
 	c.unlock()
 	clear(l.ready)
 	l.ready, l.budgets, l.results = l.ready[:0], l.budgets[:0], l.results[:0]
 }
 
+// inlineMax bounds what Close discards itself, in at most two reads: a
+// request's worth, and then the read that finds the peer's FIN or nothing.
+// Discarding costs about 180 µs of CPU per MiB, which Close must not pay
+// for a peer uploading flat out: the loop takes over from there.
+const inlineMax = 64 << 10
+
 // drain discards what fd's peer has sent, up to budget bytes, and says
 // whether the peer closed, reset, or reached the budget. It runs without
-// Closer.mu.
-func drain(fd int, budget int64) (r drainResult) {
-	// A few rounds at most: a peer sending flat out gets its turn again at
-	// the next epoll_wait, after the others.
-	for range 4 {
-		n, err := recvDiscard(fd, budget-r.n)
+// Closer.mu. A few reads at most: a peer sending flat out gets its turn
+// again at the next epoll_wait, after the others.
+func drain(fd int, budget int64) drainResult { return drainUpTo(fd, budget, budget, 4) }
+
+// drainUpTo is drain that also stops, without ending the connection, once
+// it has discarded limit bytes or made reads reads.
+func drainUpTo(fd int, budget, limit int64, reads int) (r drainResult) {
+	for range reads {
+		n, err := recvDiscard(fd, min(budget, limit)-r.n)
 		switch {
 		case err == unix.EAGAIN:
 			return r
@@ -317,6 +377,9 @@ func drain(fd int, budget int64) (r drainResult) {
 		r.n += int64(n)
 		if r.n >= budget {
 			r.end, r.done = Budget, true
+			return r
+		}
+		if r.n >= limit {
 			return r
 		}
 	}
@@ -352,62 +415,100 @@ func recvDiscard(fd int, max int64) (int, error) {
 // probing them: the connection is not idle, and closing it now would reset
 // it if the peer, having missed our last word, is still sending. MaxHold
 // bounds how long this lasts, and MaxQueued how much memory it takes.
+//
+// SIOCOUTQ alone tells both: once we have shut down writing nothing more is
+// queued, so the count only falls, and a fall other than the FIN's own
+// sequence number is bytes of ours acknowledged. TCP_INFO is read only then,
+// to date that progress.
 func (l *loop) expire(now int64) {
 	c := l.c
 	idle := int64(c.cfg.IdleTimeout)
 	for len(l.timers) > 0 && l.timers[0].deadline <= now {
 		e := l.timers[0]
-		if now >= e.hard {
-			l.finish(e, HardCap, nil)
+		if now >= c.hard(e) {
+			l.finish(e, HardCap, nil, true)
 			continue
 		}
 		if e.lastActive+idle <= now {
-			acked, outq, ti, err := ackState(int(e.fd))
+			q, err := unix.IoctlGetInt(int(e.fd), unix.SIOCOUTQ)
 			if err != nil {
-				l.finish(e, Idle, nil)
+				l.finish(e, Idle, nil, true)
 				continue
 			}
-			c.setQueued(e, outq)
-			switch acked = min(acked, e.ackedEnd); {
-			case acked > e.acked:
-				e.acked = acked
+			outq := int64(q)
+			switch {
+			case unsent(outq) < unsent(int64(e.queued)):
 				// tcpi_last_ack_recv dates the last acknowledgement, which
 				// is when the progress was made.
-				e.lastActive = max(e.lastActive, now-int64(time.Duration(ti.Last_ack_recv)*time.Millisecond))
+				if ti, err := unix.GetsockoptTCPInfo(int(e.fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+					e.lastActive = max(e.lastActive, now-int64(time.Duration(ti.Last_ack_recv)*time.Millisecond))
+				}
 				if e.lastActive+idle <= now {
 					e.lastActive = now
 				}
 			case outq > 0:
 				e.lastActive = now
 			default:
-				l.finish(e, Idle, nil)
+				l.finish(e, Idle, nil, true)
 				continue
 			}
+			c.setQueued(e, outq)
 		}
-		e.deadline = min(e.lastActive+idle, e.hard)
+		e.deadline = min(e.lastActive+idle, c.hard(e))
 		heap.Fix(&l.timers, 0)
 	}
 }
 
+// unsent is how many bytes of ours a SIOCOUTQ reading of q leaves
+// unacknowledged, not counting the FIN, which takes one sequence number
+// once we have shut down writing: its acknowledgement alone is not
+// progress.
+func unsent(q int64) int64 { return max(q-1, 0) }
+
 func (l *loop) stop(e *entry, o Outcome, err error) {
-	l.finish(e, o, err)
-	l.maybeClose()
+	l.finish(e, o, err, true)
+	l.graceIfEmpty()
+}
+
+// graceIfEmpty makes sure that a running goroutine with nothing left to
+// serve wakes after loopGrace to end itself, even if its deadline was set
+// far later for an entry that is gone; c.mu is held. The goroutine arms
+// the same deadline itself when the set empties under it.
+func (l *loop) graceIfEmpty() {
+	if len(l.timers) > 0 || l.ep == nil {
+		return
+	}
+	if l.emptySince < 0 {
+		l.emptySince = l.c.now()
+	}
+	l.arm(l.emptySince + int64(loopGrace))
 }
 
 // finish releases e and queues its socket to be closed, by Closer.unlock or,
-// if e is draining, by the loop once its reads are done.
-func (l *loop) finish(e *entry, o Outcome, err error) {
+// if e is draining, by the loop once its reads are done. armed says whether
+// e's registration may still report events: it is false only when the loop
+// ends e after the one-shot event that disarmed it. A set left empty is the
+// loop's to close, after loopGrace.
+func (l *loop) finish(e *entry, o Outcome, err error, armed bool) {
 	fd := int(e.fd)
 	// SIOCOUTQ counts the bytes not yet acknowledged, including our FIN,
-	// which takes one sequence number.
-	unacked := int64(-1)
-	if q, qerr := unix.IoctlGetInt(fd, unix.SIOCOUTQ); qerr == nil {
-		unacked = max(int64(q)-1, 0)
+	// which takes one sequence number. Since we shut down writing it only
+	// falls, so a socket whose last reading left nothing of ours
+	// unacknowledged needs no new one.
+	unacked := int64(0)
+	if unsent(int64(e.queued)) > 0 {
+		unacked = -1
+		if q, qerr := unix.IoctlGetInt(fd, unix.SIOCOUTQ); qerr == nil {
+			unacked = unsent(int64(q))
+		}
 	}
-	// Deregister explicitly: epoll forgets a descriptor only when every
-	// descriptor of the socket is closed, and the application might hold
-	// another one (from File, say).
-	unix.EpollCtl(l.fd(), unix.EPOLL_CTL_DEL, fd, nil)
+	// Deregister an armed socket explicitly: epoll forgets a descriptor
+	// only when every descriptor of the socket is closed, and the
+	// application might hold another one (from File, say). A disarmed
+	// registration left behind that way reports nothing.
+	if armed {
+		unix.EpollCtl(l.fd(), unix.EPOLL_CTL_DEL, fd, nil)
+	}
 	if errors.Is(err, ErrMaxQueued) {
 		// SO_LINGER with a zero timeout makes close send RST and free the
 		// send queue at once, instead of leaving it to an orphan socket

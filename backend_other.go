@@ -2,7 +2,7 @@
 
 package linger
 
-func newBackend(c *Closer, _ bool) backend { return portable{c} }
+func newBackend(c *Closer, _ bool) backend { return newPortable(c) }
 
 // closeFD is never called here: only the Linux event loop releases raw
 // descriptors.

@@ -144,6 +144,77 @@ func BenchmarkLifecycle(b *testing.B) {
 	}
 }
 
+// BenchmarkLifecycleServing is BenchmarkLifecycle with the server's side
+// shaped like a server: a goroutine parked in Accept hands each connection
+// to the mode's close, while the benchmark's goroutine is the client. A
+// server always has a goroutine waiting in the runtime's poller (its accept
+// loop), as the event loop's goroutine is while it lingers or waits out its
+// grace period; BenchmarkLifecycle's naive mode has none between
+// connections, which spares it the poller's wake-ups that every real server
+// pays.
+func BenchmarkLifecycleServing(b *testing.B) {
+	for _, name := range []string{"plain", "naive", "loop", "portable"} {
+		b.Run(name, func(b *testing.B) {
+			ln := benchListen(b)
+			released := make(chan struct{}, 1)
+			var c *Closer
+			if name == "loop" || name == "portable" {
+				var err error
+				c, err = newCloser(Config{OnClose: func(Report) { released <- struct{}{} },
+					IdleTimeout: time.Hour, MaxHold: time.Hour}, name == "portable")
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Shutdown(context.Background())
+			}
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				msg := make([]byte, 32)
+				for {
+					srv, err := ln.AcceptTCP()
+					if err != nil {
+						return
+					}
+					srv.Write(msg)
+					switch name {
+					case "plain":
+						srv.Close()
+						released <- struct{}{}
+					case "naive":
+						srv.CloseWrite()
+						go func() {
+							io.Copy(io.Discard, srv)
+							srv.Close()
+							released <- struct{}{}
+						}()
+					default:
+						c.Close(srv)
+					}
+				}
+			}()
+			defer wg.Wait()
+			defer ln.Close()
+			addr := ln.Addr().(*net.TCPAddr)
+			msg := make([]byte, 32)
+			cpu0 := processCPU()
+			b.ResetTimer()
+			for range b.N {
+				cli, err := net.DialTCP("tcp", nil, addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.ReadFull(cli, msg)
+				cli.Close()
+				<-released
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
 func benchListen(b *testing.B) *net.TCPListener {
 	b.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})

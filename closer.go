@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -13,8 +14,8 @@ import (
 )
 
 // A Closer closes connections with a lingering close. Its methods are safe
-// for concurrent use. A Closer holds no goroutine and no descriptor while
-// nothing lingers.
+// for concurrent use. A Closer holds no goroutine and no descriptor once
+// nothing has lingered for a second, nor after Shutdown.
 type Closer struct {
 	cfg   Config
 	epoch time.Time // monotonic origin of the engine's int64 clocks
@@ -33,6 +34,7 @@ type Closer struct {
 	queued  list                  // entries holding bytes of ours, oldest first
 	qbytes  int64                 // the sum of their queued bytes, as last seen
 	peers   map[netip.Prefix]list // by value: nothing can hold a stale one
+	evicted int64                 // when admit last released a connection to make room (engine clock)
 	stats   counters
 	reports []Report // waiting for OnClose, delivered by unlock
 	fds     []int    // descriptors to close, by unlock, once mu is released
@@ -49,7 +51,7 @@ func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Closer{cfg: cfg, epoch: time.Now()}
+	c := &Closer{cfg: cfg, epoch: time.Now(), evicted: math.MinInt64 / 2}
 	c.all.which = byAge
 	c.queued.which = byQueue
 	if cfg.MaxConnsPerIP > 0 {
@@ -119,7 +121,7 @@ func (c *Closer) closeFrom(conn net.Conn, tcp *net.TCPConn, addr netip.AddrPort)
 	// An IPv4 peer of a dual-stack listener arrives as ::ffff:a.b.c.d.
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	c.mu.Lock()
-	down := c.down
+	down, budget := c.down, c.budget()
 	c.mu.Unlock()
 	if down {
 		err := tcp.Close()
@@ -128,33 +130,37 @@ func (c *Closer) closeFrom(conn net.Conn, tcp *net.TCPConn, addr netip.AddrPort)
 		}
 		return err
 	}
-	h, err := c.be.detach(tcp)
-	if err != nil {
-		var ended *closedError
-		switch {
-		case errors.Is(err, errTaken):
-			// Someone else closed conn first; the socket is theirs.
-			return tcp.Close()
-		case errors.As(err, &ended):
-			// conn is closed and the socket went with it.
-			r := Report{Outcome: ended.outcome, Unacked: -1, Err: ended.err}
-			if c.cfg.OnClose != nil {
-				r.RemoteAddr = tcpAddr(addr)
-			}
-			c.mu.Lock()
-			c.report(r)
-			c.unlock()
-			return nil
-		}
-		// Nothing was taken: conn is still open, close it plainly.
-		cerr := tcp.Close()
-		if cerr == nil {
-			c.plain(conn, err)
-		}
-		return cerr
+	err := c.be.handOff(tcp, addr, budget)
+	if err == nil {
+		return nil
 	}
-	c.admit(h, addr)
-	return nil
+	var ended *closedError
+	switch {
+	case errors.Is(err, errTaken):
+		// Someone else closed conn first; the socket is theirs.
+		return tcp.Close()
+	case errors.As(err, &ended):
+		// conn is closed and the socket went with it.
+		c.mu.Lock()
+		c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: ended.outcome, Unacked: -1, Err: ended.err})
+		c.unlock()
+		return nil
+	}
+	// Nothing was taken: conn is still open, close it plainly.
+	cerr := tcp.Close()
+	if cerr == nil {
+		c.plain(conn, err)
+	}
+	return cerr
+}
+
+// addrOf is a as a Report's RemoteAddr, or nil if no OnClose will read
+// it: the conversion costs an allocation.
+func (c *Closer) addrOf(a netip.AddrPort) net.Addr {
+	if c.cfg.OnClose == nil {
+		return nil
+	}
+	return tcpAddr(a)
 }
 
 // plain counts a connection closed without lingering.
@@ -192,20 +198,19 @@ func (c *Closer) peerKey(a netip.AddrPort) netip.Prefix {
 	return p
 }
 
-// admit starts lingering on a detached socket, first making room under the
-// caps by releasing the longest-lingering connections.
-func (c *Closer) admit(h handle, addr netip.AddrPort) {
-	queued := h.queued
-	c.mu.Lock()
-	defer c.unlock()
+// admit links e, a socket detached from peer addr with queued bytes of ours
+// not yet acknowledged, as lingering from now, first making room under the
+// caps by releasing the longest-lingering connections; c.mu must be held.
+// It returns false, and links nothing, after Shutdown: the caller then
+// closes the socket and reports it with plainAfterShutdown.
+func (c *Closer) admit(e *entry, addr netip.AddrPort, queued int64) bool {
 	if c.down {
-		c.be.closeNow(h)
-		c.report(Report{RemoteAddr: tcpAddr(addr), Outcome: Plain, Unacked: -1, Err: ErrShutdown})
-		return
+		return false
 	}
 	// Each stop releases at once, so each loop ends. Each release may
 	// change or delete the peer's list, so it is looked up every time.
 	var key netip.Prefix
+	evictions := c.stats.outcomes[Released]
 	if c.peers != nil {
 		key = c.peerKey(addr)
 		for c.peers[key].len >= c.cfg.MaxConnsPerIP {
@@ -218,9 +223,12 @@ func (c *Closer) admit(h handle, addr netip.AddrPort) {
 	for queued > 0 && c.qbytes+queued > c.cfg.MaxQueued && c.queued.front != nil {
 		c.be.stop(c.queued.front, Released, ErrMaxQueued)
 	}
-	e := c.be.newEntry(h)
+	now := c.now()
+	if c.stats.outcomes[Released] != evictions {
+		c.evicted = now
+	}
 	e.addr = addr
-	e.start = c.now()
+	e.start = now
 	c.all.push(e)
 	if c.peers != nil {
 		p := c.peers[key]
@@ -229,7 +237,26 @@ func (c *Closer) admit(h handle, addr netip.AddrPort) {
 		c.peers[key] = p
 	}
 	c.setQueued(e, queued)
-	c.be.start(e)
+	return true
+}
+
+// plainAfterShutdown reports a socket that admit refused; c.mu must be
+// held.
+func (c *Closer) plainAfterShutdown(addr netip.AddrPort) {
+	c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: Plain, Unacked: -1, Err: ErrShutdown})
+}
+
+// hard is when e reaches MaxHold.
+func (c *Closer) hard(e *entry) int64 { return e.start + int64(c.cfg.MaxHold) }
+
+// budget is the byte budget of every lingering connection now: MaxDiscard,
+// or PressureDiscard while lingering is under pressure (see
+// Config.PressureDiscard); c.mu must be held.
+func (c *Closer) budget() int64 {
+	if c.all.len >= c.cfg.MaxConns-c.cfg.MaxConns/4 || c.now()-c.evicted < int64(c.cfg.IdleTimeout) {
+		return c.cfg.PressureDiscard
+	}
+	return c.cfg.MaxDiscard
 }
 
 // setQueued records that e holds q bytes of ours not yet acknowledged; c.mu
@@ -242,8 +269,8 @@ func (c *Closer) setQueued(e *entry, q int64) {
 	case e.queued == 0 && q > 0:
 		c.queued.push(e)
 	}
-	c.qbytes += q - e.queued
-	e.queued = q
+	c.qbytes += q - int64(e.queued)
+	e.queued = int32(min(q, math.MaxInt32))
 }
 
 // release unlinks e and records how it ended. Backends call it, with c.mu
@@ -269,9 +296,7 @@ func (c *Closer) release(e *entry, o Outcome, unacked int64, err error) {
 		Unacked:   unacked,
 		Err:       err,
 	}
-	if c.cfg.OnClose != nil { // the address costs an allocation
-		r.RemoteAddr = tcpAddr(e.addr)
-	}
+	r.RemoteAddr = c.addrOf(e.addr)
 	c.report(r)
 	if c.all.len == 0 && c.drained != nil {
 		close(c.drained)
@@ -344,6 +369,7 @@ func (c *Closer) Shutdown(ctx context.Context) error {
 			}
 		}
 	}
+	c.be.shutdown()
 	c.unlock()
 	c.wg.Wait()
 	return err

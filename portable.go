@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -14,34 +15,57 @@ import (
 // per lingering connection, blocked in Read on the runtime's poller. It sees
 // incoming bytes but not acknowledgements, so only incoming bytes count as
 // progress against IdleTimeout.
-type portable struct{ c *Closer }
-
-func (p portable) detach(tcp *net.TCPConn) (handle, error) {
-	conn, err := detachConn(tcp)
-	return handle{fd: -1, conn: conn}, err
+type portable struct {
+	c *Closer
+	// conns holds each lingering entry's connection, for stop to wake its
+	// goroutine; guarded by Closer.mu. The entry itself stays the event
+	// loop's size.
+	conns map[*entry]net.Conn
 }
 
-func (p portable) newEntry(h handle) *entry { return &entry{conn: h.conn, fd: -1} }
+func newPortable(c *Closer) portable { return portable{c: c, conns: make(map[*entry]net.Conn)} }
 
-func (p portable) closeNow(h handle) { h.conn.Close() }
-
-func (p portable) start(e *entry) {
+func (p portable) handOff(tcp *net.TCPConn, addr netip.AddrPort, _ int64) error {
+	conn, err := detachConn(tcp)
+	if err != nil {
+		return err
+	}
 	c := p.c
-	e.hard = e.start + int64(c.cfg.MaxHold)
+	e := &entry{fd: -1, heapIdx: -1}
+	c.mu.Lock()
+	defer c.unlock()
+	if !c.admit(e, addr, 0) {
+		conn.Close()
+		c.plainAfterShutdown(addr)
+		return nil
+	}
+	p.conns[e] = conn
 	e.lastActive = e.start
 	c.wg.Add(1)
-	go p.drain(e)
+	go p.drain(e, conn)
+	return nil
 }
 
 // stop releases e at once; its goroutine wakes from the deadline in the past
 // and closes the socket.
 func (p portable) stop(e *entry, o Outcome, err error) {
-	p.c.release(e, o, -1, err)
-	if tcp, ok := e.conn.(*net.TCPConn); ok && errors.Is(err, ErrMaxQueued) {
+	conn := p.conns[e]
+	p.release(e, o, err)
+	if tcp, ok := conn.(*net.TCPConn); ok && errors.Is(err, ErrMaxQueued) {
 		tcp.SetLinger(0) // close sends RST and frees the send queue at once
 	}
-	e.conn.SetReadDeadline(time.Unix(1, 0))
+	conn.SetReadDeadline(time.Unix(1, 0))
 }
+
+// release is Closer.release for an entry of this backend; c.mu must be
+// held.
+func (p portable) release(e *entry, o Outcome, err error) {
+	delete(p.conns, e)
+	p.c.release(e, o, -1, err)
+}
+
+// shutdown has nothing to do: each goroutine ends with its connection.
+func (p portable) shutdown() {}
 
 // smallBuf is what a lingering connection waits with: most peers send
 // nothing more, or a little. A peer that fills it gets a pooled large buffer
@@ -50,10 +74,12 @@ const smallBuf = 512
 
 var bigBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
-func (p portable) drain(e *entry) {
+// drain is the goroutine of one lingering connection: it owns conn and
+// closes it when e is released, by itself or by stop.
+func (p portable) drain(e *entry, conn net.Conn) {
 	c := p.c
 	defer c.wg.Done()
-	defer e.conn.Close()
+	defer conn.Close()
 	var small [smallBuf]byte
 	var big *[32 << 10]byte
 	defer func() {
@@ -65,10 +91,10 @@ func (p portable) drain(e *entry) {
 	c.mu.Lock()
 	for !e.released {
 		idle := e.lastActive + int64(c.cfg.IdleTimeout)
-		e.conn.SetReadDeadline(c.epoch.Add(time.Duration(min(idle, e.hard))))
+		conn.SetReadDeadline(c.epoch.Add(time.Duration(min(idle, c.hard(e)))))
 		c.mu.Unlock()
 
-		n, err := e.conn.Read(buf)
+		n, err := conn.Read(buf)
 		if n == len(buf) && big == nil {
 			big = bigBufs.Get().(*[32 << 10]byte)
 			buf = big[:]
@@ -85,25 +111,25 @@ func (p portable) drain(e *entry) {
 		if n > 0 {
 			e.discarded += int64(n)
 			e.lastActive = now
-			if e.discarded > c.cfg.MaxDiscard {
-				c.release(e, Budget, -1, nil)
+			if e.discarded > c.budget() {
+				p.release(e, Budget, nil)
 				break
 			}
 		}
 		switch {
 		case err == nil:
 		case err == io.EOF:
-			c.release(e, PeerClosed, -1, nil)
+			p.release(e, PeerClosed, nil)
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			if now >= e.hard {
-				c.release(e, HardCap, -1, nil)
+			if now >= c.hard(e) {
+				p.release(e, HardCap, nil)
 			} else if now >= e.lastActive+int64(c.cfg.IdleTimeout) {
-				c.release(e, Idle, -1, nil)
+				p.release(e, Idle, nil)
 			}
 		case errors.Is(err, syscall.ECONNRESET):
-			c.release(e, PeerReset, -1, nil)
+			p.release(e, PeerReset, nil)
 		default:
-			c.release(e, PeerReset, -1, err)
+			p.release(e, PeerReset, err)
 		}
 	}
 	c.unlock()

@@ -4,8 +4,9 @@
 # As root on Debian it first installs the packages the tests use (curl and
 # openssl as real clients, iproute2 and nftables for network namespaces,
 # nginx, haproxy and apache2 as real servers for the probe, which the tests
-# start themselves on ports of their own, and tcpdump to look at the wire by
-# hand). Tests whose tools or privileges are missing skip with a message
+# start themselves on ports of their own, tcpdump to look at the wire by
+# hand, and wrk and h2load (nghttp2-client) as load generators for the
+# happy-path benchmark). Tests whose tools or privileges are missing skip with a message
 # saying so; the lab's HTML is checked without a browser (chromium, if
 # installed, also renders it).
 #
@@ -16,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-pkgs=(curl openssl iproute2 nftables nginx haproxy apache2 tcpdump)
+pkgs=(curl openssl iproute2 nftables nginx haproxy apache2 tcpdump wrk nghttp2-client)
 nested=(caddy grpc prometheus)
 # Go releases the root module is tested with besides the installed one: go.mod
 # asks for 1.26, the oldest supported, so the newest is the one to add.

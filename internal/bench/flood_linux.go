@@ -6,24 +6,27 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"runtime"
 	"runtime/metrics"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/bytesize"
 	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/proc"
 )
 
 // FloodResult is one round of "flood" with one server close strategy.
 type FloodResult struct {
-	Mode     string        `json:"mode"`    // "plain" or "linger"
+	Mode     string        `json:"mode"`    // "plain", "linger", "linger-nopressure" or "linger-pdSIZE"
 	Clients  string        `json:"clients"` // upload, cooperative or deaf
 	Duration time.Duration `json:"duration_ns"`
 	Workers  int           `json:"workers"`
@@ -70,8 +73,20 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 	}
 	var ln net.Listener = tcpLn
 	var lc *linger.Closer
-	if mode == "linger" {
-		if lc, err = linger.New(linger.Config{MaxConns: f.cap}); err != nil {
+	if strings.HasPrefix(mode, "linger") {
+		cfg := linger.Config{MaxConns: f.cap}
+		switch pd, ok := strings.CutPrefix(mode, "linger-pd"); {
+		case mode == "linger-nopressure":
+			cfg.PressureDiscard = -1 // MaxDiscard whatever the pressure
+		case ok:
+			n, err := bytesize.Parse(pd)
+			if err != nil {
+				tcpLn.Close()
+				return r, fmt.Errorf("mode %s: %w", mode, err)
+			}
+			cfg.PressureDiscard = int64(n)
+		}
+		if lc, err = linger.New(cfg); err != nil {
 			tcpLn.Close()
 			return r, err
 		}

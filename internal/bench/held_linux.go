@@ -30,7 +30,12 @@ type HeldResult struct {
 	StackPerConn float64 `json:"stack_per_conn"`
 	GoPerConn    float64 `json:"go_per_conn"`
 	RSSPerConn   float64 `json:"rss_per_conn"`
-	Goroutines   int     `json:"goroutines_held"`
+	// SlabPerConn is the growth of the kernel's socket slab caches per
+	// connection, both ends together (the peers run on the same machine),
+	// from /proc/slabinfo (as root; 0 otherwise); SlabCaches splits it.
+	SlabPerConn float64            `json:"slab_per_conn_both_ends"`
+	SlabCaches  map[string]float64 `json:"slab_caches_per_conn,omitempty"`
+	Goroutines  int                `json:"goroutines_held"`
 	// Handoff is how long accepting and handing off all n took.
 	Handoff time.Duration `json:"handoff_ns"`
 	// Release is the time from telling the peers to close until the last
@@ -141,6 +146,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 	defer ln.Close()
 
 	before := measureMem()
+	slab0 := readSlabs()
 	r.FDsBefore = proc.OpenFDs()
 	g0 := runtime.NumGoroutine()
 
@@ -211,6 +217,7 @@ func heldServer(ctx context.Context, self []string, mode string, f heldFlags) (r
 	time.Sleep(100 * time.Millisecond)
 
 	held := measureMem()
+	r.SlabCaches, r.SlabPerConn = slabDelta(slab0, readSlabs(), float64(f.n))
 	r.FDsHeld = proc.OpenFDs()
 	r.Goroutines = runtime.NumGoroutine() - g0
 	n := float64(f.n)

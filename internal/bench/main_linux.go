@@ -32,6 +32,9 @@ WHAT is one of:
   pin     one IP pinning sockets and send-queue memory with connections
           that never read (4 KiB window) and send a byte a second: peak
           sockets, bytes queued and seconds, plain close vs linger
+  happy   the happy path: wrk (HTTP/1.1 keep-alive and Connection: close)
+          and h2load (HTTP/2) against net/http ServeTLS, plain vs
+          through linger.Listener: requests/s, p50/p99, server CPU
   all     all of the above
 
 Flags:
@@ -69,6 +72,7 @@ func Main(ctx context.Context, self, args []string) error {
 	fs.IntVar(&fl.procs, "procs", 2, "flood: client processes")
 	fs.IntVar(&fl.cap, "cap", 32, "flood: Config.MaxConns (the cap on lingering sockets)")
 	rounds := fs.Int("rounds", 2, "flood: rounds of plain then linger")
+	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off), linger-pdSIZE (PressureDiscard SIZE, e.g. linger-pd64k)")
 	var pf pinFlags
 	fs.IntVar(&pf.n, "pin-n", 4608, "pin: attacking connections")
 	fs.IntVar(&pf.resp, "pin-resp", 1<<20, "pin: response bytes the server tries to write to each")
@@ -83,6 +87,8 @@ func Main(ctx context.Context, self, args []string) error {
 	pinModes := fs.String("pin-modes", "plain,linger,linger-noperip", "pin: modes to run: plain, linger (the defaults), linger-perip (MaxConnsPerIP -pin-perip), linger-noperip (no per-IP cap)")
 	kinds := fs.String("clients", "upload-1k,upload-1m,cooperative,deaf",
 		"flood: client kinds: upload-SIZE (write SIZE bytes, e.g. 1k or 1m, then read), cooperative (write flat out while reading, stop at the alert), deaf (write flat out, never read)")
+	var hf happyFlags
+	hf.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -131,6 +137,7 @@ func Main(ctx context.Context, self, args []string) error {
 		fl.cap = 4
 		pf.n, pf.d, pf.maxHold, pf.perIP = 200, 4*time.Second, 2*time.Second, 16
 		*pinModes = "plain,linger,linger-perip"
+		hf.smoke()
 	}
 	fl.srcs = held.srcs
 	ms, err := listFlag("modes", *modes, "loop", "portable", "naive")
@@ -201,7 +208,7 @@ func Main(ctx context.Context, self, args []string) error {
 		var rs []FloodResult
 		for _, f := range floods {
 			for range *rounds {
-				for _, m := range []string{"plain", "linger"} {
+				for _, m := range strings.Split(*floodModes, ",") {
 					r, err := flood(ctx, self, m, f, ca, files)
 					if err != nil {
 						return fmt.Errorf("flood %s %s: %w", f.name, m, err)
@@ -244,6 +251,12 @@ func Main(ctx context.Context, self, args []string) error {
 			if r.PerIP > 0 && r.Lingering > r.PerIP {
 				problems = append(problems, fmt.Sprintf("pin %s: %d lingering from one address, above MaxConnsPerIP %d", r.Mode, r.Lingering, r.PerIP))
 			}
+		}
+	}
+	if run("happy") {
+		known = true
+		if err := runHappy(ctx, out, hf, res, &problems); err != nil {
+			return err
 		}
 	}
 	if !known {
@@ -301,11 +314,16 @@ func printHeld(w io.Writer, rs []HeldResult) {
 	}
 	fmt.Fprintf(w, "held: %d connections lingering at once; per connection, after a full GC\n", rs[0].N)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\theap B\tstacks B\theap+stacks B\tRSS B\tgoroutines\thand-off\trelease all\t(peers' close)\trelease CPU\tfds before/held/after\t")
+	fmt.Fprintln(tw, "mode\theap B\tstacks B\theap+stacks B\tRSS B\tkernel slab B, both ends\tgoroutines\thand-off\trelease all\t(peers' close)\trelease CPU\tfds before/held/after\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%s\t%s\t%s\t%s\t%d/%d/%d\t\n", r.Mode, r.HeapPerConn, r.StackPerConn,
-			r.GoPerConn, r.RSSPerConn, r.Goroutines, ms(r.Handoff), ms(r.Release), ms(r.PeerClose), ms(r.ReleaseCPU),
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%s\t%s\t%s\t%s\t%d/%d/%d\t\n", r.Mode, r.HeapPerConn, r.StackPerConn,
+			r.GoPerConn, r.RSSPerConn, r.SlabPerConn, r.Goroutines, ms(r.Handoff), ms(r.Release), ms(r.PeerClose), ms(r.ReleaseCPU),
 			r.FDsBefore, r.FDsHeld, r.FDsAfter)
+	}
+	for _, r := range rs {
+		if r.SlabCaches != nil {
+			fmt.Fprintf(w, "  %s kernel slab per connection, both ends: %s\n", r.Mode, fmtSlabs(r.SlabCaches))
+		}
 	}
 	tw.Flush()
 	var naive *HeldResult
@@ -359,7 +377,7 @@ func printFlood(w io.Writer, rs []FloodResult) {
 		cpuPer := float64(r.CPU.Microseconds()) / float64(max(r.Rejected, 1))
 		cpu[k] += cpuPer
 		capS := "-"
-		if r.Mode == "linger" {
+		if r.Mode != "plain" {
 			capS = fmt.Sprintf("%d (%d)", r.MaxLingering, r.Cap)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%d/%d/%d\t%s\t%.1f→%.1f MiB (%.1f)\t%.0f KiB\t%d/%d/%d\t%d\t%v\t\n",
@@ -370,9 +388,18 @@ func printFlood(w io.Writer, rs []FloodResult) {
 	}
 	tw.Flush()
 	for _, kind := range kinds {
-		p, l := key{kind, "plain"}, key{kind, "linger"}
-		fmt.Fprintf(w, "  %s clients: linger/plain rejected handshakes per second = %.3f; server CPU per rejected handshake linger/plain = %.3f\n",
-			kind, rate[l]/rate[p], cpu[l]/cpu[p])
+		p := key{kind, "plain"}
+		var modes []string
+		for _, r := range rs {
+			if r.Clients == kind && r.Mode != "plain" && !slices.Contains(modes, r.Mode) {
+				modes = append(modes, r.Mode)
+			}
+		}
+		for _, m := range modes {
+			l := key{kind, m}
+			fmt.Fprintf(w, "  %s clients: %s/plain rejected handshakes per second = %.3f; server CPU per rejected handshake %s/plain = %.3f\n",
+				kind, m, rate[l]/rate[p], m, cpu[l]/cpu[p])
+		}
 	}
 	fmt.Fprintln(w)
 }

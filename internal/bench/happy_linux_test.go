@@ -1,0 +1,85 @@
+//go:build linux
+
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// wrk 4.1's summary with --latency, and one with errors.
+const wrkOut = `Running 1s test @ https://127.0.0.1:18099/
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.50ms  522.06us   5.85ms   71.63%
+    Req/Sec     1.29k   137.40     1.54k    72.73%
+  Latency Distribution
+     50%  980.00us
+     75%    1.76ms
+     90%    2.16ms
+     99%    2.94ms
+  1407 requests in 1.10s, 2.50MB read
+Requests/sec:   1278.82
+Transfer/sec:      2.27MB
+`
+
+const wrkErrOut = wrkOut + `  Socket errors: connect 1, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 4
+`
+
+func TestParseWrk(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		out  string
+		want HappyResult
+		bad  bool
+	}{
+		{"clean", wrkOut, HappyResult{Requests: 1407, PerSec: 1278.82, P50: 980 * time.Microsecond, P99: 2940 * time.Microsecond}, false},
+		{"errors", wrkErrOut, HappyResult{Requests: 1407, PerSec: 1278.82, P50: 980 * time.Microsecond, P99: 2940 * time.Microsecond, Errors: 10}, false},
+		{"no summary", "unable to connect to 127.0.0.1:1 Connection refused\n", HappyResult{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r HappyResult
+			err := parseWrk(&r, []byte(tc.out))
+			if (err != nil) != tc.bad {
+				t.Fatalf("err = %v, want an error: %v", err, tc.bad)
+			}
+			if !tc.bad && (r.Requests != tc.want.Requests || r.PerSec != tc.want.PerSec || r.P50 != tc.want.P50 || r.P99 != tc.want.P99 || r.Errors != tc.want.Errors) {
+				t.Errorf("got %+v, want %+v", r, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseH2load(t *testing.T) {
+	out := `finished in 1.00s, 37109.00 req/s, 40.12MB/s
+requests: 100 total, 100 started, 100 done, 97 succeeded, 2 failed, 1 errored, 0 timeout
+status codes: 96 2xx, 0 3xx, 1 4xx, 0 5xx
+`
+	log := filepath.Join(t.TempDir(), "log")
+	var lines []byte
+	for i := 1; i <= 100; i++ { // latencies 1..100 ms, one failed stream
+		status := "200"
+		if i == 100 {
+			status = "-1"
+		}
+		lines = append(lines, []byte("1700000000000000\t"+status+"\t"+strconv.Itoa(i*1000)+"\n")...)
+	}
+	if err := os.WriteFile(log, lines, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var r HappyResult
+	if err := parseH2load(&r, []byte(out), log); err != nil {
+		t.Fatal(err)
+	}
+	if r.PerSec != 37109 || r.Requests != 97 || r.Errors != 4 {
+		t.Errorf("got %v req/s, %d requests, %d errors; want 37109, 97, 4 (2 failed, 1 errored, 1 4xx)", r.PerSec, r.Requests, r.Errors)
+	}
+	// 99 successful latencies, 1..99 ms: the median is the 50th, p99 the 99th.
+	if r.P50 != 50*time.Millisecond || r.P99 != 99*time.Millisecond {
+		t.Errorf("p50 %v, p99 %v; want 50ms, 99ms", r.P50, r.P99)
+	}
+}

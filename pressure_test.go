@@ -1,0 +1,80 @@
+package linger
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// TestPressureBudget: while lingering is under pressure (three quarters of
+// MaxConns lingering, or a connection released to make room within the
+// last IdleTimeout), a peer that keeps sending is released once it has
+// cost PressureDiscard, not MaxDiscard; without pressure, MaxDiscard holds.
+func TestPressureBudget(t *testing.T) {
+	const (
+		maxDiscard = 4 << 20
+		pressure   = 64 << 10
+		slack      = 64 << 10 // one write of the sender, and one batch of reads
+	)
+	for _, be := range backends {
+		for _, tc := range []struct {
+			name     string
+			cfg      Config
+			silent   []net.IP // peers handed off first, one silent connection each
+			underway bool     // the sender is handed off before the silent ones
+			want     int64    // the budget that should stop the sender
+		}{
+			{"none", Config{MaxConns: 8}, []net.IP{net.IPv4(127, 0, 0, 2)}, false, maxDiscard},
+			{"near the cap", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, false, pressure},
+			{"recent eviction", Config{MaxConns: 8, MaxConnsPerIP: 1}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 2)}, false, pressure},
+			{"current lingerer", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, true, pressure},
+		} {
+			t.Run(be.name+"/"+tc.name, func(t *testing.T) {
+				cfg := tc.cfg
+				cfg.MaxDiscard, cfg.PressureDiscard, cfg.IdleTimeout = maxDiscard, pressure, 5*time.Second
+				h := newHarness(t, cfg, be.portable)
+				ln := listen(t)
+				srv, cli := pair(t, ln, net.IPv4(127, 0, 0, 1))
+				handSender := func() {
+					// 16 KiB every 2 ms: about 8 MB/s, so the budget, not
+					// the sender, decides.
+					stop := send(cli, 0, 2*time.Millisecond)
+					t.Cleanup(stop)
+					h.Close(srv)
+				}
+				if tc.underway {
+					handSender()
+					time.Sleep(20 * time.Millisecond)
+				}
+				for _, ip := range tc.silent {
+					s, _ := pair(t, ln, ip)
+					h.Close(s)
+				}
+				if !tc.underway {
+					handSender()
+				}
+				for {
+					r := h.next(t, 10*time.Second)
+					if r.Outcome == Released {
+						continue // the eviction of the "recent eviction" case
+					}
+					if r.Outcome != Budget {
+						t.Fatalf("outcome %v (%v), want %v", r.Outcome, r.Err, Budget)
+					}
+					switch {
+					case tc.underway:
+						// It had discarded past the pressure budget
+						// already: it ends when the pressure begins, far
+						// below MaxDiscard.
+						if r.Discarded <= tc.want || r.Discarded > maxDiscard/4 {
+							t.Errorf("discarded %d, want over %d and far below %d", r.Discarded, tc.want, maxDiscard)
+						}
+					case r.Discarded <= tc.want || r.Discarded > tc.want+slack:
+						t.Errorf("discarded %d, want just over %d", r.Discarded, tc.want)
+					}
+					break
+				}
+			})
+		}
+	}
+}
