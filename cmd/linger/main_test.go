@@ -175,6 +175,8 @@ func stopListener(t *testing.T, addr string) {
 	}
 	pid, err := strconv.Atoi(rest[:strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })])
 	if err == nil && strings.Contains(string(out), `"linger"`) {
-		syscall.Kill(pid, syscall.SIGTERM)
+		if p, err := os.FindProcess(pid); err == nil {
+			p.Signal(syscall.SIGTERM)
+		}
 	}
 }
