@@ -101,7 +101,7 @@ func Main(ctx context.Context, self, args []string) error {
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return usageError("say what to measure: held, hold, flood, pin or all")
+		return usageError("say what to measure: held, hold, flood, pin, happy or all")
 	}
 	if err := checkFlags([]intFlag{
 		{"n", held.n, 1}, {"peers", held.peers, 1}, {"srcs", held.srcs, 1},
@@ -112,10 +112,10 @@ func Main(ctx context.Context, self, args []string) error {
 	}
 	what := fs.Arg(0)
 	switch what {
-	case "held", "hold", "flood", "pin", "all":
+	case "held", "hold", "flood", "pin", "happy", "all":
 	default:
 		fs.Usage()
-		return usageError("unknown benchmark %q: held, hold, flood, pin or all", what)
+		return usageError("unknown benchmark %q: held, hold, flood, pin, happy or all", what)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
