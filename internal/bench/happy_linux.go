@@ -84,26 +84,6 @@ func (f *happyFlags) register(fs *flag.FlagSet) {
 // smoke makes "happy" take a few seconds, for CI.
 func (f *happyFlags) smoke() { f.d, f.conns, f.rounds = time.Second, 4, 1 }
 
-// runHappy runs "happy", prints it, stores it in res and adds to problems
-// the invariants it broke.
-func runHappy(ctx context.Context, w io.Writer, f happyFlags, res map[string]any, problems *[]string) error {
-	rs, skipped, err := happy(ctx, f)
-	res["happy"] = rs
-	printHappy(w, rs, skipped)
-	if err != nil {
-		return err
-	}
-	for _, r := range rs {
-		if r.Requests == 0 || r.Errors > 0 {
-			*problems = append(*problems, fmt.Sprintf("happy %s %s round %d: %d requests, %d errors", r.Client, r.Mode, r.Round, r.Requests, r.Errors))
-		}
-		if r.FDsAfter > r.FDsBefore {
-			*problems = append(*problems, fmt.Sprintf("happy %s %s round %d: %d descriptors at the end, %d before", r.Client, r.Mode, r.Round, r.FDsAfter, r.FDsBefore))
-		}
-	}
-	return nil
-}
-
 func secs(d time.Duration) string {
 	return strconv.Itoa(max(int(d.Round(time.Second)/time.Second), 1)) + "s"
 }

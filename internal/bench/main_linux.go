@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,8 +15,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/linger-go/linger/internal/bytesize"
 )
 
 const usage = `usage: linger bench [flags] WHAT
@@ -56,69 +53,12 @@ func Main(ctx context.Context, self, args []string) error {
 			return runHeldServer(ctx, self, args[1:])
 		}
 	}
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	smoke := fs.Bool("smoke", false, "tiny sizes, a few seconds in all: for CI")
-	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
-	cpuProfile := fs.String("cpuprofile", "", "write this process's CPU profile to this file")
-	var held heldFlags
-	held.register(fs, 15000)
-	modes := fs.String("modes", "loop,portable,naive", "held and hold: modes to run")
-	holdN := fs.Int("hold-n", 5000, "hold: connections in all")
-	holdC := fs.Int("hold-c", 16, "hold: connections at once")
-	var fl floodFlags
-	fs.DurationVar(&fl.d, "d", 10*time.Second, "flood: measured time per round")
-	fs.DurationVar(&fl.warm, "warm", time.Second, "flood: warm-up before each round")
-	fs.IntVar(&fl.workers, "workers", 64, "flood: client connections at once")
-	fs.IntVar(&fl.procs, "procs", 2, "flood: client processes")
-	fs.IntVar(&fl.cap, "cap", 32, "flood: Config.MaxConns (the cap on lingering sockets)")
-	rounds := fs.Int("rounds", 2, "flood: rounds of plain then linger")
-	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off), linger-pdSIZE (PressureDiscard SIZE, e.g. linger-pd64k)")
-	var pf pinFlags
-	fs.IntVar(&pf.n, "pin-n", 4608, "pin: attacking connections")
-	fs.IntVar(&pf.resp, "pin-resp", 1<<20, "pin: response bytes the server tries to write to each")
-	fs.DurationVar(&pf.write, "pin-write", 300*time.Millisecond, "pin: the server's write timeout")
-	// The kernel doubles SO_SNDBUF: 64 KiB lets about 100 KiB queue per
-	// socket, so 4,608 sockets stay below tcp_mem's pressure threshold,
-	// which is global: autotuning would queue the whole 1 MiB on each,
-	// 4.6 GB, and starve every other TCP user of the machine.
-	fs.IntVar(&pf.sndbuf, "pin-sndbuf", 64<<10, "pin: the server's SO_SNDBUF (0: the kernel's autotuning)")
-	fs.DurationVar(&pf.d, "pin-d", 40*time.Second, "pin: how long to watch each mode (past MaxHold)")
-	fs.IntVar(&pf.perIP, "pin-perip", 256, "pin: MaxConnsPerIP in the linger-perip mode")
-	pinModes := fs.String("pin-modes", "plain,linger,linger-noperip", "pin: modes to run: plain, linger (the defaults), linger-perip (MaxConnsPerIP -pin-perip), linger-noperip (no per-IP cap)")
-	kinds := fs.String("clients", "upload-1k,upload-1m,cooperative,deaf",
-		"flood: client kinds: upload-SIZE (write SIZE bytes, e.g. 1k or 1m, then read), cooperative (write flat out while reading, stop at the alert), deaf (write flat out, never read)")
-	var hf happyFlags
-	hf.register(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return ErrUsage // the flag package has printed the problem and the usage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return usageError("say what to measure: held, hold, flood, pin or all")
-	}
-	if err := checkFlags([]intFlag{
-		{"n", held.n, 1}, {"peers", held.peers, 1}, {"srcs", held.srcs, 1},
-		{"hold-n", *holdN, 1}, {"hold-c", *holdC, 1},
-		{"workers", fl.workers, 1}, {"procs", fl.procs, 1}, {"cap", fl.cap, 1}, {"rounds", *rounds, 1},
-	}, []durFlag{{"d", fl.d, false}, {"warm", fl.warm, true}}); err != nil {
+	o, err := parseOptions(args, os.Stderr)
+	if err != nil {
 		return err
 	}
-	what := fs.Arg(0)
-	switch what {
-	case "held", "hold", "flood", "pin", "all":
-	default:
-		fs.Usage()
-		return usageError("unknown benchmark %q: held, hold, flood, pin or all", what)
-	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
 		if err != nil {
 			return err
 		}
@@ -130,141 +70,26 @@ func Main(ctx context.Context, self, args []string) error {
 			f.Close()
 		}()
 	}
-	if *smoke {
-		held.n, held.peers = 400, 2
-		*holdN, *holdC = 400, 8
-		fl.d, fl.warm, fl.workers, *rounds = 500*time.Millisecond, 200*time.Millisecond, 8, 1
-		fl.cap = 4
-		pf.n, pf.d, pf.maxHold, pf.perIP = 200, 4*time.Second, 2*time.Second, 16
-		*pinModes = "plain,linger,linger-perip"
-		hf.smoke()
-	}
-	fl.srcs = held.srcs
-	ms, err := listFlag("modes", *modes, "loop", "portable", "naive")
-	if err != nil {
-		return err
-	}
-	pms, err := listFlag("pin-modes", *pinModes, "plain", "linger", "linger-perip", "linger-noperip")
-	if err != nil {
-		return err
-	}
-	// Read -clients before any benchmark runs, so that a mistyped one fails
-	// at once and not after the others have run for minutes.
-	floods, err := floodClients(*kinds, fl)
-	if err != nil {
-		return err
-	}
 
 	out := os.Stdout
-	res := map[string]any{"machine": machine()}
-	printMachine(out, res["machine"].(Machine))
-	// Invariants every run must keep, whatever the numbers: a smoke run
-	// fails on them.
+	m := machine()
+	res := map[string]any{"machine": m}
+	printMachine(out, m)
 	var problems []string
-	run := func(name string) bool { return what == name || what == "all" }
-	known := false
-	if run("held") {
-		known = true
-		r, err := runHeld(ctx, self, held, ms)
-		res["held"] = r
-		printHeld(out, r)
+	for _, b := range benchmarks {
+		if o.what != b.name && o.what != "all" {
+			continue
+		}
+		r, p, err := b.run(ctx, self, o, out)
+		res[b.name] = r
 		if err != nil {
 			return err
 		}
-		for _, h := range r {
-			if h.FDsAfter != h.FDsBefore {
-				problems = append(problems, fmt.Sprintf("held %s: %d descriptors at the end, %d before", h.Mode, h.FDsAfter, h.FDsBefore))
-			}
-			if int(h.PeerClosed) != h.N {
-				problems = append(problems, fmt.Sprintf("held %s: %d of %d ended because the peer closed", h.Mode, h.PeerClosed, h.N))
-			}
-		}
+		problems = append(problems, p...)
 	}
-	if run("hold") {
-		known = true
-		var rs []HoldResult
-		for _, m := range ms {
-			r, err := holdTime(ctx, self, m, *holdN, *holdC, held.srcs)
-			if err != nil {
-				return fmt.Errorf("hold %s: %w", m, err)
-			}
-			rs = append(rs, r)
-		}
-		res["hold"] = rs
-		printHold(out, rs)
-		for _, h := range rs {
-			if h.Other > 0 || h.Matched < h.N*9/10 {
-				problems = append(problems, fmt.Sprintf("hold %s: %d of %d matched, %d ended other than by the peer closing", h.Mode, h.Matched, h.N, h.Other))
-			}
-		}
-	}
-	if run("flood") {
-		known = true
-		ca, files, cleanup, err := writePKI()
-		if err != nil {
-			return err
-		}
-		defer cleanup()
-		var rs []FloodResult
-		for _, f := range floods {
-			for range *rounds {
-				for _, m := range strings.Split(*floodModes, ",") {
-					r, err := flood(ctx, self, m, f, ca, files)
-					if err != nil {
-						return fmt.Errorf("flood %s %s: %w", f.name, m, err)
-					}
-					rs = append(rs, r)
-				}
-			}
-		}
-		res["flood"] = rs
-		printFlood(out, rs)
-		for _, f := range rs {
-			if f.MaxLingering > f.Cap {
-				problems = append(problems, fmt.Sprintf("flood %s %s: %d lingering at once, above the cap of %d", f.Clients, f.Mode, f.MaxLingering, f.Cap))
-			}
-			if f.FDsAfter != f.FDsBefore || f.GoroutinesLeft > 0 {
-				problems = append(problems, fmt.Sprintf("flood %s %s: %d descriptors at the end (%d before), %d goroutines left",
-					f.Clients, f.Mode, f.FDsAfter, f.FDsBefore, f.GoroutinesLeft))
-			}
-			if f.Rejected == 0 {
-				problems = append(problems, fmt.Sprintf("flood %s %s: no handshake rejected", f.Clients, f.Mode))
-			}
-		}
-	}
-	if run("pin") {
-		known = true
-		var rs []PinResult
-		for _, m := range pms {
-			r, err := pin(ctx, m, pf)
-			if err != nil {
-				return fmt.Errorf("pin %s: %w", m, err)
-			}
-			rs = append(rs, r)
-		}
-		res["pin"] = rs
-		printPin(out, pf, rs)
-		for _, r := range rs {
-			if r.Freed == 0 {
-				problems = append(problems, fmt.Sprintf("pin %s: the server still held sockets at the end", r.Mode))
-			}
-			if r.PerIP > 0 && r.Lingering > r.PerIP {
-				problems = append(problems, fmt.Sprintf("pin %s: %d lingering from one address, above MaxConnsPerIP %d", r.Mode, r.Lingering, r.PerIP))
-			}
-		}
-	}
-	if run("happy") {
-		known = true
-		if err := runHappy(ctx, out, hf, res, &problems); err != nil {
-			return err
-		}
-	}
-	if !known {
-		return usageError("unknown benchmark %q", what) // unreachable: checked above
-	}
-	if *jsonOut != "" {
+	if o.jsonOut != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
 			return err
 		}
 	}
@@ -272,6 +97,138 @@ func Main(ctx context.Context, self, args []string) error {
 		return errors.New(strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// A benchmark is one WHAT of "linger bench". run measures, prints its
+// table to w, and returns its result, for the JSON, and the invariants the
+// run broke. An invariant holds whatever the numbers (no descriptor left
+// behind, the cap kept): a run that breaks one fails, a smoke run in CI
+// too.
+type benchmark struct {
+	name string
+	run  func(ctx context.Context, self []string, o *options, w io.Writer) (result any, problems []string, err error)
+}
+
+// benchmarks are what "linger bench" measures, in the order "all" runs
+// them.
+var benchmarks = []benchmark{
+	{"held", benchHeld},
+	{"hold", benchHold},
+	{"flood", benchFlood},
+	{"pin", benchPin},
+	{"happy", benchHappy},
+}
+
+func benchHeld(ctx context.Context, self []string, o *options, w io.Writer) (any, []string, error) {
+	rs, err := runHeld(ctx, self, o.held, o.modes)
+	printHeld(w, rs)
+	if err != nil {
+		return rs, nil, err
+	}
+	var problems []string
+	for _, h := range rs {
+		if h.FDsAfter != h.FDsBefore {
+			problems = append(problems, fmt.Sprintf("held %s: %d descriptors at the end, %d before", h.Mode, h.FDsAfter, h.FDsBefore))
+		}
+		if int(h.PeerClosed) != h.N {
+			problems = append(problems, fmt.Sprintf("held %s: %d of %d ended because the peer closed", h.Mode, h.PeerClosed, h.N))
+		}
+	}
+	return rs, problems, nil
+}
+
+func benchHold(ctx context.Context, self []string, o *options, w io.Writer) (any, []string, error) {
+	var rs []HoldResult
+	for _, m := range o.modes {
+		r, err := holdTime(ctx, self, m, o.hold.n, o.hold.c, o.held.srcs)
+		if err != nil {
+			return rs, nil, fmt.Errorf("hold %s: %w", m, err)
+		}
+		rs = append(rs, r)
+	}
+	printHold(w, rs)
+	var problems []string
+	for _, h := range rs {
+		if h.Other > 0 || h.Matched < h.N*9/10 {
+			problems = append(problems, fmt.Sprintf("hold %s: %d of %d matched, %d ended other than by the peer closing", h.Mode, h.Matched, h.N, h.Other))
+		}
+	}
+	return rs, problems, nil
+}
+
+func benchFlood(ctx context.Context, self []string, o *options, w io.Writer) (any, []string, error) {
+	ca, files, cleanup, err := writePKI()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer cleanup()
+	var rs []FloodResult
+	for _, f := range o.floods {
+		for range o.floodRounds {
+			for _, m := range o.floodModes {
+				r, err := flood(ctx, self, m, f, ca, files)
+				if err != nil {
+					return rs, nil, fmt.Errorf("flood %s %s: %w", f.name, m, err)
+				}
+				rs = append(rs, r)
+			}
+		}
+	}
+	printFlood(w, rs)
+	var problems []string
+	for _, f := range rs {
+		if f.MaxLingering > f.Cap {
+			problems = append(problems, fmt.Sprintf("flood %s %s: %d lingering at once, above the cap of %d", f.Clients, f.Mode, f.MaxLingering, f.Cap))
+		}
+		if f.FDsAfter != f.FDsBefore || f.GoroutinesLeft > 0 {
+			problems = append(problems, fmt.Sprintf("flood %s %s: %d descriptors at the end (%d before), %d goroutines left",
+				f.Clients, f.Mode, f.FDsAfter, f.FDsBefore, f.GoroutinesLeft))
+		}
+		if f.Rejected == 0 {
+			problems = append(problems, fmt.Sprintf("flood %s %s: no handshake rejected", f.Clients, f.Mode))
+		}
+	}
+	return rs, problems, nil
+}
+
+func benchPin(ctx context.Context, _ []string, o *options, w io.Writer) (any, []string, error) {
+	var rs []PinResult
+	for _, m := range o.pinModes {
+		r, err := pin(ctx, m, o.pin)
+		if err != nil {
+			return rs, nil, fmt.Errorf("pin %s: %w", m, err)
+		}
+		rs = append(rs, r)
+	}
+	printPin(w, o.pin, rs)
+	var problems []string
+	for _, r := range rs {
+		if r.Freed == 0 {
+			problems = append(problems, fmt.Sprintf("pin %s: the server still held sockets at the end", r.Mode))
+		}
+		if r.PerIP > 0 && r.Lingering > r.PerIP {
+			problems = append(problems, fmt.Sprintf("pin %s: %d lingering from one address, above MaxConnsPerIP %d", r.Mode, r.Lingering, r.PerIP))
+		}
+	}
+	return rs, problems, nil
+}
+
+func benchHappy(ctx context.Context, _ []string, o *options, w io.Writer) (any, []string, error) {
+	rs, skipped, err := happy(ctx, o.happy)
+	printHappy(w, rs, skipped)
+	if err != nil {
+		return rs, nil, err
+	}
+	var problems []string
+	for _, r := range rs {
+		if r.Requests == 0 || r.Errors > 0 {
+			problems = append(problems, fmt.Sprintf("happy %s %s round %d: %d requests, %d errors", r.Client, r.Mode, r.Round, r.Requests, r.Errors))
+		}
+		if r.FDsAfter > r.FDsBefore {
+			problems = append(problems, fmt.Sprintf("happy %s %s round %d: %d descriptors at the end, %d before", r.Client, r.Mode, r.Round, r.FDsAfter, r.FDsBefore))
+		}
+	}
+	return rs, problems, nil
 }
 
 // Machine identifies where the numbers were taken.
@@ -405,38 +362,3 @@ func printFlood(w io.Writer, rs []FloodResult) {
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
-
-// floodClients reads -clients: one floodFlags for each kind of client in
-// the comma-separated list, based on fl.
-func floodClients(list string, fl floodFlags) ([]floodFlags, error) {
-	var fs []floodFlags
-	for _, kind := range strings.Split(list, ",") {
-		f := fl
-		f.name, f.kind = kind, kind
-		if size, ok := strings.CutPrefix(kind, "upload-"); ok {
-			f.kind = kindUpload
-			n, err := bytesize.Parse(size)
-			if err != nil {
-				return nil, usageError("-clients %s: %v", kind, err)
-			}
-			f.body = int(n)
-		}
-		if !knownKind(f.kind) {
-			return nil, usageError("-clients: unknown client kind %q: want upload-SIZE, %s or %s", kind, kindCooperative, kindDeaf)
-		}
-		fs = append(fs, f)
-	}
-	return fs, nil
-}
-
-// listFlag splits a comma-separated flag value and checks each item against
-// known, so that a mistyped mode fails before any benchmark runs.
-func listFlag(name, list string, known ...string) ([]string, error) {
-	items := strings.Split(list, ",")
-	for _, it := range items {
-		if !slices.Contains(known, it) {
-			return nil, usageError("-%s: unknown mode %q: want %s", name, it, strings.Join(known, ", "))
-		}
-	}
-	return items, nil
-}
