@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/internal/connerr"
+	"github.com/linger-go/linger/internal/quantile"
 )
 
 // BenchmarkCloseLatency measures how long Close and Stats take while the
@@ -162,9 +163,9 @@ func reportPercentiles(b *testing.B, name string, ds []time.Duration) {
 	}
 	slices.Sort(ds)
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	b.ReportMetric(us(ds[len(ds)/2]), name+"-p50-us")
+	b.ReportMetric(us(quantile.NearestRank(ds, 0.50)), name+"-p50-us")
 	if len(ds) >= 100 {
-		b.ReportMetric(us(ds[len(ds)*99/100]), name+"-p99-us")
+		b.ReportMetric(us(quantile.NearestRank(ds, 0.99)), name+"-p99-us")
 	}
 	b.ReportMetric(us(ds[len(ds)-1]), name+"-max-us")
 	b.ReportMetric(float64(len(ds)), fmt.Sprintf("%s-samples", name))

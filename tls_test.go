@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"log"
-	"math"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/linger-go/linger/internal/connerr"
 	"github.com/linger-go/linger/internal/pki"
+	"github.com/linger-go/linger/internal/quantile"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -176,39 +176,5 @@ func logHolds(t *testing.T, h *harness, n int) {
 	}
 	slices.Sort(held)
 	t.Logf("lingered: p50 %v, p99 %v, max %v (of %d); discarded at most %d bytes; outcomes %v",
-		nearestRank(held, 0.50), nearestRank(held, 0.99), held[n-1], n, maxDiscarded, outcomes)
-}
-
-// nearestRank returns the nearest-rank q-quantile of sorted: the smallest
-// value that at least q of the samples do not exceed. For 100 samples the
-// 0.99-quantile is the 99th, not the maximum.
-func nearestRank(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(q*float64(len(sorted)))) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-func TestNearestRank(t *testing.T) {
-	hundred := make([]time.Duration, 100)
-	for i := range hundred {
-		hundred[i] = time.Duration(i + 1)
-	}
-	for _, tc := range []struct {
-		name   string
-		sorted []time.Duration
-		q      float64
-		want   time.Duration
-	}{
-		{"p99 of 100 is the 99th", hundred, 0.99, 99},
-		{"p50 of 100 is the 50th", hundred, 0.50, 50},
-		{"max", hundred, 1, 100},
-		{"one sample", hundred[:1], 0.99, 1},
-		{"none", nil, 0.99, 0},
-	} {
-		if got := nearestRank(tc.sorted, tc.q); got != tc.want {
-			t.Errorf("%s: nearestRank(q=%v) = %v, want %v", tc.name, tc.q, got, tc.want)
-		}
-	}
+		quantile.NearestRank(held, 0.50), quantile.NearestRank(held, 0.99), held[n-1], n, maxDiscarded, outcomes)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/linger-go/linger"
 	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/proc"
+	"github.com/linger-go/linger/internal/quantile"
 )
 
 // HappyResult is one round of "happy": a real load generator against
@@ -317,7 +318,7 @@ func parseH2load(r *HappyResult, out []byte, logFile string) error {
 		return errors.New("empty h2load log")
 	}
 	slices.Sort(lat)
-	r.P50, r.P99 = lat[len(lat)/2], lat[min(len(lat)*99/100, len(lat)-1)]
+	r.P50, r.P99 = quantile.NearestRank(lat, 0.50), quantile.NearestRank(lat, 0.99)
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/linger-go/linger"
 	"github.com/linger-go/linger/internal/backendsel"
+	"github.com/linger-go/linger/internal/quantile"
 )
 
 // HoldResult is one mode's run of "hold": how long a connection stays after
@@ -161,8 +162,8 @@ func holdTime(ctx context.Context, self []string, mode string, n, c, srcs int) (
 	r.Matched = len(holds)
 	if len(holds) > 0 {
 		slices.Sort(holds)
-		r.P50 = holds[len(holds)/2]
-		r.P99 = holds[min(len(holds)-1, len(holds)*99/100)]
+		r.P50 = quantile.NearestRank(holds, 0.50)
+		r.P99 = quantile.NearestRank(holds, 0.99)
 		r.Max = holds[len(holds)-1]
 	}
 	return r, nil

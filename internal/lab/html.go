@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/linger-go/linger/internal/bytesize"
+	"github.com/linger-go/linger/internal/quantile"
 )
 
 // strategyColors are the strategies' colors in every chart: warm for the
@@ -233,9 +234,9 @@ func holdChart(r *Report, path string, strategies []string) template.HTML {
 		if len(rw.samples) > 0 {
 			s := slices.Clone(rw.samples)
 			slices.Sort(s)
-			x := xOf(quantile(s, 0.5))
+			x := xOf(quantile.NearestRank(s, 0.5))
 			fmt.Fprintf(&b, `<line class="median" x1="%.1f" x2="%.1f" y1="%d" y2="%d"><title>%s %s: median %s, p99 %s</title></line>`,
-				x, x, y-7, y+7, esc(rw.scenario), esc(rw.strategy), fmtMs(quantile(s, 0.5)), fmtMs(quantile(s, 0.99)))
+				x, x, y-7, y+7, esc(rw.scenario), esc(rw.strategy), fmtMs(quantile.NearestRank(s, 0.5)), fmtMs(quantile.NearestRank(s, 0.99)))
 		}
 	}
 	b.WriteString(`</svg>`)

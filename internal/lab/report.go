@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/internal/bytesize"
+	"github.com/linger-go/linger/internal/quantile"
 )
 
 // SchemaVersion names the JSON layout of a Report. It changes only when a
@@ -117,21 +118,12 @@ func newHold(recs []closeRecord) Hold {
 		h.SamplesMs = append(h.SamplesMs, float64(r.held)/float64(time.Millisecond))
 	}
 	sort.Float64s(h.SamplesMs)
-	h.P50Ms = quantile(h.SamplesMs, 0.50)
-	h.P99Ms = quantile(h.SamplesMs, 0.99)
+	h.P50Ms = quantile.NearestRank(h.SamplesMs, 0.50)
+	h.P99Ms = quantile.NearestRank(h.SamplesMs, 0.99)
 	if n := len(h.SamplesMs); n > 0 {
 		h.MaxMs = h.SamplesMs[n-1]
 	}
 	return h
-}
-
-// quantile returns the nearest-rank q-quantile of sorted xs.
-func quantile(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	i := int(q*float64(len(xs))+0.999999) - 1
-	return xs[max(0, min(i, len(xs)-1))]
 }
 
 // WriteJSON writes r as indented JSON to path.
