@@ -120,20 +120,7 @@ func BenchmarkLifecycle(b *testing.B) {
 			for range b.N {
 				srv, cli := benchPair(b, ln)
 				srv.Write(msg)
-				switch mode {
-				case "plain":
-					srv.Close()
-					released <- struct{}{}
-				case "naive":
-					srv.CloseWrite()
-					go func() {
-						io.Copy(io.Discard, srv)
-						srv.Close()
-						released <- struct{}{}
-					}()
-				case "linger":
-					c.Close(srv)
-				}
+				closeAs(mode, c, srv, released)
 				io.ReadFull(cli, msg)
 				cli.Close()
 				<-released
@@ -141,6 +128,27 @@ func BenchmarkLifecycle(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
+	}
+}
+
+// closeAs closes srv as the lifecycle benchmarks' mode says: at once
+// (plain), by a goroutine of its own that drains to EOF (naive, the
+// goroutine per socket that linger replaces), or else through c, whose
+// OnClose signals released. plain and naive signal released themselves.
+func closeAs(mode string, c *Closer, srv *net.TCPConn, released chan<- struct{}) {
+	switch mode {
+	case "plain":
+		srv.Close()
+		released <- struct{}{}
+	case "naive":
+		srv.CloseWrite()
+		go func() {
+			io.Copy(io.Discard, srv)
+			srv.Close()
+			released <- struct{}{}
+		}()
+	default:
+		c.Close(srv)
 	}
 }
 
@@ -178,20 +186,7 @@ func BenchmarkLifecycleServing(b *testing.B) {
 						return
 					}
 					srv.Write(msg)
-					switch name {
-					case "plain":
-						srv.Close()
-						released <- struct{}{}
-					case "naive":
-						srv.CloseWrite()
-						go func() {
-							io.Copy(io.Discard, srv)
-							srv.Close()
-							released <- struct{}{}
-						}()
-					default:
-						c.Close(srv)
-					}
+					closeAs(name, c, srv, released)
 				}
 			}()
 			defer wg.Wait()
