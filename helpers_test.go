@@ -105,6 +105,28 @@ func pair(t *testing.T, ln *net.TCPListener, local net.IP) (server, client *net.
 	return s, c.(*net.TCPConn)
 }
 
+// accepted dials ln, a Closer's Listener, and returns the client's end and
+// the connection ln accepted, which must be a *Conn. The client's end is
+// closed at the end of the test; the accepted one is the caller's.
+func accepted(t *testing.T, ln net.Listener) (client net.Conn, conn *Conn) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, ok := a.(*Conn)
+	if !ok {
+		a.Close()
+		t.Fatalf("Accept returned %T, want *linger.Conn", a)
+	}
+	return c, conn
+}
+
 // send writes n bytes (0: until an error) to c in the background, 16 KiB at
 // a time with a pause between writes; the returned function stops it and
 // waits.

@@ -41,18 +41,7 @@ var _ interface {
 func TestListenerKeepsTCPConn(t *testing.T) {
 	h := newHarness(t, Config{}, selectedPortable())
 	ln := h.Listener(listen(t))
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	conn, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := conn.(*Conn); !ok {
-		t.Fatalf("Accept returned %T, want *linger.Conn", conn)
-	}
+	client, conn := accepted(t, ln)
 
 	// ReadFrom a file: the sendfile path.
 	path := filepath.Join(t.TempDir(), "f")
@@ -64,7 +53,7 @@ func TestListenerKeepsTCPConn(t *testing.T) {
 	}
 	defer f.Close()
 	go func() {
-		conn.(io.ReaderFrom).ReadFrom(f)
+		conn.ReadFrom(f) // the embedded *net.TCPConn's: sendfile
 		conn.Close()
 	}()
 	got, err := io.ReadAll(client)

@@ -2,7 +2,6 @@ package linger
 
 import (
 	"errors"
-	"net"
 	"testing"
 	"time"
 
@@ -24,17 +23,9 @@ func TestListenerSetsTCPUserTimeout(t *testing.T) {
 		t.Run(tc.set.String(), func(t *testing.T) {
 			h := newHarness(t, Config{TCPUserTimeout: tc.set}, false)
 			ln := h.Listener(listen(t))
-			client, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer client.Close()
-			conn, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, conn := accepted(t, ln)
 			defer conn.Close()
-			if got := testbed.TCPUserTimeout(t, conn.(*Conn)); got != tc.wantMS {
+			if got := testbed.TCPUserTimeout(t, conn); got != tc.wantMS {
 				t.Errorf("TCP_USER_TIMEOUT = %d ms, want %d", got, tc.wantMS)
 			}
 		})
