@@ -4,8 +4,11 @@ package linger
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -212,6 +215,12 @@ func TestOtherDescriptorHeld(t *testing.T) {
 			f.Close()
 		}
 	}()
+	// Both have ended, but File keeps their sockets and so their epoll
+	// registrations alive: none may still be armed for input, or the
+	// traffic below would wake the loop for sockets it no longer owns.
+	if n := armedRegistrations(t, h.Closer); n != 0 {
+		t.Errorf("%d epoll registrations still armed for input after their sockets ended", n)
+	}
 	// The sockets left behind get traffic: the silent peer sends and
 	// resets; the first one is closed both ways already.
 	clis[1].Write(make([]byte, 512))
@@ -231,4 +240,43 @@ func TestOtherDescriptorHeld(t *testing.T) {
 	if cpu := processCPU() - cpu0; cpu > 150*time.Millisecond {
 		t.Errorf("the process used %v of CPU in 300 ms with nothing lingering: the loop spins", cpu)
 	}
+}
+
+// armedRegistrations counts the registrations in c's epoll set still armed
+// for input, as the kernel lists them in the set's /proc fdinfo ("tfd: N
+// events: HEX ..."): a one-shot registration that has reported keeps only
+// its flag bits. It returns 0 when the set does not exist.
+func armedRegistrations(t *testing.T, c *Closer) int {
+	t.Helper()
+	c.mu.Lock()
+	l := c.be.(*loop)
+	fd := -1
+	if l.ep != nil {
+		fd = l.fd()
+	}
+	// Read under the lock, so the loop cannot close the set meanwhile.
+	var b []byte
+	var err error
+	if fd >= 0 {
+		b, err = os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	}
+	c.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[0] != "tfd:" || f[2] != "events:" {
+			continue
+		}
+		ev, err := strconv.ParseUint(f[3], 16, 32)
+		if err != nil {
+			t.Fatalf("fdinfo line %q: %v", line, err)
+		}
+		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0 {
+			n++
+		}
+	}
+	return n
 }
