@@ -72,6 +72,7 @@ func Main(ctx context.Context, self, args []string) error {
 	}
 
 	out := os.Stdout
+	start := time.Now()
 	m := machine()
 	res := map[string]any{"machine": m}
 	printMachine(out, m)
@@ -87,6 +88,11 @@ func Main(ctx context.Context, self, args []string) error {
 		}
 		problems = append(problems, p...)
 	}
+	m.LoadEnd = machine().Load
+	res["machine"] = m
+	s := newSummary(strings.Join(append([]string{"linger bench"}, args...), " "), o.smokeSized, m, time.Since(start), res)
+	printSummary(out, s)
+	res["summary"] = s
 	if o.jsonOut != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
 		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
@@ -237,7 +243,9 @@ type Machine struct {
 	Model  string `json:"cpu_model"`
 	Kernel string `json:"kernel"`
 	Go     string `json:"go"`
-	Load   string `json:"loadavg"`
+	Load   string `json:"loadavg"` // at the start
+	// LoadEnd is the load average when the last benchmark was done.
+	LoadEnd string `json:"loadavg_end,omitempty"`
 }
 
 func machine() Machine {
