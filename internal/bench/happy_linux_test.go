@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // wrk 4.1's summary with --latency, and one with errors.
@@ -81,5 +83,52 @@ status codes: 96 2xx, 0 3xx, 1 4xx, 0 5xx
 	// 99 successful latencies, 1..99 ms: the median is the 50th, p99 the 99th.
 	if r.P50 != 50*time.Millisecond || r.P99 != 99*time.Millisecond {
 		t.Errorf("p50 %v, p99 %v; want 50ms, 99ms", r.P50, r.P99)
+	}
+}
+
+// TestPinProcess: -happy-pin moves every thread of the process, not only
+// the calling one, and gives each its mask back.
+func TestPinProcess(t *testing.T) {
+	server, client, err := happyCPUs()
+	if err != nil {
+		t.Skipf("cannot split the CPUs: %v", err)
+	}
+	var before unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &before); err != nil {
+		t.Fatal(err)
+	}
+	masks := func() map[int]unix.CPUSet {
+		m := map[int]unix.CPUSet{}
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range tasks {
+			tid, _ := strconv.Atoi(task.Name())
+			var s unix.CPUSet
+			if unix.SchedGetaffinity(tid, &s) == nil {
+				m[tid] = s
+			}
+		}
+		return m
+	}
+	restore, err := pinProcess(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := masks()
+	restore()
+	for tid, s := range pinned {
+		if s != server || s.IsSet(client) {
+			t.Errorf("thread %d: mask %v while pinned, want %v, without CPU %d", tid, s, server, client)
+		}
+	}
+	if len(pinned) < 2 {
+		t.Errorf("%d threads seen: the test process should have several", len(pinned))
+	}
+	for tid, s := range masks() {
+		if s != before {
+			t.Errorf("thread %d: mask %v after restore, want %v", tid, s, before)
+		}
 	}
 }
