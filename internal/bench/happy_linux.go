@@ -286,9 +286,11 @@ func happyRound(ctx context.Context, f happyFlags, pki *pki.PKI, client, mode, c
 			}
 		}
 	}
-	// net/http closes a connection that asked for "Connection: close"
-	// 500 ms after its response (rstAvoidanceDelay), in the connection's
-	// goroutine, which Shutdown does not wait for.
+	// A connection's goroutine may still be closing its socket when
+	// Shutdown returns: net/http waits 500 ms (rstAvoidanceDelay) before
+	// it closes a connection whose request body it did not read to the
+	// end. A "Connection: close" request read whole is closed at once,
+	// right after its response, while the client is still reading it.
 	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if r.FDsAfter = proc.OpenFDs(); r.FDsAfter <= r.FDsBefore || time.Now().After(deadline) {
 			break
