@@ -224,24 +224,26 @@ func pinProcess(set unix.CPUSet) (restore func(), err error) {
 // happyBody is what every request gets: a small page.
 var happyBody = []byte(strings.Repeat("linger happy path\n", 64))
 
-// happyRound measures one client against one fresh server. With clientCPU
-// set, the load generator runs on that CPU (taskset).
-func happyRound(ctx context.Context, f happyFlags, pki *pki.PKI, client, mode, clientCPU, logFile string) (HappyResult, error) {
-	r := HappyResult{Client: client, Mode: mode, Pinned: clientCPU != "", FDsBefore: proc.OpenFDs()}
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+// startHappyServer serves happyBody with net/http's ServeTLS on addr,
+// through a Closer's Listener if mode is "linger" (lc is then that
+// Closer). done receives what ServeTLS returns.
+func startHappyServer(pki *pki.PKI, mode, addr string) (srv *http.Server, ln *net.TCPListener, lc *linger.Closer, done chan error, err error) {
+	a, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
-		return r, err
+		return nil, nil, nil, nil, err
 	}
-	var lc *linger.Closer
+	if ln, err = net.ListenTCP("tcp", a); err != nil {
+		return nil, nil, nil, nil, err
+	}
 	var served net.Listener = ln
 	if mode == "linger" {
 		if lc, err = linger.New(linger.Config{}); err != nil {
 			ln.Close()
-			return r, err
+			return nil, nil, nil, nil, err
 		}
 		served = lc.Listener(ln)
 	}
-	srv := &http.Server{
+	srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			io.Copy(io.Discard, req.Body)
 			w.Header().Set("Content-Type", "text/plain")
@@ -252,10 +254,67 @@ func happyRound(ctx context.Context, f happyFlags, pki *pki.PKI, client, mode, c
 		// handshake errors that net/http logs are expected.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
-	done := make(chan error, 1)
+	done = make(chan error, 1)
 	go func() { done <- srv.ServeTLS(served, "", "") }()
+	return srv, ln, lc, done, nil
+}
 
-	url := "https://127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port) + "/"
+// runHappyServer is the hidden "linger bench happyserver": the happy
+// path's server alone, in a process of its own, so that perf can count
+// what the server does and nothing else (perf_happy.sh). It prints its
+// URL and process id on one line, serves until its stdin closes, and then
+// prints how its connections ended.
+func runHappyServer(args []string) error {
+	fs := flag.NewFlagSet("happyserver", flag.ContinueOnError)
+	mode := fs.String("mode", "plain", "plain or linger")
+	addr := fs.String("addr", "127.0.0.1:0", "address to listen on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *mode != "plain" && *mode != "linger" {
+		return usageError("happyserver -mode %q: want plain or linger", *mode)
+	}
+	pki, err := pki.NewPKI()
+	if err != nil {
+		return err
+	}
+	srv, ln, lc, done, err := startHappyServer(pki, *mode, *addr)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("https://%s/ %d\n", ln.Addr(), os.Getpid())
+	io.Copy(io.Discard, os.Stdin)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
+	<-done
+	if lc == nil {
+		fmt.Println("outcomes: plain")
+		return nil
+	}
+	st := lc.Stats()
+	err = lc.Shutdown(ctx)
+	var outcomes []string
+	for o, n := range st.Outcomes {
+		if n > 0 {
+			outcomes = append(outcomes, fmt.Sprintf("%s=%d", o, n))
+		}
+	}
+	slices.Sort(outcomes)
+	fmt.Printf("outcomes: %s\n", strings.Join(outcomes, " "))
+	return err
+}
+
+// happyRound measures one client against one fresh server. With clientCPU
+// set, the load generator runs on that CPU (taskset).
+func happyRound(ctx context.Context, f happyFlags, pki *pki.PKI, client, mode, clientCPU, logFile string) (HappyResult, error) {
+	r := HappyResult{Client: client, Mode: mode, Pinned: clientCPU != "", FDsBefore: proc.OpenFDs()}
+	srv, ln, lc, done, err := startHappyServer(pki, mode, "127.0.0.1:0")
+	if err != nil {
+		return r, err
+	}
+
+	url := "https://" + ln.Addr().String() + "/"
 	os.Remove(logFile)
 	args := happyClients[client](url, f, logFile)
 	if clientCPU != "" {

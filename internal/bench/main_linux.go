@@ -51,6 +51,8 @@ func Main(ctx context.Context, self, args []string) error {
 			return runFloodClient(args[1:])
 		case "held-server":
 			return runHeldServer(ctx, self, args[1:])
+		case "happyserver":
+			return runHappyServer(args[1:])
 		}
 	}
 	o, err := parseOptions(args, os.Stderr)
