@@ -5,6 +5,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"strings"
 	"time"
@@ -66,7 +67,12 @@ func (b bound) String() string {
 	if b.atMost {
 		op = "≤"
 	}
-	return fmt.Sprintf("%s %s%s", op, strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.2f", b.v), "0"), "."), b.unit)
+	// Whole numbers of 10 or more need no decimals (≤ 256 B, ≥ 50x); a
+	// ratio near 1 keeps two (≤ 1.00x, ≥ 0.90x).
+	if b.v >= 10 && b.v == math.Trunc(b.v) {
+		return fmt.Sprintf("%s %.0f%s", op, b.v, b.unit)
+	}
+	return fmt.Sprintf("%s %.2f%s", op, b.v, b.unit)
 }
 
 // row makes a TargetRow with its status from the bound.

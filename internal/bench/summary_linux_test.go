@@ -24,7 +24,8 @@ func TestBound(t *testing.T) {
 		{atMost(1.05, "x"), 1.051, false, "≤ 1.05x"},
 		{atMost(256, " B"), 164, true, "≤ 256 B"},
 		{atLeast(50, "x"), 79.9, true, "≥ 50x"},
-		{atMost(1, "x"), 1.43, false, "≤ 1x"},
+		{atMost(1, "x"), 1.43, false, "≤ 1.00x"},
+		{atLeast(0.9, "x"), 0.9, true, "≥ 0.90x"},
 		{atLeast(99, " %"), 98.9, false, "≥ 99 %"},
 	} {
 		if got := tc.b.met(tc.v); got != tc.met {
@@ -269,7 +270,7 @@ func TestNewSummary(t *testing.T) {
 		"`linger bench -smoke hold`: 2 CPUs (AMD EPYC), Linux 6.18, go1.26.8, 3s; load average 1.00 0.50 0.25 at the start, 2.00 1.00 0.50 at the end",
 		"Smoke sizes",
 		"| benchmark | what | target | measured | baseline, same run | met |",
-		"| hold | hold p50 from the peer's FIN to the release, loop/naive, 400 connections | ≤ 1x | 100 µs (0.50x) | naive 200 µs | met |",
+		"| hold | hold p50 from the peer's FIN to the release, loop/naive, 400 connections | ≤ 1.00x | 100 µs (0.50x) | naive 200 µs | met |",
 		"- memory per socket: held did not run",
 	} {
 		if !strings.Contains(out.String(), want) {
