@@ -31,8 +31,13 @@ WHAT is one of:
           sockets, bytes queued and seconds, plain close vs linger
   happy   the happy path: wrk (HTTP/1.1 keep-alive and Connection: close)
           and h2load (HTTP/2) against net/http ServeTLS, plain vs
-          through linger.Listener: requests/s, p50/p99, server CPU
+          through linger.Listener, each round plain, linger, linger,
+          plain: requests/s, p50/p99, server and client CPU
   all     all of the above
+
+Every run ends with a markdown table of the targets it measured: the
+figure, its baseline from the same run, the target, met or not (also in
+-json, under "summary").
 
 Flags:
 `
