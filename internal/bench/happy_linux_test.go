@@ -3,11 +3,21 @@
 package bench
 
 import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/linger-go/linger/internal/pki"
+	"github.com/linger-go/linger/internal/proc"
+	"golang.org/x/sys/unix"
 )
 
 // wrk 4.1's summary with --latency, and one with errors.
@@ -81,5 +91,120 @@ status codes: 96 2xx, 0 3xx, 1 4xx, 0 5xx
 	// 99 successful latencies, 1..99 ms: the median is the 50th, p99 the 99th.
 	if r.P50 != 50*time.Millisecond || r.P99 != 99*time.Millisecond {
 		t.Errorf("p50 %v, p99 %v; want 50ms, 99ms", r.P50, r.P99)
+	}
+}
+
+// TestPinProcess: -happy-pin moves every thread of the process, not only
+// the calling one, and gives each its mask back.
+func TestPinProcess(t *testing.T) {
+	server, client, err := happyCPUs()
+	if err != nil {
+		t.Skipf("cannot split the CPUs: %v", err)
+	}
+	var before unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &before); err != nil {
+		t.Fatal(err)
+	}
+	masks := func() map[int]unix.CPUSet {
+		m := map[int]unix.CPUSet{}
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range tasks {
+			tid, _ := strconv.Atoi(task.Name())
+			var s unix.CPUSet
+			if unix.SchedGetaffinity(tid, &s) == nil {
+				m[tid] = s
+			}
+		}
+		return m
+	}
+	restore, err := pinProcess(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := masks()
+	restore()
+	for tid, s := range pinned {
+		if s != server || s.IsSet(client) {
+			t.Errorf("thread %d: mask %v while pinned, want %v, without CPU %d", tid, s, server, client)
+		}
+	}
+	if len(pinned) < 2 {
+		t.Errorf("%d threads seen: the test process should have several", len(pinned))
+	}
+	for tid, s := range masks() {
+		if s != before {
+			t.Errorf("thread %d: mask %v after restore, want %v", tid, s, before)
+		}
+	}
+}
+
+// TestHappyServer: the happy path's server answers a real TLS client in
+// both modes, the lingering one's connection goes through the Closer, and
+// nothing is left open.
+func TestHappyServer(t *testing.T) {
+	p, err := pki.NewPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"plain", "linger"} {
+		t.Run(mode, func(t *testing.T) {
+			fds := proc.OpenFDs()
+			srv, ln, lc, done, err := startHappyServer(p, mode, "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (lc != nil) != (mode == "linger") {
+				t.Fatalf("Closer %v in mode %s", lc, mode)
+			}
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.CAPool}}
+			req, _ := http.NewRequest("GET", "https://"+ln.Addr().String()+"/", nil)
+			req.Close = true // Connection: close: the server closes, and lingers
+			resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			tr.CloseIdleConnections()
+			if err != nil || !bytes.Equal(body, happyBody) {
+				t.Errorf("body %q, %v; want happyBody", body, err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			srv.Shutdown(ctx)
+			<-done
+			if lc != nil {
+				// The server's goroutine closes the connection after the
+				// response: wait for it to reach the Closer.
+				var n uint64
+				for deadline := time.Now().Add(5 * time.Second); n == 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+					n = 0
+					for _, c := range lc.Stats().Outcomes {
+						n += c
+					}
+					n += uint64(lc.Stats().Lingering)
+				}
+				if err := lc.Shutdown(ctx); err != nil {
+					t.Error(err)
+				}
+				if n != 1 {
+					t.Errorf("%d connections through the Closer, want 1", n)
+				}
+			}
+			for deadline := time.Now().Add(5 * time.Second); proc.OpenFDs() > fds && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			}
+			if got := proc.OpenFDs(); got > fds {
+				t.Errorf("%d descriptors open after, %d before", got, fds)
+			}
+		})
+	}
+}
+
+func TestRunHappyServerBadMode(t *testing.T) {
+	if err := runHappyServer([]string{"-mode", "lingr"}); !errors.Is(err, ErrUsage) {
+		t.Errorf("error %v, want one matching ErrUsage", err)
 	}
 }

@@ -31,8 +31,13 @@ WHAT is one of:
           sockets, bytes queued and seconds, plain close vs linger
   happy   the happy path: wrk (HTTP/1.1 keep-alive and Connection: close)
           and h2load (HTTP/2) against net/http ServeTLS, plain vs
-          through linger.Listener: requests/s, p50/p99, server CPU
+          through linger.Listener, each round plain, linger, linger,
+          plain: requests/s, p50/p99, server and client CPU
   all     all of the above
+
+Every run ends with a markdown table of the targets it measured: the
+figure, its baseline from the same run, the target, met or not (also in
+-json, under "summary").
 
 Flags:
 `
@@ -51,6 +56,8 @@ func Main(ctx context.Context, self, args []string) error {
 			return runFloodClient(args[1:])
 		case "held-server":
 			return runHeldServer(ctx, self, args[1:])
+		case "happyserver":
+			return runHappyServer(args[1:])
 		}
 	}
 	o, err := parseOptions(args, os.Stderr)
@@ -72,6 +79,7 @@ func Main(ctx context.Context, self, args []string) error {
 	}
 
 	out := os.Stdout
+	start := time.Now()
 	m := machine()
 	res := map[string]any{"machine": m}
 	printMachine(out, m)
@@ -87,6 +95,11 @@ func Main(ctx context.Context, self, args []string) error {
 		}
 		problems = append(problems, p...)
 	}
+	m.LoadEnd = machine().Load
+	res["machine"] = m
+	s := newSummary(strings.Join(append([]string{"linger bench"}, args...), " "), o.smokeSized, m, time.Since(start), res)
+	printSummary(out, s)
+	res["summary"] = s
 	if o.jsonOut != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
 		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
@@ -237,7 +250,9 @@ type Machine struct {
 	Model  string `json:"cpu_model"`
 	Kernel string `json:"kernel"`
 	Go     string `json:"go"`
-	Load   string `json:"loadavg"`
+	Load   string `json:"loadavg"` // at the start
+	// LoadEnd is the load average when the last benchmark was done.
+	LoadEnd string `json:"loadavg_end,omitempty"`
 }
 
 func machine() Machine {

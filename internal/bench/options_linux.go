@@ -19,6 +19,7 @@ import (
 // at what size.
 type options struct {
 	what       string // a benchmark's name, or "all"
+	smokeSized bool   // -smoke: CI's tiny sizes
 	jsonOut    string // also write the results as JSON to this file
 	cpuProfile string // write this process's CPU profile to this file
 
@@ -133,7 +134,7 @@ func parseOptions(args []string, out io.Writer) (*options, error) {
 			return nil, usageError("-happy-clients: unknown client %q: want %s", c, strings.Join(slices.Sorted(maps.Keys(happyClients)), ", "))
 		}
 	}
-	if *smoke {
+	if o.smokeSized = *smoke; o.smokeSized {
 		o.smoke()
 	}
 	// After the smoke sizes: each client's rounds take o.flood's.

@@ -142,7 +142,7 @@ func TestParseOptions(t *testing.T) {
 				return "flood clients"
 			case o.pin.n != 4608 || o.pin.maxHold != 0 || o.pin.sndbuf != 64<<10:
 				return "pin sizes"
-			case o.happy.d != 5*time.Second || o.happy.rounds != 3 || len(o.happy.clients) != 3:
+			case o.happy.d != 2*time.Second || o.happy.rounds != 4 || len(o.happy.clients) != 3 || o.happy.pin || o.smokeSized:
 				return "happy sizes"
 			}
 			return ""
@@ -174,11 +174,15 @@ func TestParseOptions(t *testing.T) {
 				return "pin modes or sizes"
 			case o.happy.d != time.Second || o.happy.rounds != 1:
 				return "happy sizes"
+			case !o.smokeSized:
+				return "smoke, for the summary"
 			}
 			return ""
 		}},
-		{"-json /tmp/x.json -cpuprofile /tmp/x.prof -happy-clients h2load -modes naive hold", func(o *options) string {
+		{"-json /tmp/x.json -cpuprofile /tmp/x.prof -happy-clients h2load -happy-pin -modes naive hold", func(o *options) string {
 			switch {
+			case !o.happy.pin:
+				return "-happy-pin"
 			case o.jsonOut != "/tmp/x.json" || o.cpuProfile != "/tmp/x.prof":
 				return "output files"
 			case !slices.Equal(o.happy.clients, []string{"h2load"}) || !slices.Equal(o.modes, []string{"naive"}):
