@@ -146,8 +146,10 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 	}
 	start := time.Now()
 	dialed := make(chan struct{})
+	var dialedAt time.Time // written before dialed closes
 	go func() {
 		defer close(dialed)
+		defer func() { dialedAt = time.Now() }()
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 64)
 		for range f.n {
@@ -198,7 +200,26 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var heldSince time.Time
-	for time.Since(start) < f.d {
+	// Watch for f.d, and in any case until the last connection had its
+	// write timeout and MaxHold to end: on a loaded machine the dialling
+	// alone can take seconds, and a smoke-sized window would then blame
+	// the server for sockets it is still allowed to hold.
+	hold := f.maxHold
+	if hold <= 0 {
+		hold = 30 * time.Second // Config.MaxHold's default
+	}
+	watching := func() bool {
+		if time.Since(start) < f.d {
+			return true
+		}
+		select {
+		case <-dialed:
+			return r.Freed == 0 && time.Since(dialedAt) < f.write+hold+2*time.Second
+		default:
+			return true
+		}
+	}
+	for watching() {
 		select {
 		case <-ctx.Done():
 			return r, ctx.Err()
