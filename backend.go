@@ -69,4 +69,7 @@ type entry struct {
 	heapIdx   int32 // position in the Linux event loop's timer heap
 	released  bool
 	draining  bool // the event loop is reading from fd without Closer.mu
+	// outqUnknown: no SIOCOUTQ reading has succeeded yet, so queued says
+	// nothing (Linux event loop).
+	outqUnknown bool
 }

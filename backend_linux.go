@@ -71,35 +71,62 @@ const epollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 // stack.
 const loopGrace = time.Second
 
-// handOff detaches tcp's socket, drains what the peer already sent, and, if
-// the peer has not closed yet, puts the socket in the epoll set.
+// handOff drains what the peer already sent, detaches tcp's socket, and,
+// if the peer has not closed yet, puts the socket in the epoll set.
 //
-// The first drain runs here, in the caller's goroutine, and never waits: at
-// most two non-blocking reads of inlineMax bytes in all. A peer that already
-// closed (a client that read our last word and left) is then done without
-// touching epoll or the loop's goroutine, and a pending request is read off
-// without a wake-up.
+// The first drain runs here, in the caller's goroutine, on tcp's own
+// descriptor before anything else, and never waits: at most two
+// non-blocking reads of inlineMax bytes in all. A peer that already closed
+// or reset (a client that read our last word and left, as most have by the
+// time an HTTP server closes) is then done with a plain close of tcp: no
+// duplicate, no shutdown, no epoll, no wake of the loop's goroutine, and no
+// RST, since nothing is left unread. A pending request is read off without
+// a wake-up.
 // SIOCOUTQ is read here too, before the Closer's lock is taken: a system
 // call under the lock can cost the lock's holder its P, and everyone
 // waiting for the lock the wait for another.
 func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) error {
-	fd, err := detachFD(tcp)
+	var r drainResult
+	unacked := int64(-1)
+	fd, err := detachFD(tcp, func(s int) bool {
+		// One more byte than the budget allows, as in round.
+		r = drainUpTo(s, budget+1, inlineMax, 2)
+		if !r.done || r.end == Budget {
+			return false
+		}
+		// Not shut down yet: no FIN of ours is counted.
+		if q, err := unix.IoctlGetInt(s, unix.SIOCOUTQ); err == nil {
+			unacked = int64(q)
+		}
+		return true
+	})
 	if err != nil {
 		return err
 	}
 	c := l.c
-	r := drainUpTo(fd, budget+1, inlineMax, 2)
-	// Bytes of ours, FIN included, not yet acknowledged; 0 if unknown.
-	queued, unacked := int64(0), int64(-1)
+	if fd < 0 {
+		// Nothing to linger for: the socket ended, unadmitted, so it
+		// evicts no one.
+		c.mu.Lock()
+		c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: r.end, Discarded: r.n, Unacked: unacked, Err: r.err})
+		c.unlock()
+		return nil
+	}
+	// Bytes of ours, FIN included, not yet acknowledged; unknown (and
+	// counted as none against MaxQueued) if SIOCOUTQ fails.
+	queued := int64(0)
+	e := &entry{fd: int32(fd), heapIdx: -1, discarded: r.n}
 	if q, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil {
 		queued, unacked = int64(q), unsent(int64(q))
+	} else {
+		e.outqUnknown = true
 	}
 	c.mu.Lock()
 	defer c.unlock()
 	if r.done {
-		// Nothing to linger for: the socket ends here, unadmitted, so it
-		// evicts no one. Its receive queue is empty unless the budget ran
-		// out, so the close sends no RST.
+		// The byte budget ran out in the first drain: nothing more to
+		// linger for. The close resets the connection, as a plain close
+		// with unread bytes would.
 		c.report(Report{
 			RemoteAddr: c.addrOf(addr),
 			Outcome:    r.end,
@@ -110,7 +137,6 @@ func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) erro
 		c.fds = append(c.fds, fd)
 		return nil
 	}
-	e := &entry{fd: int32(fd), heapIdx: -1, discarded: r.n}
 	if !c.admit(e, addr, queued) {
 		c.fds = append(c.fds, fd)
 		c.plainAfterShutdown(addr)
@@ -453,6 +479,7 @@ func (l *loop) expire(now int64) {
 				continue
 			}
 			c.setQueued(e, outq)
+			e.outqUnknown = false
 		}
 		e.deadline = min(e.lastActive+idle, c.hard(e))
 		heap.Fix(&l.timers, 0)
@@ -494,9 +521,10 @@ func (l *loop) finish(e *entry, o Outcome, err error, armed bool) {
 	// SIOCOUTQ counts the bytes not yet acknowledged, including our FIN,
 	// which takes one sequence number. Since we shut down writing it only
 	// falls, so a socket whose last reading left nothing of ours
-	// unacknowledged needs no new one.
+	// unacknowledged needs no new one; one never read needs one, and
+	// reports -1 (unknown) if that fails too.
 	unacked := int64(0)
-	if unsent(int64(e.queued)) > 0 {
+	if e.outqUnknown || unsent(int64(e.queued)) > 0 {
 		unacked = -1
 		if q, qerr := unix.IoctlGetInt(fd, unix.SIOCOUTQ); qerr == nil {
 			unacked = unsent(int64(q))

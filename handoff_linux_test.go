@@ -3,9 +3,11 @@
 package linger
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -77,6 +79,66 @@ func TestPeerGoneNeverTouchesLoop(t *testing.T) {
 	}
 	if epOf(h.Closer) != nil {
 		t.Errorf("the loop made an epoll set for a peer that had already closed")
+	}
+}
+
+// TestPeerGoneNeedsNoDuplicate: a peer that closed or reset before the
+// hand-off, leaving nothing unread once Close has drained it, gets a plain
+// close of the caller's descriptor: no duplicate is made. With no
+// descriptor to spare, a duplicate would fail with EMFILE and the report
+// would say plain; it must say how the peer ended.
+func TestPeerGoneNeedsNoDuplicate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		request int  // bytes the peer sends first
+		reset   bool // the peer resets instead of closing
+		want    Outcome
+	}{
+		{"closed", 0, false, PeerClosed},
+		{"closed-after-request", 100, false, PeerClosed},
+		{"reset", 0, true, PeerReset},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{}, false)
+			srv, cli := pair(t, listen(t), nil)
+			if tc.request > 0 {
+				if _, err := cli.Write(make([]byte, tc.request)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.reset {
+				cli.SetLinger(0) // close sends RST
+			}
+			cli.Close()
+			if tc.reset {
+				deadline := time.Now().Add(5 * time.Second)
+				for tcpState(t, srv) != tcpClose {
+					if time.Now().After(deadline) {
+						t.Fatal("premise: the peer's reset did not end the connection within 5 s")
+					}
+					time.Sleep(time.Millisecond)
+				}
+			} else {
+				waitReadable(t, srv, true)
+			}
+			var fd int
+			rc, _ := srv.SyscallConn()
+			rc.Control(func(s uintptr) { fd = int(s) })
+			restore := spareDescriptors(t, fd, 0)
+			err := h.Close(srv)
+			restore()
+			if err != nil {
+				t.Errorf("Close = %v", err)
+			}
+			r := h.next(t, 5*time.Second)
+			if r.Outcome != tc.want || r.Err != nil || r.Discarded != int64(tc.request) {
+				t.Errorf("report %v %v, discarded %d; want %v, no error, %d (plain for EMFILE: a duplicate was tried)",
+					r.Outcome, r.Err, r.Discarded, tc.want, tc.request)
+			}
+			if epOf(h.Closer) != nil {
+				t.Errorf("the loop made an epoll set for a peer that had already gone")
+			}
+		})
 	}
 }
 
@@ -279,4 +341,34 @@ func armedRegistrations(t *testing.T, c *Closer) int {
 		}
 	}
 	return n
+}
+
+// TestUnackedUnknown: an entry whose send queue was never read (SIOCOUTQ
+// failed at the hand-off) and cannot be read at its release either reports
+// Unacked -1, unknown, not 0, which would claim the peer got everything.
+func TestUnackedUnknown(t *testing.T) {
+	h := newHarness(t, Config{}, false)
+	l := h.be.(*loop)
+	// SIOCOUTQ fails on a descriptor that is not a socket (ENOTTY).
+	fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &entry{fd: int32(fd), heapIdx: -1, outqUnknown: true}
+	h.mu.Lock()
+	if !h.admit(e, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 1), 0) {
+		h.mu.Unlock()
+		unix.Close(fd)
+		t.Fatal("admit refused the entry")
+	}
+	for int(e.fd) >= len(l.byFD) {
+		l.byFD = append(l.byFD, nil)
+	}
+	l.byFD[e.fd] = e
+	heap.Push(&l.timers, e)
+	l.finish(e, Idle, nil, false) // closes fd in unlock
+	h.unlock()
+	if r := h.next(t, time.Second); r.Unacked != -1 {
+		t.Errorf("Unacked %d, want -1: nothing was ever known of the send queue", r.Unacked)
+	}
 }
