@@ -72,4 +72,5 @@ type entry struct {
 	// outqUnknown: no SIOCOUTQ reading has succeeded yet, so queued says
 	// nothing (Linux event loop).
 	outqUnknown bool
+	shard       uint8 // the Linux event loop's shard that holds it
 }
