@@ -31,13 +31,11 @@ func newBackend(c *Closer, portableOnly bool) backend {
 // with its own epoll set, goroutine, timer heap and grace period, so that
 // the sockets ending at once are drained, closed and reported on as many
 // Ps as the runtime has, as goroutines per socket would be, instead of in
-// turn by one goroutine. Sockets go to the shards in turn, which spreads
-// them evenly whatever descriptor numbers they have.
+// turn by one goroutine. A socket goes to the shard holding the fewest.
 type loops struct {
 	shards []*loop
 	// Guarded by Closer.mu.
 	byFD []*entry // every lingering entry, indexed by descriptor
-	next int      // the shard of the next socket
 }
 
 // maxShards bounds the shards: entry.shard is a byte.
@@ -171,9 +169,17 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 		c.plainAfterShutdown(addr)
 		return nil
 	}
-	e.shard = uint8(ls.next)
-	ls.next = (ls.next + 1) % len(ls.shards)
-	ls.shards[e.shard].start(e)
+	// The shard holding the fewest: one at a time, every socket goes to
+	// the first, whose goroutine is then the only one to wake; at once,
+	// they spread evenly.
+	l := ls.shards[0]
+	for _, s := range ls.shards[1:] {
+		if len(s.timers) < len(l.timers) {
+			l = s
+		}
+	}
+	e.shard = l.index
+	l.start(e)
 	return nil
 }
 
