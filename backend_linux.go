@@ -108,7 +108,8 @@ const loopGrace = time.Second
 // time an HTTP server closes) is then done with a plain close of tcp: no
 // duplicate, no shutdown, no epoll, no wake of the loop's goroutine, and no
 // RST, since nothing is left unread. A pending request is read off without
-// a wake-up.
+// a wake-up. (A goroutine still blocked in tcp's Read may get some of those
+// bytes first, as it could have just before Close.)
 // SIOCOUTQ is read here too, before the Closer's lock is taken: a system
 // call under the lock can cost the lock's holder its P, and everyone
 // waiting for the lock the wait for another.

@@ -228,6 +228,15 @@ func TestLoopGrace(t *testing.T) {
 			if kept == 0 {
 				t.Errorf("no epoll set after the first release: want it kept for %v", loopGrace)
 			}
+			sets := 0
+			for _, ep := range second {
+				if ep != nil {
+					sets++
+				}
+			}
+			if sets != 1 {
+				t.Errorf("%d epoll sets after two connections one at a time, want 1: each shard woke in turn", sets)
+			}
 		} else {
 			t.Logf("premise not met (a loaded machine?): %v passed after the release", time.Since(released))
 		}
