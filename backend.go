@@ -69,4 +69,8 @@ type entry struct {
 	heapIdx   int32 // position in the Linux event loop's timer heap
 	released  bool
 	draining  bool // the event loop is reading from fd without Closer.mu
+	// outqUnknown: no SIOCOUTQ reading has succeeded yet, so queued says
+	// nothing (Linux event loop).
+	outqUnknown bool
+	shard       uint8 // the Linux event loop's shard that holds it
 }

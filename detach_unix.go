@@ -13,10 +13,16 @@ import (
 
 // detachFD takes the socket under tcp as a new descriptor of its own.
 //
-// The order matters. The duplicate comes first, so that closing tcp's
-// descriptor afterwards releases only a reference: the kernel closes a
-// socket when its last descriptor goes, so no FIN or RST leaves because of
-// that close. Closing tcp next wakes any goroutine blocked in its Read or
+// first, if not nil, runs on tcp's own descriptor before anything else. If
+// it returns true, the socket has nothing left to linger for (the peer has
+// closed or reset it and nothing it sent is left unread): detachFD then
+// duplicates nothing and closes tcp plainly, which sends no RST because the
+// receive queue is empty, and returns -1 and a nil error.
+//
+// Otherwise the order matters. The duplicate comes first, so that closing
+// tcp's descriptor afterwards releases only a reference: the kernel closes
+// a socket when its last descriptor goes, so no FIN or RST leaves because
+// of that close. Closing tcp next wakes any goroutine blocked in its Read or
 // Write with net.ErrClosed (before the shutdown, so that a blocked Write
 // cannot see EPIPE from it instead), and from then on the duplicate is the
 // only way to the socket. shutdown(SHUT_WR) comes last: it acts on the
@@ -26,10 +32,20 @@ import (
 // Every step that can fail for want of resources comes before tcp is
 // closed, so that on such a failure tcp is still open and its caller can
 // close it plainly.
-func detachFD(tcp *net.TCPConn) (int, error) {
-	fd, err := dupFD(tcp)
+func detachFD(tcp *net.TCPConn, first func(fd int) bool) (int, error) {
+	fd, err := dupFD(tcp, first)
 	if err != nil {
 		return -1, err
+	}
+	if fd < 0 {
+		if err := tcp.Close(); err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				// Closed by someone else since: the close is theirs.
+				return -1, errTaken
+			}
+			return -1, &closedError{outcome: Plain, err: err}
+		}
+		return -1, nil
 	}
 	if err := handOver(tcp, func() error { return unix.Shutdown(fd, unix.SHUT_WR) }); err != nil {
 		unix.Close(fd)
@@ -38,9 +54,10 @@ func detachFD(tcp *net.TCPConn) (int, error) {
 	return fd, nil
 }
 
-// dupFD duplicates tcp's descriptor. It returns errTaken if tcp is already
-// closed.
-func dupFD(tcp *net.TCPConn) (int, error) {
+// dupFD duplicates tcp's descriptor, unless first (if not nil), run on that
+// descriptor just before, returns true: then it returns -1 and no error. It
+// returns errTaken if tcp is already closed.
+func dupFD(tcp *net.TCPConn, first func(fd int) bool) (int, error) {
 	rc, err := tcp.SyscallConn()
 	if err != nil {
 		return -1, errTaken // SyscallConn fails only if tcp is closed
@@ -48,6 +65,9 @@ func dupFD(tcp *net.TCPConn) (int, error) {
 	fd := -1
 	var dupErr error
 	err = rc.Control(func(s uintptr) {
+		if first != nil && first(int(s)) {
+			return
+		}
 		// F_DUPFD_CLOEXEC, not dup(2): the duplicate must not leak into
 		// child processes started while it lingers.
 		fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
@@ -94,7 +114,7 @@ func handOver(tcp *net.TCPConn, shutdownWrite func() error) error {
 // once more, which can fail with EMFILE too, so it runs before tcp is
 // closed.
 func detachConn(tcp *net.TCPConn) (net.Conn, error) {
-	fd, err := dupFD(tcp)
+	fd, err := dupFD(tcp, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,7 @@
 // built on it, lingers when closed. [Closer.Close] hands off a single
 // connection, and [Closer.Shutdown] ends lingering when the server stops.
 //
-// On Linux one goroutine holds every lingering socket in an epoll set and
+// On Linux a goroutine per P holds the lingering sockets in an epoll set and
 // discards incoming bytes with recv(MSG_TRUNC), without copying them to user
 // space; elsewhere a goroutine per lingering connection drains it through the
 // Go runtime's poller.

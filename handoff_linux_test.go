@@ -3,10 +3,13 @@
 package linger
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,12 +46,26 @@ func waitReadable(t *testing.T, srv *net.TCPConn, rdhup bool) {
 	}
 }
 
-// epOf returns c's epoll set, or nil while there is none.
-func epOf(c *Closer) *os.File {
-	l := c.be.(*loop)
+// epsOf returns the epoll set of each of c's shards, nil where there is
+// none.
+func epsOf(c *Closer) []*os.File {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return l.ep
+	var eps []*os.File
+	for _, l := range c.be.(*loops).shards {
+		eps = append(eps, l.ep)
+	}
+	return eps
+}
+
+// epOf returns one of c's epoll sets, or nil while there is none.
+func epOf(c *Closer) *os.File {
+	for _, ep := range epsOf(c) {
+		if ep != nil {
+			return ep
+		}
+	}
+	return nil
 }
 
 // TestPeerGoneNeverTouchesLoop: a peer that sent a request and closed before
@@ -77,6 +94,66 @@ func TestPeerGoneNeverTouchesLoop(t *testing.T) {
 	}
 	if epOf(h.Closer) != nil {
 		t.Errorf("the loop made an epoll set for a peer that had already closed")
+	}
+}
+
+// TestPeerGoneNeedsNoDuplicate: a peer that closed or reset before the
+// hand-off, leaving nothing unread once Close has drained it, gets a plain
+// close of the caller's descriptor: no duplicate is made. With no
+// descriptor to spare, a duplicate would fail with EMFILE and the report
+// would say plain; it must say how the peer ended.
+func TestPeerGoneNeedsNoDuplicate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		request int  // bytes the peer sends first
+		reset   bool // the peer resets instead of closing
+		want    Outcome
+	}{
+		{"closed", 0, false, PeerClosed},
+		{"closed-after-request", 100, false, PeerClosed},
+		{"reset", 0, true, PeerReset},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{}, false)
+			srv, cli := pair(t, listen(t), nil)
+			if tc.request > 0 {
+				if _, err := cli.Write(make([]byte, tc.request)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.reset {
+				cli.SetLinger(0) // close sends RST
+			}
+			cli.Close()
+			if tc.reset {
+				deadline := time.Now().Add(5 * time.Second)
+				for tcpState(t, srv) != tcpClose {
+					if time.Now().After(deadline) {
+						t.Fatal("premise: the peer's reset did not end the connection within 5 s")
+					}
+					time.Sleep(time.Millisecond)
+				}
+			} else {
+				waitReadable(t, srv, true)
+			}
+			var fd int
+			rc, _ := srv.SyscallConn()
+			rc.Control(func(s uintptr) { fd = int(s) })
+			restore := spareDescriptors(t, fd, 0)
+			err := h.Close(srv)
+			restore()
+			if err != nil {
+				t.Errorf("Close = %v", err)
+			}
+			r := h.next(t, 5*time.Second)
+			if r.Outcome != tc.want || r.Err != nil || r.Discarded != int64(tc.request) {
+				t.Errorf("report %v %v, discarded %d; want %v, no error, %d (plain for EMFILE: a duplicate was tried)",
+					r.Outcome, r.Err, r.Discarded, tc.want, tc.request)
+			}
+			if epOf(h.Closer) != nil {
+				t.Errorf("the loop made an epoll set for a peer that had already gone")
+			}
+		})
 	}
 }
 
@@ -134,13 +211,31 @@ func TestLoopGrace(t *testing.T) {
 		h := newHarness(t, Config{}, false)
 		ln := listen(t)
 		lifecycle(h, ln)
-		first := epOf(h.Closer)
+		first := epsOf(h.Closer)
 		released := lifecycle(h, ln)
-		second := epOf(h.Closer)
+		second := epsOf(h.Closer)
 		// The premise: the second release came well within the grace.
 		if time.Since(released) < 500*time.Millisecond {
-			if first == nil || second != first {
-				t.Errorf("epoll set %p after the first release, %p after the second: want the same one kept", first, second)
+			kept := 0
+			for i := range first {
+				if first[i] != nil && second[i] != first[i] {
+					t.Errorf("shard %d: epoll set %p after the first release, %p after the second: want the same one kept", i, first[i], second[i])
+				}
+				if first[i] != nil {
+					kept++
+				}
+			}
+			if kept == 0 {
+				t.Errorf("no epoll set after the first release: want it kept for %v", loopGrace)
+			}
+			sets := 0
+			for _, ep := range second {
+				if ep != nil {
+					sets++
+				}
+			}
+			if sets != 1 {
+				t.Errorf("%d epoll sets after two connections one at a time, want 1: each shard woke in turn", sets)
 			}
 		} else {
 			t.Logf("premise not met (a loaded machine?): %v passed after the release", time.Since(released))
@@ -172,6 +267,77 @@ func TestLoopGrace(t *testing.T) {
 			t.Errorf("epoll set left after Shutdown")
 		}
 	})
+}
+
+// TestShardsEnd: the event loop has a shard per P, and sockets lingering
+// at once spread over all of them; each shard's epoll set and goroutine
+// end about loopGrace after its last socket leaves, and every one at once
+// on Shutdown, even with sockets still lingering (goleak in TestMain
+// checks that the goroutines are gone).
+func TestShardsEnd(t *testing.T) {
+	for _, shutdown := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shutdown=%v", shutdown), func(t *testing.T) {
+			h := newHarness(t, Config{}, false)
+			n := len(h.be.(*loops).shards)
+			if n < 2 {
+				t.Skipf("premise: GOMAXPROCS is %d, so there is one shard", runtime.GOMAXPROCS(0))
+			}
+			ln := listen(t)
+			var clis []*net.TCPConn
+			for range 2 * n {
+				srv, cli := pair(t, ln, nil)
+				if err := h.Close(srv); err != nil {
+					t.Fatal(err)
+				}
+				clis = append(clis, cli)
+			}
+			for i, ep := range epsOf(h.Closer) {
+				if ep == nil {
+					t.Fatalf("shard %d of %d has no epoll set with %d sockets lingering", i, n, 2*n)
+				}
+			}
+			start := time.Now()
+			if shutdown {
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel() // release the lingering sockets at once
+				if err := h.Shutdown(ctx); err == nil {
+					t.Errorf("Shutdown with a canceled context and %d sockets lingering returned nil", 2*n)
+				}
+				if took := time.Since(start); took > loopGrace/2 {
+					t.Errorf("Shutdown took %v, want far less than the %v grace: a shard waited it out", took, loopGrace)
+				}
+				for i, ep := range epsOf(h.Closer) {
+					if ep != nil {
+						t.Errorf("shard %d: epoll set left after Shutdown returned", i)
+					}
+				}
+				for range 2 * n {
+					if r := h.next(t, time.Second); r.Outcome != Shutdown {
+						t.Errorf("outcome %v, want shutdown", r.Outcome)
+					}
+				}
+				return
+			}
+			for _, cli := range clis {
+				cli.Close()
+			}
+			for range 2 * n {
+				if r := h.next(t, 5*time.Second); r.Outcome != PeerClosed {
+					t.Errorf("outcome %v, want peer_closed", r.Outcome)
+				}
+			}
+			released := time.Now()
+			for epOf(h.Closer) != nil {
+				if time.Since(released) > loopGrace+3*time.Second {
+					t.Fatalf("epoll sets %v still there %v after the last release", epsOf(h.Closer), time.Since(released))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if gone := time.Since(start); gone < loopGrace*9/10 {
+				t.Errorf("the last epoll set went %v after the sockets were handed off, want at least about %v", gone, loopGrace)
+			}
+		})
+	}
 }
 
 // TestOtherDescriptorHeld: when the application keeps another descriptor of
@@ -249,16 +415,16 @@ func TestOtherDescriptorHeld(t *testing.T) {
 func armedRegistrations(t *testing.T, c *Closer) int {
 	t.Helper()
 	c.mu.Lock()
-	l := c.be.(*loop)
-	fd := -1
-	if l.ep != nil {
-		fd = l.fd()
-	}
-	// Read under the lock, so the loop cannot close the set meanwhile.
 	var b []byte
 	var err error
-	if fd >= 0 {
-		b, err = os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	for _, l := range c.be.(*loops).shards {
+		if l.ep == nil || err != nil {
+			continue
+		}
+		// Read under the lock, so the loop cannot close the set meanwhile.
+		var info []byte
+		info, err = os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", l.fd()))
+		b = append(b, info...)
 	}
 	c.mu.Unlock()
 	if err != nil {
@@ -279,4 +445,34 @@ func armedRegistrations(t *testing.T, c *Closer) int {
 		}
 	}
 	return n
+}
+
+// TestUnackedUnknown: an entry whose send queue was never read (SIOCOUTQ
+// failed at the hand-off) and cannot be read at its release either reports
+// Unacked -1, unknown, not 0, which would claim the peer got everything.
+func TestUnackedUnknown(t *testing.T) {
+	h := newHarness(t, Config{}, false)
+	// SIOCOUTQ fails on a descriptor that is not a socket (ENOTTY).
+	fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &entry{fd: int32(fd), heapIdx: -1, outqUnknown: true}
+	l := h.be.(*loops).shards[0]
+	h.mu.Lock()
+	if !h.admit(e, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 1), 0) {
+		h.mu.Unlock()
+		unix.Close(fd)
+		t.Fatal("admit refused the entry")
+	}
+	for int(e.fd) >= len(l.set.byFD) {
+		l.set.byFD = append(l.set.byFD, nil)
+	}
+	l.set.byFD[e.fd] = e
+	heap.Push(&l.timers, e)
+	l.finish(e, Idle, nil, false) // closes fd in unlock
+	h.unlock()
+	if r := h.next(t, time.Second); r.Unacked != -1 {
+		t.Errorf("Unacked %d, want -1: nothing was ever known of the send queue", r.Unacked)
+	}
 }

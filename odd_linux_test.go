@@ -52,42 +52,8 @@ func TestOutOfDescriptors(t *testing.T) {
 			rc, _ := srv.SyscallConn()
 			rc.Control(func(s uintptr) { fd = int(s) })
 
-			var old unix.Rlimit
-			if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
-				t.Fatal(err)
-			}
-			// New descriptors must be below srv's, so the number srv frees
-			// when it is closed cannot be reused; then fill all free
-			// numbers but one.
-			lim := old
-			lim.Cur = uint64(fd)
-			if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-				t.Skipf("cannot lower RLIMIT_NOFILE: %v", err)
-			}
-			var fillers []*os.File
-			restore := func() {
-				unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
-				for _, f := range fillers {
-					f.Close()
-				}
-				fillers = nil
-			}
+			restore := spareDescriptors(t, fd, 1)
 			defer restore()
-			for {
-				f, err := os.Open(os.DevNull)
-				if err != nil {
-					if !errors.Is(err, syscall.EMFILE) {
-						t.Fatal(err)
-					}
-					break
-				}
-				fillers = append(fillers, f)
-			}
-			if len(fillers) == 0 {
-				t.Skip("no free descriptor below the connection's")
-			}
-			fillers[len(fillers)-1].Close()
-			fillers = fillers[:len(fillers)-1]
 
 			err = h.Close(srv)
 			restore()
@@ -107,6 +73,53 @@ func TestOutOfDescriptors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// spareDescriptors lowers RLIMIT_NOFILE to below, the number of a
+// descriptor the test holds, and fills every free number below it but
+// spare, so that the process can open spare more descriptors, and only
+// below that one: the number it frees when closed cannot be reused. It
+// skips the test if that cannot be arranged. restore undoes it; it may be
+// called more than once.
+func spareDescriptors(t *testing.T, below, spare int) (restore func()) {
+	t.Helper()
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := old
+	lim.Cur = uint64(below)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("cannot lower RLIMIT_NOFILE: %v", err)
+	}
+	var fillers []*os.File
+	restore = func() {
+		unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+		for _, f := range fillers {
+			f.Close()
+		}
+		fillers = nil
+	}
+	for {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			if !errors.Is(err, syscall.EMFILE) {
+				restore()
+				t.Fatal(err)
+			}
+			break
+		}
+		fillers = append(fillers, f)
+	}
+	if len(fillers) < spare {
+		restore()
+		t.Skipf("premise: %d free descriptors below the connection's, want at least %d", len(fillers), spare)
+	}
+	for range spare {
+		fillers[len(fillers)-1].Close()
+		fillers = fillers[:len(fillers)-1]
+	}
+	return restore
 }
 
 // TestPeerAlreadyGone: a connection whose peer closed, and then reset the

@@ -7,6 +7,11 @@
 #   go test -c -o /tmp/new.test .          # and, to compare, an older build as /tmp/old.test
 #   internal/bench/perf_lifecycle.sh BenchmarkLifecycle "naive loop loop-busy" 5 5000 /tmp/new.test [/tmp/old.test]
 #   internal/bench/perf_lifecycle.sh BenchmarkLifecycleServing "naive loop" 5 5000 /tmp/new.test
+#   # a peer that closed, or reset, before the server's close (net/http's Connection: close, wrk):
+#   internal/bench/perf_lifecycle.sh BenchmarkLifecycleServing "naive-peerclosed loop-peerclosed naive-peerreset loop-peerreset" 5 5000 /tmp/new.test
+#
+# A mode's ratio against naive is meaningful within one round only: compare
+# loop with naive, loop-peerclosed with naive-peerclosed, and so on.
 #
 # Prints CSV: per connection, the benchmark's own cpu-ns/op (whole process,
 # both ends) and perf's task-clock, context switches and system calls, the
