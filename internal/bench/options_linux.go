@@ -61,12 +61,12 @@ func parseOptions(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.hold.n, "hold-n", 5000, "hold: connections in all")
 	fs.IntVar(&o.hold.c, "hold-c", 16, "hold: connections at once")
 
-	fs.DurationVar(&o.flood.d, "d", 10*time.Second, "flood: measured time per round")
-	fs.DurationVar(&o.flood.warm, "warm", time.Second, "flood: warm-up before each round")
+	fs.DurationVar(&o.flood.d, "d", 2*time.Second, "flood: measured time per mode and round")
+	fs.DurationVar(&o.flood.warm, "warm", 500*time.Millisecond, "flood: warm-up before each measurement, not counted")
 	fs.IntVar(&o.flood.workers, "workers", 64, "flood: client connections at once")
 	fs.IntVar(&o.flood.procs, "procs", 2, "flood: client processes")
 	fs.IntVar(&o.flood.cap, "cap", 32, "flood: Config.MaxConns (the cap on lingering sockets)")
-	fs.IntVar(&o.floodRounds, "rounds", 2, "flood: rounds of plain then linger")
+	fs.IntVar(&o.floodRounds, "rounds", 6, "flood: rounds per kind of client; a round runs each of -flood-modes once, in reverse order every other round")
 	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off), linger-pdSIZE (PressureDiscard SIZE, e.g. linger-pd64k)")
 	kinds := fs.String("clients", "upload-1k,upload-1m,cooperative,deaf",
 		"flood: client kinds: upload-SIZE (write SIZE bytes, e.g. 1k or 1m, then read), cooperative (write flat out while reading, stop at the alert), deaf (write flat out, never read)")
