@@ -69,4 +69,5 @@ type entry struct {
 	heapIdx   int32 // position in the Linux event loop's timer heap
 	released  bool
 	draining  bool // the event loop is reading from fd without Closer.mu
+	clamped   bool // its receive buffer was clamped under pressure
 }

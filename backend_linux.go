@@ -58,6 +58,7 @@ type loop struct {
 	events  [128]unix.EpollEvent
 	ready   []*entry
 	budgets []int64
+	clamps  []bool // clampRcvBuf before draining
 	results []drainResult
 }
 
@@ -88,7 +89,19 @@ func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) erro
 		return err
 	}
 	c := l.c
-	r := drainUpTo(fd, budget+1, inlineMax, 2)
+	clamp := c.clampFor(budget)
+	if clamp > 0 {
+		clampRcvBuf(fd, clamp)
+	}
+	// Under pressure the budget is about what Close may discard anyway:
+	// spend all of it here, so that a peer already past it (one that
+	// writes flat out) ends now, reset at once, instead of a loop round
+	// later for the last byte while it goes on sending.
+	limit := int64(inlineMax)
+	if budget <= inlineMax && c.inlineBudget {
+		limit = budget + 1
+	}
+	r := drainUpTo(fd, budget+1, limit, 2)
 	// Bytes of ours, FIN included, not yet acknowledged; 0 if unknown.
 	queued, unacked := int64(0), int64(-1)
 	if q, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil {
@@ -110,7 +123,7 @@ func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) erro
 		c.fds = append(c.fds, fd)
 		return nil
 	}
-	e := &entry{fd: int32(fd), heapIdx: -1, discarded: r.n}
+	e := &entry{fd: int32(fd), heapIdx: -1, discarded: r.n, clamped: clamp > 0}
 	if !c.admit(e, addr, queued) {
 		c.fds = append(c.fds, fd)
 		c.plainAfterShutdown(addr)
@@ -278,6 +291,7 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 	c := l.c
 	c.mu.Lock()
 	budget := c.budget()
+	clamp := c.clampFor(budget)
 	for _, ev := range evs {
 		if int(ev.Fd) >= len(l.byFD) {
 			continue
@@ -294,6 +308,9 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 			}
 			e.draining = true
 			l.ready = append(l.ready, e)
+			// Pressure began after its hand-off: clamp it now.
+			l.clamps = append(l.clamps, clamp > 0 && !e.clamped)
+			e.clamped = e.clamped || clamp > 0
 			// One more byte than the budget allows, so that a peer that
 			// sends exactly the budget and then closes is not penalised.
 			l.budgets = append(l.budgets, budget-e.discarded+1)
@@ -302,6 +319,9 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 	c.unlock()
 
 	for i, e := range l.ready {
+		if l.clamps[i] {
+			clampRcvBuf(int(e.fd), clamp)
+		}
 		r := drain(int(e.fd), l.budgets[i])
 		if !r.done {
 			// Re-arm while the descriptor is surely ours: a draining
@@ -339,7 +359,7 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 	l.graceIfEmpty()
 	c.unlock()
 	clear(l.ready)
-	l.ready, l.budgets, l.results = l.ready[:0], l.budgets[:0], l.results[:0]
+	l.ready, l.budgets, l.results, l.clamps = l.ready[:0], l.budgets[:0], l.results[:0], l.clamps[:0]
 }
 
 // inlineMax bounds what Close discards itself, in at most two reads: a

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/internal/backendsel"
+	"github.com/linger-go/linger/internal/pressuresel"
 )
 
 // A Closer closes connections with a lingering close. Its methods are safe
@@ -21,6 +22,9 @@ type Closer struct {
 	epoch time.Time // monotonic origin of the engine's int64 clocks
 	be    backend
 	wg    sync.WaitGroup // the backend's goroutines
+
+	rcvBuf       int  // the receive buffer a lingering socket is clamped to under pressure, or 0
+	inlineBudget bool // the first drain may spend a budget up to inlineMax+1
 
 	// mu guards the admission bookkeeping below and each entry's fields,
 	// except what the Linux event loop reads while it drains (see
@@ -52,6 +56,14 @@ func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 		return nil, err
 	}
 	c := &Closer{cfg: cfg, epoch: time.Now(), evicted: math.MinInt64 / 2}
+	c.rcvBuf = int(min(pressureRcvBuf, cfg.PressureDiscard))
+	c.inlineBudget = !pressuresel.NoInlineBudget.Load()
+	switch n := pressuresel.RcvBuf.Load(); {
+	case n < 0:
+		c.rcvBuf = 0
+	case n > 0:
+		c.rcvBuf = int(n)
+	}
 	c.all.which = byAge
 	c.queued.which = byQueue
 	if cfg.MaxConnsPerIP > 0 {
@@ -257,6 +269,16 @@ func (c *Closer) budget() int64 {
 		return c.cfg.PressureDiscard
 	}
 	return c.cfg.MaxDiscard
+}
+
+// clampFor is the receive buffer size a lingering socket should be clamped
+// to while the byte budget is budget: c.rcvBuf under pressure, 0 (leave
+// it) otherwise.
+func (c *Closer) clampFor(budget int64) int {
+	if budget < c.cfg.MaxDiscard {
+		return c.rcvBuf
+	}
+	return 0
 }
 
 // setQueued records that e holds q bytes of ours not yet acknowledged; c.mu

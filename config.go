@@ -34,6 +34,10 @@ const (
 	// is cut off (and reset) more often before it reads our answer.
 	DefaultPressureDiscard = 64 << 10
 
+	// pressureRcvBuf is the receive buffer (SO_RCVBUF) a lingering socket
+	// is clamped to under pressure, or PressureDiscard if smaller.
+	pressureRcvBuf = 16 << 10
+
 	// DefaultMaxConns bounds the descriptors and kernel socket memory that
 	// lingering can take.
 	DefaultMaxConns = 4096

@@ -23,12 +23,13 @@ import (
 	"github.com/linger-go/linger"
 	"github.com/linger-go/linger/internal/bytesize"
 	"github.com/linger-go/linger/internal/pki"
+	"github.com/linger-go/linger/internal/pressuresel"
 	"github.com/linger-go/linger/internal/proc"
 )
 
 // FloodResult is one round of "flood" with one server close strategy.
 type FloodResult struct {
-	Mode     string        `json:"mode"`    // "plain", "linger", "linger-nopressure" or "linger-pdSIZE"
+	Mode     string        `json:"mode"`    // "plain", "linger", "linger-nopressure", "linger-pdSIZE", "linger-norb", "linger-rbSIZE" or "linger-noinline"
 	Clients  string        `json:"clients"` // upload, cooperative or deaf
 	Round    int           `json:"round"`   // from 1
 	Duration time.Duration `json:"duration_ns"`
@@ -79,18 +80,31 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 	var lc *linger.Closer
 	if strings.HasPrefix(mode, "linger") {
 		cfg := linger.Config{MaxConns: f.cap}
-		switch pd, ok := strings.CutPrefix(mode, "linger-pd"); {
+		pd, isPD := strings.CutPrefix(mode, "linger-pd")
+		rb, isRB := strings.CutPrefix(mode, "linger-rb")
+		switch {
 		case mode == "linger-nopressure":
 			cfg.PressureDiscard = -1 // MaxDiscard whatever the pressure
-		case ok:
-			n, err := bytesize.Parse(pd)
+		case mode == "linger-norb":
+			pressuresel.RcvBuf.Store(-1)
+		case mode == "linger-noinline":
+			pressuresel.NoInlineBudget.Store(true)
+		case isPD, isRB:
+			n, err := bytesize.Parse(pd + rb)
 			if err != nil {
 				tcpLn.Close()
 				return r, fmt.Errorf("mode %s: %w", mode, err)
 			}
-			cfg.PressureDiscard = int64(n)
+			if isPD {
+				cfg.PressureDiscard = int64(n)
+			} else {
+				pressuresel.RcvBuf.Store(int64(n))
+			}
 		}
-		if lc, err = linger.New(cfg); err != nil {
+		lc, err = linger.New(cfg)
+		pressuresel.RcvBuf.Store(0)
+		pressuresel.NoInlineBudget.Store(false)
+		if err != nil {
 			tcpLn.Close()
 			return r, err
 		}

@@ -1,0 +1,18 @@
+// Package pressuresel lets this module's benchmarks vary parts of package
+// linger's pressure policy, to measure what each is worth against the
+// default in the same run. It is internal so that a library user cannot
+// change the policy this way: only code of this module sets it.
+package pressuresel
+
+import "sync/atomic"
+
+// RcvBuf, when not zero, replaces the receive buffer size (SO_RCVBUF) to
+// which linger.New's Closers clamp a lingering socket under pressure: a
+// size in bytes, or -1 for no clamp. Closers already built keep theirs.
+var RcvBuf atomic.Int64
+
+// NoInlineBudget, when true, keeps linger.New's Closers on the event loop
+// from spending a small pressure budget within Close: the first drain then
+// reads at most its usual 64 KiB, so a peer already past a 64 KiB budget
+// costs the loop one more round. Closers already built keep theirs.
+var NoInlineBudget atomic.Bool
