@@ -93,15 +93,11 @@ func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) erro
 	if clamp > 0 {
 		clampRcvBuf(fd, clamp)
 	}
-	// Under pressure the budget is about what Close may discard anyway:
-	// spend all of it here, so that a peer already past it (one that
-	// writes flat out) ends now, reset at once, instead of a loop round
-	// later for the last byte while it goes on sending.
-	limit := int64(inlineMax)
-	if budget <= inlineMax && c.inlineBudget {
-		limit = budget + 1
-	}
-	r := drainUpTo(fd, budget+1, limit, 2)
+	// The first drain stops at inlineMax even when a pressure budget of
+	// that size would let it end a peer writing flat out here: a peer that
+	// ends here is never admitted, so a flood of them would keep lingering
+	// below the pressure mark, and the full MaxDiscard would come back.
+	r := drainUpTo(fd, budget+1, inlineMax, 2)
 	// Bytes of ours, FIN included, not yet acknowledged; 0 if unknown.
 	queued, unacked := int64(0), int64(-1)
 	if q, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil {

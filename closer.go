@@ -23,8 +23,7 @@ type Closer struct {
 	be    backend
 	wg    sync.WaitGroup // the backend's goroutines
 
-	rcvBuf       int  // the receive buffer a lingering socket is clamped to under pressure, or 0
-	inlineBudget bool // the first drain may spend a budget up to inlineMax+1
+	rcvBuf int // the receive buffer a lingering socket is clamped to under pressure, or 0
 
 	// mu guards the admission bookkeeping below and each entry's fields,
 	// except what the Linux event loop reads while it drains (see
@@ -57,7 +56,6 @@ func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 	}
 	c := &Closer{cfg: cfg, epoch: time.Now(), evicted: math.MinInt64 / 2}
 	c.rcvBuf = int(min(pressureRcvBuf, cfg.PressureDiscard))
-	c.inlineBudget = !pressuresel.NoInlineBudget.Load()
 	switch n := pressuresel.RcvBuf.Load(); {
 	case n < 0:
 		c.rcvBuf = 0

@@ -10,9 +10,3 @@ import "sync/atomic"
 // which linger.New's Closers clamp a lingering socket under pressure: a
 // size in bytes, or -1 for no clamp. Closers already built keep theirs.
 var RcvBuf atomic.Int64
-
-// NoInlineBudget, when true, keeps linger.New's Closers on the event loop
-// from spending a small pressure budget within Close: the first drain then
-// reads at most its usual 64 KiB, so a peer already past a 64 KiB budget
-// costs the loop one more round. Closers already built keep theirs.
-var NoInlineBudget atomic.Bool
