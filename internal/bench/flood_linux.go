@@ -88,7 +88,11 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 		case mode == "linger-norb":
 			pressuresel.RcvBuf.Store(-1)
 		case isPD, isRB:
-			n, err := bytesize.Parse(pd + rb)
+			size := pd
+			if isRB {
+				size = rb
+			}
+			n, err := bytesize.Parse(size)
 			if err != nil {
 				tcpLn.Close()
 				return r, fmt.Errorf("mode %s: %w", mode, err)
