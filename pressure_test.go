@@ -78,3 +78,36 @@ func TestPressureBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestPressureDefaults: what PressureDiscard becomes, and the receive
+// buffer clamped to under pressure, for each way of setting it. Pressure
+// never raises the budget, and with it off nothing is clamped.
+func TestPressureDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		cfg           Config
+		budget, clamp int64 // under pressure
+	}{
+		{"zero", Config{}, DefaultPressureDiscard, pressureRcvBuf},
+		{"zero, small MaxDiscard", Config{MaxDiscard: 16 << 10}, 16 << 10, 0},
+		{"smaller than the clamp", Config{PressureDiscard: 4 << 10}, 4 << 10, 4 << 10},
+		{"off", Config{PressureDiscard: -1}, DefaultMaxDiscard, 0},
+		{"above MaxDiscard", Config{MaxDiscard: 1 << 20, PressureDiscard: 2 << 20}, 1 << 20, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := newCloser(tc.cfg, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.cfg.PressureDiscard != tc.budget {
+				t.Errorf("PressureDiscard %d, want %d", c.cfg.PressureDiscard, tc.budget)
+			}
+			if got := c.clampFor(c.cfg.PressureDiscard); int64(got) != tc.clamp {
+				t.Errorf("clamp under pressure %d, want %d", got, tc.clamp)
+			}
+			if got := c.clampFor(c.cfg.MaxDiscard); got != 0 {
+				t.Errorf("clamp without pressure %d, want none", got)
+			}
+		})
+	}
+}
