@@ -7,9 +7,10 @@ import (
 )
 
 // TestPressureBudget: while lingering is under pressure (three quarters of
-// MaxConns lingering, or a connection released to make room within the
-// last IdleTimeout), a peer that keeps sending is released once it has
-// cost PressureDiscard, not MaxDiscard; without pressure, MaxDiscard holds.
+// MaxConns lingering, or either that or a connection released to make room
+// within the last IdleTimeout), a peer that keeps sending is released once
+// it has cost PressureDiscard, not MaxDiscard; without pressure, MaxDiscard
+// holds.
 func TestPressureBudget(t *testing.T) {
 	const (
 		maxDiscard = 4 << 20
@@ -22,12 +23,17 @@ func TestPressureBudget(t *testing.T) {
 			cfg      Config
 			silent   []net.IP // peers handed off first, one silent connection each
 			underway bool     // the sender is handed off before the silent ones
+			leave    int      // silent peers that close before the sender is handed off
 			want     int64    // the budget that should stop the sender
 		}{
-			{"none", Config{MaxConns: 8}, []net.IP{net.IPv4(127, 0, 0, 2)}, false, maxDiscard},
-			{"near the cap", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, false, pressure},
-			{"recent eviction", Config{MaxConns: 8, MaxConnsPerIP: 1}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 2)}, false, pressure},
-			{"current lingerer", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, true, pressure},
+			{"none", Config{MaxConns: 8}, []net.IP{net.IPv4(127, 0, 0, 2)}, false, 0, maxDiscard},
+			{"near the cap", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, false, 0, pressure},
+			{"recent eviction", Config{MaxConns: 8, MaxConnsPerIP: 1}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 2)}, false, 0, pressure},
+			{"current lingerer", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, true, 0, pressure},
+			// The fourth hand-off sees three lingering: the mark. Then
+			// three leave, and one lingers, but the mark was seen within
+			// IdleTimeout.
+			{"near the cap recently", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4), net.IPv4(127, 0, 0, 5)}, false, 3, pressure},
 		} {
 			t.Run(be.name+"/"+tc.name, func(t *testing.T) {
 				cfg := tc.cfg
@@ -46,9 +52,17 @@ func TestPressureBudget(t *testing.T) {
 					handSender()
 					time.Sleep(20 * time.Millisecond)
 				}
+				var silent []*net.TCPConn
 				for _, ip := range tc.silent {
-					s, _ := pair(t, ln, ip)
+					s, c := pair(t, ln, ip)
 					h.Close(s)
+					silent = append(silent, c)
+				}
+				for _, c := range silent[:tc.leave] {
+					c.Close()
+					if r := h.next(t, 5*time.Second); r.Outcome != PeerClosed {
+						t.Fatalf("a silent peer closed: outcome %v (%v), want %v", r.Outcome, r.Err, PeerClosed)
+					}
 				}
 				if !tc.underway {
 					handSender()

@@ -10,3 +10,9 @@ import "sync/atomic"
 // which linger.New's Closers clamp a lingering socket under pressure: a
 // size in bytes, or -1 for no clamp. Closers already built keep theirs.
 var RcvBuf atomic.Int64
+
+// NoHold, when true, makes linger.New's Closers end the pressure as soon
+// as lingering falls below three quarters of MaxConns (unless a connection
+// was evicted within IdleTimeout), instead of IdleTimeout after it was
+// last at that mark. Closers already built keep theirs.
+var NoHold atomic.Bool
