@@ -69,9 +69,10 @@ func (p portable) release(e *entry, o Outcome, err error) {
 }
 
 // setReadBuffer clamps conn's receive buffer (SO_RCVBUF) under pressure;
-// see clampRcvBuf for what Linux does with it. Other systems take it as a
-// bound on the window they offer too. An error changes nothing: the byte
-// budget still bounds what the connection costs.
+// see clampRcvBuf for what Linux does with it. What other systems do with
+// a buffer shrunk on an established connection varies; the byte budget
+// bounds what the connection costs either way, so an error changes
+// nothing.
 func setReadBuffer(conn net.Conn, n int) {
 	if tcp, ok := conn.(*net.TCPConn); ok {
 		tcp.SetReadBuffer(n)
