@@ -93,10 +93,10 @@ func (l *loop) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) erro
 	if clamp > 0 {
 		clampRcvBuf(fd, clamp)
 	}
-	// The first drain stops at inlineMax even when a pressure budget of
-	// that size would let it end a peer writing flat out here: a peer that
-	// ends here is never admitted, so a flood of them would keep lingering
-	// below the pressure mark, and the full MaxDiscard would come back.
+	// The first drain stops at inlineMax even with a pressure budget no
+	// larger: spending all of it here, to end a peer writing flat out at
+	// once, measured worse under a flood, since a peer that ends here is
+	// never admitted and so never counts towards the pressure mark.
 	r := drainUpTo(fd, budget+1, inlineMax, 2)
 	// Bytes of ours, FIN included, not yet acknowledged; 0 if unknown.
 	queued, unacked := int64(0), int64(-1)
