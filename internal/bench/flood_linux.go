@@ -288,9 +288,10 @@ func writePKI() (*pki.PKI, pki.Files, func(), error) {
 
 // FloodRatio compares one server mode with the baseline (the first of
 // -flood-modes, plain by default) round by round: each round runs the
-// modes back to back, so the ratio of two of its measurements cancels most
-// of the machine's drift, which swings a mode's own rate by 2x from round
-// to round on a shared machine.
+// modes back to back, so the ratio of two of its measurements cancels the
+// machine's slow drift, which on a shared machine swings a mode's own rate
+// by 2x from round to round. Load that changes within seconds still shows
+// in the range.
 type FloodRatio struct {
 	Clients  string `json:"clients"`
 	Mode     string `json:"mode"`
