@@ -24,6 +24,7 @@ type Closer struct {
 	wg    sync.WaitGroup // the backend's goroutines
 
 	rcvBuf       int  // the receive buffer a lingering socket is clamped to under pressure, or 0
+	rcvAlways    bool // clamp it without pressure too
 	holdPressure bool // pressure lasts IdleTimeout after lingering was last at its mark
 
 	// mu guards the admission bookkeeping below and each entry's fields,
@@ -58,6 +59,7 @@ func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 	}
 	c := &Closer{cfg: cfg, epoch: time.Now(), evicted: math.MinInt64 / 2, pressed: math.MinInt64 / 2}
 	c.holdPressure = !pressuresel.NoHold.Load()
+	c.rcvAlways = pressuresel.RcvBufAlways.Load()
 	c.rcvBuf = int(min(pressureRcvBuf, cfg.PressureDiscard))
 	switch n := pressuresel.RcvBuf.Load(); {
 	case n < 0:
@@ -289,7 +291,7 @@ func (c *Closer) budget() int64 {
 // to while the byte budget is budget: c.rcvBuf under pressure, 0 (leave
 // it) otherwise.
 func (c *Closer) clampFor(budget int64) int {
-	if budget < c.cfg.MaxDiscard {
+	if budget < c.cfg.MaxDiscard || c.rcvAlways {
 		return c.rcvBuf
 	}
 	return 0

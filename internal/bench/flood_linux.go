@@ -29,7 +29,7 @@ import (
 
 // FloodResult is one round of "flood" with one server close strategy.
 type FloodResult struct {
-	Mode     string        `json:"mode"`    // "plain", "linger", "linger-nopressure", "linger-pdSIZE", "linger-norb", "linger-rbSIZE" or "linger-nohold"
+	Mode     string        `json:"mode"`    // "plain", "linger", "linger-nopressure", "linger-pdSIZE", "linger-norb", "linger-rbSIZE", "linger-nohold" or "linger-rball"
 	Clients  string        `json:"clients"` // upload, cooperative or deaf
 	Round    int           `json:"round"`   // from 1
 	Duration time.Duration `json:"duration_ns"`
@@ -89,6 +89,8 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 			pressuresel.RcvBuf.Store(-1)
 		case mode == "linger-nohold":
 			pressuresel.NoHold.Store(true)
+		case mode == "linger-rball":
+			pressuresel.RcvBufAlways.Store(true)
 		case isPD, isRB:
 			size := pd
 			if isRB {
@@ -108,6 +110,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 		lc, err = linger.New(cfg)
 		pressuresel.RcvBuf.Store(0)
 		pressuresel.NoHold.Store(false)
+		pressuresel.RcvBufAlways.Store(false)
 		if err != nil {
 			tcpLn.Close()
 			return r, err

@@ -67,7 +67,7 @@ func parseOptions(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.flood.procs, "procs", 2, "flood: client processes")
 	fs.IntVar(&o.flood.cap, "cap", 32, "flood: Config.MaxConns (the cap on lingering sockets)")
 	fs.IntVar(&o.floodRounds, "rounds", 6, "flood: rounds per kind of client; a round runs each of -flood-modes once, in reverse order every other round")
-	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off), linger-pdSIZE (PressureDiscard SIZE, e.g. linger-pd64k), linger-norb (no receive-buffer clamp under pressure), linger-rbSIZE (clamp to SIZE), linger-nohold (pressure ends as soon as lingering falls below its mark)")
+	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off), linger-pdSIZE (PressureDiscard SIZE, e.g. linger-pd64k), linger-norb (no receive-buffer clamp under pressure), linger-rbSIZE (clamp to SIZE), linger-nohold (pressure ends as soon as lingering falls below its mark), linger-rball (clamp without pressure too)")
 	kinds := fs.String("clients", "upload-1k,upload-1m,cooperative,deaf",
 		"flood: client kinds: upload-SIZE (write SIZE bytes, e.g. 1k or 1m, then read), cooperative (write flat out while reading, stop at the alert), deaf (write flat out, never read)")
 
@@ -190,7 +190,7 @@ func floodClients(list string, fl floodFlags) ([]floodFlags, error) {
 }
 
 // floodModeList reads -flood-modes: plain, linger, linger-nopressure,
-// linger-pdSIZE, linger-norb, linger-rbSIZE and linger-nohold, the sizes as
+// linger-pdSIZE, linger-norb, linger-rbSIZE, linger-nohold and linger-rball, the sizes as
 // bytesize.Parse reads them.
 func floodModeList(list string) ([]string, error) {
 	modes := strings.Split(list, ",")
@@ -205,8 +205,8 @@ func floodModeList(list string) ([]string, error) {
 			}
 			continue
 		}
-		if m != "plain" && m != "linger" && m != "linger-nopressure" && m != "linger-norb" && m != "linger-nohold" {
-			return nil, usageError("-flood-modes: unknown mode %q: want plain, linger, linger-nopressure, linger-pdSIZE, linger-norb, linger-rbSIZE or linger-nohold", m)
+		if m != "plain" && m != "linger" && m != "linger-nopressure" && m != "linger-norb" && m != "linger-nohold" && m != "linger-rball" {
+			return nil, usageError("-flood-modes: unknown mode %q: want plain, linger, linger-nopressure, linger-pdSIZE, linger-norb, linger-rbSIZE, linger-nohold or linger-rball", m)
 		}
 	}
 	return modes, nil

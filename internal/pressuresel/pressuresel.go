@@ -16,3 +16,8 @@ var RcvBuf atomic.Int64
 // was evicted within IdleTimeout), instead of IdleTimeout after it was
 // last at that mark. Closers already built keep theirs.
 var NoHold atomic.Bool
+
+// RcvBufAlways, when true, makes linger.New's Closers clamp every
+// lingering socket's receive buffer, under pressure or not. Closers
+// already built keep theirs.
+var RcvBufAlways atomic.Bool
