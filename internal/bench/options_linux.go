@@ -195,6 +195,10 @@ func floodClients(list string, fl floodFlags) ([]floodFlags, error) {
 func floodModeList(list string) ([]string, error) {
 	modes := strings.Split(list, ",")
 	for _, m := range modes {
+		switch m {
+		case "plain", "linger", "linger-nopressure", "linger-norb", "linger-nohold", "linger-rball":
+			continue
+		}
 		size, ok := strings.CutPrefix(m, "linger-pd")
 		if !ok {
 			size, ok = strings.CutPrefix(m, "linger-rb")
@@ -205,9 +209,7 @@ func floodModeList(list string) ([]string, error) {
 			}
 			continue
 		}
-		if m != "plain" && m != "linger" && m != "linger-nopressure" && m != "linger-norb" && m != "linger-nohold" && m != "linger-rball" {
-			return nil, usageError("-flood-modes: unknown mode %q: want plain, linger, linger-nopressure, linger-pdSIZE, linger-norb, linger-rbSIZE, linger-nohold or linger-rball", m)
-		}
+		return nil, usageError("-flood-modes: unknown mode %q: want plain, linger, linger-nopressure, linger-pdSIZE, linger-norb, linger-rbSIZE, linger-nohold or linger-rball", m)
 	}
 	return modes, nil
 }

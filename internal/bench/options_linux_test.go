@@ -147,6 +147,12 @@ func TestParseOptions(t *testing.T) {
 			}
 			return ""
 		}},
+		{"-flood-modes plain,linger-rball,linger-rb4k,linger-norb,linger-nohold flood", func(o *options) string {
+			if !slices.Equal(o.floodModes, []string{"plain", "linger-rball", "linger-rb4k", "linger-norb", "linger-nohold"}) {
+				return "flood modes"
+			}
+			return ""
+		}},
 		{"-srcs 3 -d 2s -clients upload-1m,deaf -flood-modes linger-pd64k,linger-nopressure,plain flood", func(o *options) string {
 			want := []floodFlags{
 				{d: 2 * time.Second, warm: 500 * time.Millisecond, workers: 64, procs: 2, cap: 32, srcs: 3, name: "upload-1m", kind: kindUpload, body: 1 << 20},
