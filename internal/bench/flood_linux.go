@@ -335,22 +335,17 @@ func spread(v []float64) Spread {
 	return s
 }
 
-// FloodRun is what "flood" returns: every round, and the ratios.
-type FloodRun struct {
-	Rounds []FloodResult `json:"rounds"`
-	Ratios []FloodRatio  `json:"ratios"`
-}
-
 // benchFlood runs o.floodRounds rounds for each kind of client. A round
 // runs every mode once; the order reverses every other round (ABBA), so
-// that a drift in the machine's load favours neither mode.
+// that a drift in the machine's load favours neither mode. It returns the
+// rounds, each with its number, from which floodRatios pairs them again.
 func benchFlood(ctx context.Context, self []string, o *options, w io.Writer) (any, []string, error) {
 	ca, files, cleanup, err := writePKI()
 	if err != nil {
 		return nil, nil, err
 	}
 	defer cleanup()
-	var run FloodRun
+	var rs []FloodResult
 	for _, f := range o.floods {
 		for i := range o.floodRounds {
 			modes := slices.Clone(o.floodModes)
@@ -360,17 +355,16 @@ func benchFlood(ctx context.Context, self []string, o *options, w io.Writer) (an
 			for _, m := range modes {
 				r, err := flood(ctx, self, m, f, ca, files)
 				if err != nil {
-					return run, nil, fmt.Errorf("flood %s %s round %d: %w", f.name, m, i+1, err)
+					return rs, nil, fmt.Errorf("flood %s %s round %d: %w", f.name, m, i+1, err)
 				}
 				r.Round = i + 1
-				run.Rounds = append(run.Rounds, r)
+				rs = append(rs, r)
 			}
 		}
 	}
-	run.Ratios = floodRatios(run.Rounds, o.floodModes[0])
-	printFlood(w, run)
+	printFlood(w, rs, floodRatios(rs, o.floodModes[0]))
 	var problems []string
-	for _, f := range run.Rounds {
+	for _, f := range rs {
 		if f.MaxLingering > f.Cap {
 			problems = append(problems, fmt.Sprintf("flood %s %s: %d lingering at once, above the cap of %d", f.Clients, f.Mode, f.MaxLingering, f.Cap))
 		}
@@ -382,7 +376,7 @@ func benchFlood(ctx context.Context, self []string, o *options, w io.Writer) (an
 			problems = append(problems, fmt.Sprintf("flood %s %s: no handshake rejected", f.Clients, f.Mode))
 		}
 	}
-	return run, problems, nil
+	return rs, problems, nil
 }
 
 // floodRatios compares each mode with base, round by round, for each kind
@@ -435,8 +429,7 @@ func cpuPerReject(r FloodResult) float64 {
 	return float64(r.CPU.Microseconds()) / float64(max(r.Rejected, 1))
 }
 
-func printFlood(w io.Writer, run FloodRun) {
-	rs := run.Rounds
+func printFlood(w io.Writer, rs []FloodResult, ratios []FloodRatio) {
 	if len(rs) == 0 {
 		return
 	}
@@ -460,14 +453,14 @@ func printFlood(w io.Writer, run FloodRun) {
 	fmt.Fprintln(w, "ratios to the baseline, round by round (each round runs the modes back to back, in reverse order every other round): median [min–max]")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "clients\tmode/baseline\trounds\trejected/s\tserver CPU per reject\trejected, summed\tclient saw the alert, summed\t")
-	for _, q := range run.Ratios {
+	for _, q := range ratios {
 		fmt.Fprintf(tw, "%s\t%s/%s\t%d\t%.3f [%.3f–%.3f]\t%.3f [%.3f–%.3f]\t%d / %d\t%d of %d / %d of %d\t\n",
 			q.Clients, q.Mode, q.Baseline, q.Rounds, q.Rate.Median, q.Rate.Min, q.Rate.Max,
 			q.CPU.Median, q.CPU.Min, q.CPU.Max, q.Rejected[0], q.Rejected[1],
 			q.Alerts[0], q.Shakes[0], q.Alerts[1], q.Shakes[1])
 	}
 	tw.Flush()
-	for _, q := range run.Ratios {
+	for _, q := range ratios {
 		fmt.Fprintf(w, "  %s clients: %s/%s rejected handshakes per second = %.3f (median of %d rounds); server CPU per rejected handshake %s/%s = %.3f\n",
 			q.Clients, q.Mode, q.Baseline, q.Rate.Median, q.Rounds, q.Mode, q.Baseline, q.CPU.Median)
 	}
