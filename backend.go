@@ -68,9 +68,19 @@ type entry struct {
 	fd        int32 // the socket (Linux event loop); the portable backend's goroutine holds its own
 	heapIdx   int32 // position in the Linux event loop's timer heap
 	released  bool
-	draining  bool // the event loop is reading from fd without Closer.mu
+	draining  bool  // the event loop is reading from fd without Closer.mu
+	shard     uint8 // the Linux event loop's shard that holds it
+	flags     entryFlags
+}
+
+// entryFlags are an entry's rarer facts, in one byte so that the entry stays
+// in the 128-byte size class.
+type entryFlags uint8
+
+const (
 	// outqUnknown: no SIOCOUTQ reading has succeeded yet, so queued says
 	// nothing (Linux event loop).
-	outqUnknown bool
-	shard       uint8 // the Linux event loop's shard that holds it
-}
+	outqUnknown entryFlags = 1 << iota
+	// clamped: its receive buffer was clamped under pressure.
+	clamped
+)

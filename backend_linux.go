@@ -86,6 +86,7 @@ type loop struct {
 	events  [128]unix.EpollEvent
 	ready   []*entry
 	budgets []int64
+	clamps  []bool // clampRcvBuf before draining
 }
 
 // epollEvents are what the loop waits for on each socket.
@@ -114,10 +115,19 @@ const loopGrace = time.Second
 // call under the lock can cost the lock's holder its P, and everyone
 // waiting for the lock the wait for another.
 func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) error {
+	c := ls.shards[0].c
 	var r drainResult
 	unacked := int64(-1)
+	clamp := c.clampFor(budget)
 	fd, err := detachFD(tcp, func(s int) bool {
-		// One more byte than the budget allows, as in round.
+		if clamp > 0 {
+			clampRcvBuf(s, clamp)
+		}
+		// One more byte than the budget allows, as in round. The drain
+		// stops at inlineMax even with a pressure budget no larger:
+		// spending all of it here, to end a peer writing flat out at once,
+		// measured worse under a flood, since a peer that ends here is
+		// never admitted and so never counts towards the pressure mark.
 		r = drainUpTo(s, budget+1, inlineMax, 2)
 		if !r.done || r.end == Budget {
 			return false
@@ -131,7 +141,6 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 	if err != nil {
 		return err
 	}
-	c := ls.shards[0].c
 	if fd < 0 {
 		// Nothing to linger for: the socket ended, unadmitted, so it
 		// evicts no one.
@@ -144,10 +153,13 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 	// counted as none against MaxQueued) if SIOCOUTQ fails.
 	queued := int64(0)
 	e := &entry{fd: int32(fd), heapIdx: -1, discarded: r.n}
+	if clamp > 0 {
+		e.flags |= clamped
+	}
 	if q, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil {
 		queued, unacked = int64(q), unsent(int64(q))
 	} else {
-		e.outqUnknown = true
+		e.flags |= outqUnknown
 	}
 	c.mu.Lock()
 	defer c.unlock()
@@ -357,6 +369,7 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 	c := l.c
 	c.mu.Lock()
 	budget := c.budget()
+	clamp := c.clampFor(budget)
 	for _, ev := range evs {
 		if int(ev.Fd) >= len(l.set.byFD) {
 			continue
@@ -374,6 +387,11 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 			}
 			e.draining = true
 			l.ready = append(l.ready, e)
+			// Pressure began after its hand-off: clamp it now.
+			l.clamps = append(l.clamps, clamp > 0 && e.flags&clamped == 0)
+			if clamp > 0 {
+				e.flags |= clamped
+			}
 			// One more byte than the budget allows, so that a peer that
 			// sends exactly the budget and then closes is not penalised.
 			l.budgets = append(l.budgets, budget-e.discarded+1)
@@ -385,6 +403,9 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 	c.unlock()
 
 	for i, e := range l.ready {
+		if l.clamps[i] {
+			clampRcvBuf(int(e.fd), clamp)
+		}
 		r := drain(int(e.fd), l.budgets[i])
 		if !r.done {
 			// Re-arm while the descriptor is surely ours: a draining
@@ -415,7 +436,7 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 		c.unlock()
 	}
 	clear(l.ready)
-	l.ready, l.budgets = l.ready[:0], l.budgets[:0]
+	l.ready, l.budgets, l.clamps = l.ready[:0], l.budgets[:0], l.clamps[:0]
 }
 
 // inlineMax bounds what Close discards itself, in at most two reads: a
@@ -529,7 +550,7 @@ func (l *loop) expire(now int64) {
 				continue
 			}
 			c.setQueued(e, outq)
-			e.outqUnknown = false
+			e.flags &^= outqUnknown
 		}
 		e.deadline = min(e.lastActive+idle, c.hard(e))
 		heap.Fix(&l.timers, 0)
@@ -574,7 +595,7 @@ func (l *loop) finish(e *entry, o Outcome, err error, armed bool) {
 	// unacknowledged needs no new one; one never read needs one, and
 	// reports -1 (unknown) if that fails too.
 	unacked := int64(0)
-	if e.outqUnknown || unsent(int64(e.queued)) > 0 {
+	if e.flags&outqUnknown != 0 || unsent(int64(e.queued)) > 0 {
 		unacked = -1
 		if q, qerr := unix.IoctlGetInt(fd, unix.SIOCOUTQ); qerr == nil {
 			unacked = unsent(int64(q))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/internal/backendsel"
+	"github.com/linger-go/linger/internal/pressuresel"
 )
 
 // A Closer closes connections with a lingering close. Its methods are safe
@@ -21,6 +22,10 @@ type Closer struct {
 	epoch time.Time // monotonic origin of the engine's int64 clocks
 	be    backend
 	wg    sync.WaitGroup // the backend's goroutines
+
+	rcvBuf       int  // the receive buffer a lingering socket is clamped to under pressure, or 0
+	rcvAlways    bool // clamp it without pressure too
+	holdPressure bool // pressure lasts IdleTimeout after lingering was last at its mark
 
 	// mu guards the admission bookkeeping below and each entry's fields,
 	// except what the Linux event loop reads while it drains (see
@@ -35,6 +40,7 @@ type Closer struct {
 	qbytes  int64                 // the sum of their queued bytes, as last seen
 	peers   map[netip.Prefix]list // by value: nothing can hold a stale one
 	evicted int64                 // when admit last released a connection to make room (engine clock)
+	pressed int64                 // when budget last saw three quarters of MaxConns lingering (engine clock)
 	stats   counters
 	reports []Report // waiting for OnClose, delivered by unlock
 	fds     []int    // descriptors to close, by unlock, once mu is released
@@ -51,7 +57,16 @@ func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Closer{cfg: cfg, epoch: time.Now(), evicted: math.MinInt64 / 2}
+	c := &Closer{cfg: cfg, epoch: time.Now(), evicted: math.MinInt64 / 2, pressed: math.MinInt64 / 2}
+	c.holdPressure = !pressuresel.NoHold.Load()
+	c.rcvAlways = pressuresel.RcvBufAlways.Load()
+	c.rcvBuf = int(min(pressureRcvBuf, cfg.PressureDiscard))
+	switch n := pressuresel.RcvBuf.Load(); {
+	case n < 0:
+		c.rcvBuf = 0
+	case n > 0:
+		c.rcvBuf = int(n)
+	}
 	c.all.which = byAge
 	c.queued.which = byQueue
 	if cfg.MaxConnsPerIP > 0 {
@@ -252,11 +267,34 @@ func (c *Closer) hard(e *entry) int64 { return e.start + int64(c.cfg.MaxHold) }
 // budget is the byte budget of every lingering connection now: MaxDiscard,
 // or PressureDiscard while lingering is under pressure (see
 // Config.PressureDiscard); c.mu must be held.
+//
+// Pressure lasts IdleTimeout after lingering was last seen at its mark,
+// as after an eviction. Without that, a flood whose connections the
+// pressure budget ends quickly, or at hand-off before they are admitted,
+// brings lingering back below the mark at once, and the next connections
+// get MaxDiscard until they pile up again.
 func (c *Closer) budget() int64 {
-	if c.all.len >= c.cfg.MaxConns-c.cfg.MaxConns/4 || c.now()-c.evicted < int64(c.cfg.IdleTimeout) {
+	now := c.now()
+	if c.all.len >= c.cfg.MaxConns-c.cfg.MaxConns/4 {
+		if !c.holdPressure {
+			return c.cfg.PressureDiscard
+		}
+		c.pressed = now
+	}
+	if now-max(c.evicted, c.pressed) < int64(c.cfg.IdleTimeout) {
 		return c.cfg.PressureDiscard
 	}
 	return c.cfg.MaxDiscard
+}
+
+// clampFor is the receive buffer size a lingering socket should be clamped
+// to while the byte budget is budget: c.rcvBuf under pressure, 0 (leave
+// it) otherwise.
+func (c *Closer) clampFor(budget int64) int {
+	if budget < c.cfg.MaxDiscard || c.rcvAlways {
+		return c.rcvBuf
+	}
+	return 0
 }
 
 // setQueued records that e holds q bytes of ours not yet acknowledged; c.mu

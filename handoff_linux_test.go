@@ -457,7 +457,7 @@ func TestUnackedUnknown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &entry{fd: int32(fd), heapIdx: -1, outqUnknown: true}
+	e := &entry{fd: int32(fd), heapIdx: -1, flags: outqUnknown}
 	l := h.be.(*loops).shards[0]
 	h.mu.Lock()
 	if !h.admit(e, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 1), 0) {

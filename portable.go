@@ -25,13 +25,20 @@ type portable struct {
 
 func newPortable(c *Closer) portable { return portable{c: c, conns: make(map[*entry]net.Conn)} }
 
-func (p portable) handOff(tcp *net.TCPConn, addr netip.AddrPort, _ int64) error {
+func (p portable) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) error {
 	conn, err := detachConn(tcp)
 	if err != nil {
 		return err
 	}
 	c := p.c
+	clamp := c.clampFor(budget)
+	if clamp > 0 {
+		setReadBuffer(conn, clamp)
+	}
 	e := &entry{fd: -1, heapIdx: -1}
+	if clamp > 0 {
+		e.flags |= clamped
+	}
 	c.mu.Lock()
 	defer c.unlock()
 	if !c.admit(e, addr, 0) {
@@ -64,6 +71,17 @@ func (p portable) release(e *entry, o Outcome, err error) {
 	p.c.release(e, o, -1, err)
 }
 
+// setReadBuffer clamps conn's receive buffer (SO_RCVBUF) under pressure;
+// see clampRcvBuf for what Linux does with it. What other systems do with
+// a buffer shrunk on an established connection varies; the byte budget
+// bounds what the connection costs either way, so an error changes
+// nothing.
+func setReadBuffer(conn net.Conn, n int) {
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		tcp.SetReadBuffer(n)
+	}
+}
+
 // shutdown has nothing to do: each goroutine ends with its connection.
 func (p portable) shutdown() {}
 
@@ -88,11 +106,16 @@ func (p portable) drain(e *entry, conn net.Conn) {
 		}
 	}()
 	buf := small[:]
+	clamp := 0
 	c.mu.Lock()
 	for !e.released {
 		idle := e.lastActive + int64(c.cfg.IdleTimeout)
 		conn.SetReadDeadline(c.epoch.Add(time.Duration(min(idle, c.hard(e)))))
 		c.mu.Unlock()
+		if clamp > 0 {
+			setReadBuffer(conn, clamp)
+			clamp = 0
+		}
 
 		n, err := conn.Read(buf)
 		if n == len(buf) && big == nil {
@@ -111,9 +134,16 @@ func (p portable) drain(e *entry, conn net.Conn) {
 		if n > 0 {
 			e.discarded += int64(n)
 			e.lastActive = now
-			if e.discarded > c.budget() {
+			budget := c.budget()
+			if e.discarded > budget {
 				p.release(e, Budget, nil)
 				break
+			}
+			if e.flags&clamped == 0 {
+				// Pressure began after its hand-off: clamp it now.
+				if clamp = c.clampFor(budget); clamp > 0 {
+					e.flags |= clamped
+				}
 			}
 		}
 		switch {

@@ -7,9 +7,10 @@ import (
 )
 
 // TestPressureBudget: while lingering is under pressure (three quarters of
-// MaxConns lingering, or a connection released to make room within the
-// last IdleTimeout), a peer that keeps sending is released once it has
-// cost PressureDiscard, not MaxDiscard; without pressure, MaxDiscard holds.
+// MaxConns lingering, or either that or a connection released to make room
+// within the last IdleTimeout), a peer that keeps sending is released once
+// it has cost PressureDiscard, not MaxDiscard; without pressure, MaxDiscard
+// holds.
 func TestPressureBudget(t *testing.T) {
 	const (
 		maxDiscard = 4 << 20
@@ -22,12 +23,17 @@ func TestPressureBudget(t *testing.T) {
 			cfg      Config
 			silent   []net.IP // peers handed off first, one silent connection each
 			underway bool     // the sender is handed off before the silent ones
+			leave    int      // silent peers that close before the sender is handed off
 			want     int64    // the budget that should stop the sender
 		}{
-			{"none", Config{MaxConns: 8}, []net.IP{net.IPv4(127, 0, 0, 2)}, false, maxDiscard},
-			{"near the cap", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, false, pressure},
-			{"recent eviction", Config{MaxConns: 8, MaxConnsPerIP: 1}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 2)}, false, pressure},
-			{"current lingerer", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, true, pressure},
+			{"none", Config{MaxConns: 8}, []net.IP{net.IPv4(127, 0, 0, 2)}, false, 0, maxDiscard},
+			{"near the cap", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, false, 0, pressure},
+			{"recent eviction", Config{MaxConns: 8, MaxConnsPerIP: 1}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 2)}, false, 0, pressure},
+			{"current lingerer", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, true, 0, pressure},
+			// The fourth hand-off sees three lingering: the mark. Then
+			// three leave, and one lingers, but the mark was seen within
+			// IdleTimeout.
+			{"near the cap recently", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4), net.IPv4(127, 0, 0, 5)}, false, 3, pressure},
 		} {
 			t.Run(be.name+"/"+tc.name, func(t *testing.T) {
 				cfg := tc.cfg
@@ -46,9 +52,17 @@ func TestPressureBudget(t *testing.T) {
 					handSender()
 					time.Sleep(20 * time.Millisecond)
 				}
+				var silent []*net.TCPConn
 				for _, ip := range tc.silent {
-					s, _ := pair(t, ln, ip)
+					s, c := pair(t, ln, ip)
 					h.Close(s)
+					silent = append(silent, c)
+				}
+				for _, c := range silent[:tc.leave] {
+					c.Close()
+					if r := h.next(t, 5*time.Second); r.Outcome != PeerClosed {
+						t.Fatalf("a silent peer closed: outcome %v (%v), want %v", r.Outcome, r.Err, PeerClosed)
+					}
 				}
 				if !tc.underway {
 					handSender()
@@ -76,5 +90,38 @@ func TestPressureBudget(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestPressureDefaults: what PressureDiscard becomes, and the receive
+// buffer clamped to under pressure, for each way of setting it. Pressure
+// never raises the budget, and with it off nothing is clamped.
+func TestPressureDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		cfg           Config
+		budget, clamp int64 // under pressure
+	}{
+		{"zero", Config{}, DefaultPressureDiscard, pressureRcvBuf},
+		{"zero, small MaxDiscard", Config{MaxDiscard: 16 << 10}, 16 << 10, 0},
+		{"smaller than the clamp", Config{PressureDiscard: 4 << 10}, 4 << 10, 4 << 10},
+		{"off", Config{PressureDiscard: -1}, DefaultMaxDiscard, 0},
+		{"above MaxDiscard", Config{MaxDiscard: 1 << 20, PressureDiscard: 2 << 20}, 1 << 20, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := newCloser(tc.cfg, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.cfg.PressureDiscard != tc.budget {
+				t.Errorf("PressureDiscard %d, want %d", c.cfg.PressureDiscard, tc.budget)
+			}
+			if got := c.clampFor(c.cfg.PressureDiscard); int64(got) != tc.clamp {
+				t.Errorf("clamp under pressure %d, want %d", got, tc.clamp)
+			}
+			if got := c.clampFor(c.cfg.MaxDiscard); got != 0 {
+				t.Errorf("clamp without pressure %d, want none", got)
+			}
+		})
 	}
 }

@@ -560,25 +560,6 @@ func cpuPerRequest(r HappyResult) float64 {
 	return float64(r.ServerCPU.Microseconds()) / float64(max(r.Requests, 1))
 }
 
-// spread is the median of v, its least and its greatest; zeros for none.
-type spread struct{ Median, Min, Max float64 }
-
-func spreadOf(v []float64) spread {
-	if len(v) == 0 {
-		return spread{}
-	}
-	v = slices.Clone(v)
-	slices.Sort(v)
-	m := v[len(v)/2]
-	if len(v)%2 == 0 {
-		m = (v[len(v)/2-1] + v[len(v)/2]) / 2
-	}
-	return spread{m, v[0], v[len(v)-1]}
-}
-
-// String prints a ratio's spread: "1.012 (0.95–1.07)".
-func (s spread) String() string { return fmt.Sprintf("%.3f (%.2f–%.2f)", s.Median, s.Min, s.Max) }
-
 func printHappy(w io.Writer, rs []HappyResult, skipped []string) {
 	for _, s := range skipped {
 		fmt.Fprintf(w, "happy: skipped %s\n", s)
@@ -604,14 +585,14 @@ func printHappy(w io.Writer, rs []HappyResult, skipped []string) {
 	// rounds than within one.
 	for _, st := range happyRatios(rs, runtime.NumCPU()) {
 		fmt.Fprintf(w, "  %s, linger/plain, median (least–greatest) of %d pairs: requests/s %s; p99 %s; server CPU per request %s\n",
-			st.Client, len(st.PerSec), spreadOf(st.PerSec), spreadOf(st.P99), spreadOf(st.CPU))
+			st.Client, len(st.PerSec), spread(st.PerSec), spread(st.P99), spread(st.CPU))
 		fmt.Fprintf(w, "    per pair: requests/s %s; p99 %s\n", fmtRatios(st.PerSec), fmtRatios(st.P99))
 		note := ""
 		if st.ClientBusy > 0.9 {
 			note = ": the load generator, not the server, may set the pace"
 		}
 		fmt.Fprintf(w, "    plain: %.0f requests/s, p99 %.2f ms (medians); busiest measurement: load generator %.0f %% of a CPU, server %.0f %% of %d CPUs%s\n",
-			spreadOf(st.PlainPerSec).Median, spreadOf(st.PlainP99).Median/1e6, 100*st.ClientBusy, 100*st.ServerBusy, runtime.NumCPU(), note)
+			spread(st.PlainPerSec).Median, spread(st.PlainP99).Median/1e6, 100*st.ClientBusy, 100*st.ServerBusy, runtime.NumCPU(), note)
 	}
 	fmt.Fprintln(w)
 }

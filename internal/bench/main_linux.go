@@ -11,7 +11,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -169,41 +168,6 @@ func benchHold(ctx context.Context, self []string, o *options, w io.Writer) (any
 	return rs, problems, nil
 }
 
-func benchFlood(ctx context.Context, self []string, o *options, w io.Writer) (any, []string, error) {
-	ca, files, cleanup, err := writePKI()
-	if err != nil {
-		return nil, nil, err
-	}
-	defer cleanup()
-	var rs []FloodResult
-	for _, f := range o.floods {
-		for range o.floodRounds {
-			for _, m := range o.floodModes {
-				r, err := flood(ctx, self, m, f, ca, files)
-				if err != nil {
-					return rs, nil, fmt.Errorf("flood %s %s: %w", f.name, m, err)
-				}
-				rs = append(rs, r)
-			}
-		}
-	}
-	printFlood(w, rs)
-	var problems []string
-	for _, f := range rs {
-		if f.MaxLingering > f.Cap {
-			problems = append(problems, fmt.Sprintf("flood %s %s: %d lingering at once, above the cap of %d", f.Clients, f.Mode, f.MaxLingering, f.Cap))
-		}
-		if f.FDsAfter != f.FDsBefore || f.GoroutinesLeft > 0 {
-			problems = append(problems, fmt.Sprintf("flood %s %s: %d descriptors at the end (%d before), %d goroutines left",
-				f.Clients, f.Mode, f.FDsAfter, f.FDsBefore, f.GoroutinesLeft))
-		}
-		if f.Rejected == 0 {
-			problems = append(problems, fmt.Sprintf("flood %s %s: no handshake rejected", f.Clients, f.Mode))
-		}
-	}
-	return rs, problems, nil
-}
-
 func benchPin(ctx context.Context, _ []string, o *options, w io.Writer) (any, []string, error) {
 	var rs []PinResult
 	for _, m := range o.pinModes {
@@ -327,52 +291,6 @@ func printHold(w io.Writer, rs []HoldResult) {
 			float64(r.P50)/1e3, float64(r.P99)/1e3, float64(r.Max)/1e3, r.PeerClosed, r.Other, r.Failed)
 	}
 	tw.Flush()
-	fmt.Fprintln(w)
-}
-
-func printFlood(w io.Writer, rs []FloodResult) {
-	if len(rs) == 0 {
-		return
-	}
-	fmt.Fprintf(w, "flood: TLS 1.3, untrusted client certificates, clients keep sending; %d client connections at once\n", rs[0].Workers)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "clients\tserver\trejected/s\tserver CPU µs/reject\tclient KiB sent/hs\tclient alerts/resets/other\tmax lingering (cap)\theap live first→last third (max)\tstacks max\tfds before/max/after\tgoroutines left\toutcomes\t")
-	type key struct{ kind, mode string }
-	rate, cpu := map[key]float64{}, map[key]float64{}
-	var kinds []string
-	for _, r := range rs {
-		k := key{r.Clients, r.Mode}
-		if _, ok := rate[key{r.Clients, "plain"}]; !ok && r.Mode == "plain" {
-			kinds = append(kinds, r.Clients)
-		}
-		rate[k] += r.PerSec
-		cpuPer := float64(r.CPU.Microseconds()) / float64(max(r.Rejected, 1))
-		cpu[k] += cpuPer
-		capS := "-"
-		if r.Mode != "plain" {
-			capS = fmt.Sprintf("%d (%d)", r.MaxLingering, r.Cap)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%d/%d/%d\t%s\t%.1f→%.1f MiB (%.1f)\t%.0f KiB\t%d/%d/%d\t%d\t%v\t\n",
-			r.Clients, r.Mode, r.PerSec, cpuPer, float64(r.Client.Sent)/1024/float64(max(r.Client.Handshakes, 1)),
-			r.Client.Alerts, r.Client.Resets, r.Client.Other, capS,
-			mib(r.HeapLiveFirst), mib(r.HeapLiveLast), mib(r.HeapLiveMax), float64(r.StacksMax)/1024,
-			r.FDsBefore, r.FDsMax, r.FDsAfter, r.GoroutinesLeft, r.Outcomes)
-	}
-	tw.Flush()
-	for _, kind := range kinds {
-		p := key{kind, "plain"}
-		var modes []string
-		for _, r := range rs {
-			if r.Clients == kind && r.Mode != "plain" && !slices.Contains(modes, r.Mode) {
-				modes = append(modes, r.Mode)
-			}
-		}
-		for _, m := range modes {
-			l := key{kind, m}
-			fmt.Fprintf(w, "  %s clients: %s/plain rejected handshakes per second = %.3f; server CPU per rejected handshake %s/plain = %.3f\n",
-				kind, m, rate[l]/rate[p], m, cpu[l]/cpu[p])
-		}
-	}
 	fmt.Fprintln(w)
 }
 

@@ -62,13 +62,13 @@ func parseOptions(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.hold.n, "hold-n", 5000, "hold: connections in all")
 	fs.IntVar(&o.hold.c, "hold-c", 16, "hold: connections at once")
 
-	fs.DurationVar(&o.flood.d, "d", 10*time.Second, "flood: measured time per round")
-	fs.DurationVar(&o.flood.warm, "warm", time.Second, "flood: warm-up before each round")
+	fs.DurationVar(&o.flood.d, "d", 2*time.Second, "flood: measured time per mode and round")
+	fs.DurationVar(&o.flood.warm, "warm", 500*time.Millisecond, "flood: warm-up before each measurement, not counted")
 	fs.IntVar(&o.flood.workers, "workers", 64, "flood: client connections at once")
 	fs.IntVar(&o.flood.procs, "procs", 2, "flood: client processes")
 	fs.IntVar(&o.flood.cap, "cap", 32, "flood: Config.MaxConns (the cap on lingering sockets)")
-	fs.IntVar(&o.floodRounds, "rounds", 2, "flood: rounds of plain then linger")
-	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off), linger-pdSIZE (PressureDiscard SIZE, e.g. linger-pd64k)")
+	fs.IntVar(&o.floodRounds, "rounds", 6, "flood: rounds per kind of client; a round runs each of -flood-modes once, in reverse order every other round")
+	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off), linger-pdSIZE (PressureDiscard SIZE, e.g. linger-pd64k), linger-norb (no receive-buffer clamp under pressure), linger-rbSIZE (clamp to SIZE), linger-nohold (pressure ends as soon as lingering falls below its mark), linger-rball (clamp without pressure too)")
 	kinds := fs.String("clients", "upload-1k,upload-1m,cooperative,deaf",
 		"flood: client kinds: upload-SIZE (write SIZE bytes, e.g. 1k or 1m, then read), cooperative (write flat out while reading, stop at the alert), deaf (write flat out, never read)")
 
@@ -190,20 +190,27 @@ func floodClients(list string, fl floodFlags) ([]floodFlags, error) {
 	return fs, nil
 }
 
-// floodModeList reads -flood-modes: plain, linger, linger-nopressure and
-// linger-pdSIZE, the size as bytesize.Parse reads it.
+// floodModeList reads -flood-modes: plain, linger, linger-nopressure,
+// linger-pdSIZE, linger-norb, linger-rbSIZE, linger-nohold and linger-rball, the sizes as
+// bytesize.Parse reads them.
 func floodModeList(list string) ([]string, error) {
 	modes := strings.Split(list, ",")
 	for _, m := range modes {
-		if size, ok := strings.CutPrefix(m, "linger-pd"); ok {
+		switch m {
+		case "plain", "linger", "linger-nopressure", "linger-norb", "linger-nohold", "linger-rball":
+			continue
+		}
+		size, ok := strings.CutPrefix(m, "linger-pd")
+		if !ok {
+			size, ok = strings.CutPrefix(m, "linger-rb")
+		}
+		if ok {
 			if _, err := bytesize.Parse(size); err != nil {
 				return nil, usageError("-flood-modes %s: %v", m, err)
 			}
 			continue
 		}
-		if m != "plain" && m != "linger" && m != "linger-nopressure" {
-			return nil, usageError("-flood-modes: unknown mode %q: want plain, linger, linger-nopressure or linger-pdSIZE", m)
-		}
+		return nil, usageError("-flood-modes: unknown mode %q: want plain, linger, linger-nopressure, linger-pdSIZE, linger-norb, linger-rbSIZE, linger-nohold or linger-rball", m)
 	}
 	return modes, nil
 }

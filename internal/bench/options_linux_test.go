@@ -134,7 +134,7 @@ func TestParseOptions(t *testing.T) {
 				return "hold sizes"
 			case !slices.Equal(o.modes, []string{"loop", "portable", "naive"}):
 				return "modes"
-			case !slices.Equal(o.floodModes, []string{"plain", "linger"}) || o.floodRounds != 2:
+			case !slices.Equal(o.floodModes, []string{"plain", "linger"}) || o.floodRounds != 6 || o.flood.d != 2*time.Second || o.flood.warm != 500*time.Millisecond:
 				return "flood modes or rounds"
 			case !slices.Equal(o.pinModes, []string{"plain", "linger", "linger-noperip"}):
 				return "pin modes"
@@ -147,10 +147,16 @@ func TestParseOptions(t *testing.T) {
 			}
 			return ""
 		}},
+		{"-flood-modes plain,linger-rball,linger-rb4k,linger-norb,linger-nohold flood", func(o *options) string {
+			if !slices.Equal(o.floodModes, []string{"plain", "linger-rball", "linger-rb4k", "linger-norb", "linger-nohold"}) {
+				return "flood modes"
+			}
+			return ""
+		}},
 		{"-srcs 3 -d 2s -clients upload-1m,deaf -flood-modes linger-pd64k,linger-nopressure,plain flood", func(o *options) string {
 			want := []floodFlags{
-				{d: 2 * time.Second, warm: time.Second, workers: 64, procs: 2, cap: 32, srcs: 3, name: "upload-1m", kind: kindUpload, body: 1 << 20},
-				{d: 2 * time.Second, warm: time.Second, workers: 64, procs: 2, cap: 32, srcs: 3, name: "deaf", kind: kindDeaf},
+				{d: 2 * time.Second, warm: 500 * time.Millisecond, workers: 64, procs: 2, cap: 32, srcs: 3, name: "upload-1m", kind: kindUpload, body: 1 << 20},
+				{d: 2 * time.Second, warm: 500 * time.Millisecond, workers: 64, procs: 2, cap: 32, srcs: 3, name: "deaf", kind: kindDeaf},
 			}
 			switch {
 			case !slices.Equal(o.floods, want):

@@ -218,7 +218,8 @@ func knownKind(kind string) bool {
 func runFloodClient(args []string) error {
 	fs := flag.NewFlagSet("floodclient", flag.ContinueOnError)
 	addr := fs.String("addr", "", "server address")
-	d := fs.Duration("d", 5*time.Second, "how long to run")
+	from := fs.Int64("from", 0, "count the connections dialled from this CLOCK_MONOTONIC time (ns)")
+	to := fs.Int64("to", 0, "until this one; run until half a second later")
 	workers := fs.Int("workers", 32, "connections at once")
 	src := fs.String("src", "", "source addresses, comma-separated")
 	caFile := fs.String("ca", "", "CA certificate (PEM)")
@@ -254,16 +255,27 @@ func runFloodClient(args []string) error {
 	body := make([]byte, *bodySize)
 	var mu sync.Mutex
 	total := floodCounts{Errors: map[string]int64{}}
-	end := time.Now().Add(*d)
+	// The server counts what it rejects within [from, to); the clients
+	// count what they dial within it, so that the warm-up and the tail,
+	// when the server no longer counts, are in neither.
+	end := time.Now().Add(time.Duration(*to-monoNow()) + 500*time.Millisecond)
 	var wg sync.WaitGroup
 	for w := range *workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			k := floodCounts{Errors: map[string]int64{}}
+			var k floodCounts // the connection under way, dialled at started
+			var started int64
+			out := floodCounts{Errors: map[string]int64{}}
+			count := func() {
+				if k.Dials > 0 && started >= *from && started < *to {
+					out.add(k)
+				}
+			}
 			chunk := make([]byte, 16<<10)
 			for i := w; time.Now().Before(end); i += *workers {
-				k.Dials++
+				count()
+				k, started = floodCounts{Errors: map[string]int64{}, Dials: 1}, monoNow()
 				raw, err := dialer(srcs[i%len(srcs)]).Dial("tcp", *addr)
 				if err != nil {
 					k.Errors["dial: "+connerr.Name(err)]++
@@ -321,8 +333,9 @@ func runFloodClient(args []string) error {
 					k.Errors[connerr.Name(ferr)]++
 				}
 			}
+			count()
 			mu.Lock()
-			total.add(k)
+			total.add(out)
 			mu.Unlock()
 		}()
 	}

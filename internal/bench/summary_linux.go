@@ -306,13 +306,13 @@ func summarizeHappy(rs []HappyResult, cpus int) ([]TargetRow, []string) {
 			continue
 		}
 		st := stats[i]
-		rate, p99 := spreadOf(st.PerSec), spreadOf(st.P99)
+		rate, p99 := spread(st.PerSec), spread(st.P99)
 		pairs := fmt.Sprintf("median of %d pairs (least–greatest)", len(st.PerSec))
 		rows = append(rows,
 			row("happy", fmt.Sprintf("happy %s: requests/s, linger/plain, %s", c, pairs), atLeast(0.97, "x"), rate.Median,
-				rate.String(), "plain "+thousands(spreadOf(st.PlainPerSec).Median)+"/s"),
+				rate.String(), "plain "+thousands(spread(st.PlainPerSec).Median)+"/s"),
 			row("happy", fmt.Sprintf("happy %s: p99 latency, linger/plain, %s", c, pairs), atMost(1.05, "x"), p99.Median,
-				p99.String(), fmt.Sprintf("plain %.2f ms", spreadOf(st.PlainP99).Median/1e6)),
+				p99.String(), fmt.Sprintf("plain %.2f ms", spread(st.PlainP99).Median/1e6)),
 		)
 		if st.ClientBusy > 0.9 {
 			notes = append(notes, fmt.Sprintf("happy %s: the load generator used up to %.0f %% of a CPU: it, not the server, may set the pace", c, 100*st.ClientBusy))

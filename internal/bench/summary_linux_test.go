@@ -70,8 +70,8 @@ func TestHappyRatios(t *testing.T) {
 	if st[0].ClientBusy != 0.5 {
 		t.Errorf("client busy %v, want 0.5", st[0].ClientBusy)
 	}
-	if s := spreadOf([]float64{3, 1, 2, 10}); s != (spread{2.5, 1, 10}) {
-		t.Errorf("spreadOf = %+v, want median 2.5, 1, 10", s)
+	if s := spread([]float64{3, 1, 2, 10}); s.Median != 2.5 || s.Min != 1 || s.Max != 10 {
+		t.Errorf("spread = %+v, want median 2.5, 1, 10", s)
 	}
 }
 
