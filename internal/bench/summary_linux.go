@@ -5,8 +5,10 @@ package bench
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -214,44 +216,50 @@ func summarizeFlood(rs []FloodResult) ([]TargetRow, []string) {
 			linger[r.Clients] = append(linger[r.Clients], r)
 		}
 	}
+	// The ratios are the medians of the rounds' own linger/plain ratios, as
+	// the flood prints them: each round pairs modes measured back to back,
+	// which an average over all rounds would not.
+	ratios := map[string]FloodRatio{}
+	others := map[string]bool{}
+	for _, q := range floodRatios(rs, "plain") {
+		if q.Mode == "linger" {
+			ratios[q.Clients] = q
+		} else {
+			others[q.Mode] = true
+		}
+	}
 	for _, k := range kinds {
 		p, l := plain[k], linger[k]
-		if len(p) == 0 || len(l) == 0 {
+		q, ok := ratios[k]
+		if len(p) == 0 || len(l) == 0 || !ok {
 			notes = append(notes, fmt.Sprintf("flood %s: needs the modes plain and linger (-flood-modes)", k))
 			continue
 		}
-		var pRate, lRate, pCPU, lCPU float64
-		var perRound []string
-		for i, r := range p {
+		var pRate, pCPU float64
+		for _, r := range p {
 			pRate += r.PerSec / float64(len(p))
 			pCPU += floodCPU(r) / float64(len(p))
-			if i < len(l) && r.PerSec > 0 {
-				perRound = append(perRound, fmt.Sprintf("%.2f", l[i].PerSec/r.PerSec))
-			}
 		}
-		for _, r := range l {
-			lRate += r.PerSec / float64(len(l))
-			lCPU += floodCPU(r) / float64(len(l))
-		}
-		if pRate <= 0 || pCPU <= 0 {
+		if pRate <= 0 || pCPU <= 0 || len(q.Rate.All) == 0 {
 			notes = append(notes, fmt.Sprintf("flood %s: plain rejected nothing", k))
 			continue
 		}
-		rounds := "per round: " + strings.Join(perRound, ", ")
-		rate := lRate / pRate
-		what := fmt.Sprintf("flood %s: rejected handshakes/s, linger/plain", k)
+		what := fmt.Sprintf("flood %s: rejected handshakes/s, linger/plain, median of %d rounds", k, len(q.Rate.All))
 		if t, ok := floodRateTarget[k]; ok {
-			rows = append(rows, row("flood", what, atLeast(t, "x"), rate, fmt.Sprintf("%.3f (%s)", rate, rounds), "plain "+thousands(pRate)+"/s"))
+			rows = append(rows, row("flood", what, atLeast(t, "x"), q.Rate.Median, q.Rate.String(), "plain "+thousands(pRate)+"/s"))
 		} else {
-			rows = append(rows, reported("flood", what, rate, fmt.Sprintf("%.3f (%s)", rate, rounds), "plain "+thousands(pRate)+"/s"))
+			rows = append(rows, reported("flood", what, q.Rate.Median, q.Rate.String(), "plain "+thousands(pRate)+"/s"))
 		}
-		rows = append(rows, row("flood", fmt.Sprintf("flood %s: server CPU per rejection, linger/plain", k), atMost(1.25, "x"), lCPU/pCPU,
-			fmt.Sprintf("%.3f", lCPU/pCPU), fmt.Sprintf("plain %.0f µs", pCPU)))
+		rows = append(rows, row("flood", fmt.Sprintf("flood %s: server CPU per rejection, linger/plain, median of %d rounds", k, len(q.CPU.All)),
+			atMost(1.25, "x"), q.CPU.Median, q.CPU.String(), fmt.Sprintf("plain %.0f µs", pCPU)))
 		if k == "upload-1m" || k == "cooperative" {
 			r, n := floodAlerts(k, l)
 			rows = append(rows, r...)
 			notes = append(notes, n...)
 		}
+	}
+	for _, m := range slices.Sorted(maps.Keys(others)) {
+		notes = append(notes, fmt.Sprintf("flood mode %s: printed with the flood above, not summarized here", m))
 	}
 	return rows, notes
 }
