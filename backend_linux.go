@@ -129,6 +129,15 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 		return true
 	})
 	if err != nil {
+		// Whatever the first drain read is gone: the report counts it.
+		var ended *closedError
+		switch {
+		case errors.Is(err, errTaken), r.n == 0:
+		case errors.As(err, &ended):
+			ended.discarded = r.n
+		default:
+			err = &drainedError{n: r.n, err: err}
+		}
 		return err
 	}
 	c := ls.shards[0].c

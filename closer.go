@@ -142,14 +142,19 @@ func (c *Closer) closeFrom(conn net.Conn, tcp *net.TCPConn, addr netip.AddrPort)
 	case errors.As(err, &ended):
 		// conn is closed and the socket went with it.
 		c.mu.Lock()
-		c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: ended.outcome, Unacked: -1, Err: ended.err})
+		c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: ended.outcome, Discarded: ended.discarded, Unacked: -1, Err: ended.err})
 		c.unlock()
 		return nil
 	}
 	// Nothing was taken: conn is still open, close it plainly.
+	var discarded int64
+	var drained *drainedError
+	if errors.As(err, &drained) {
+		discarded, err = drained.n, drained.err
+	}
 	cerr := tcp.Close()
 	if cerr == nil {
-		c.plain(conn, err)
+		c.plainDiscarded(conn, err, discarded)
 	}
 	return cerr
 }
@@ -164,8 +169,12 @@ func (c *Closer) addrOf(a netip.AddrPort) net.Addr {
 }
 
 // plain counts a connection closed without lingering.
-func (c *Closer) plain(conn net.Conn, why error) {
-	r := Report{Outcome: Plain, Unacked: -1, Err: why}
+func (c *Closer) plain(conn net.Conn, why error) { c.plainDiscarded(conn, why, 0) }
+
+// plainDiscarded is plain for a connection of which n bytes the peer sent
+// were already read and discarded.
+func (c *Closer) plainDiscarded(conn net.Conn, why error, n int64) {
+	r := Report{Outcome: Plain, Discarded: n, Unacked: -1, Err: why}
 	if c.cfg.OnClose != nil {
 		r.RemoteAddr = remoteAddr(conn)
 	}
