@@ -4,9 +4,16 @@ package linger
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/linger-go/linger/internal/proc"
+	"github.com/linger-go/linger/internal/testbed"
 )
 
 // TestOutOfDescriptorsAfterInlineDrain: when Close's first drain has
@@ -36,5 +43,192 @@ func TestOutOfDescriptorsAfterInlineDrain(t *testing.T) {
 	}
 	if s := h.Stats(); s.Outcomes[Plain] != 1 {
 		t.Errorf("%d plain closes counted, want 1", s.Outcomes[Plain])
+	}
+}
+
+// TestHalfClosedPeerGetsWholeResponse: a client that shut down its write
+// side first and then reads a large response gets every byte and a clean
+// EOF, with no reset from the server, although Close finds its FIN at once
+// and closes without a duplicate while much of the response is still
+// queued. As root, a capture on loopback counts the server's resets.
+func TestHalfClosedPeerGetsWholeResponse(t *testing.T) {
+	const size = 8 << 20
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			fds := proc.OpenFDs()
+			t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
+			h := newHarness(t, Config{}, be.portable)
+			ln := listen(t)
+			var capture *testbed.RSTCapture
+			if os.Geteuid() == 0 {
+				var err error
+				if capture, err = testbed.CaptureRSTs("lo", ln.Addr().(*net.TCPAddr).Port); err != nil {
+					t.Fatal(err)
+				}
+				defer capture.Close()
+			} else {
+				t.Log("not root: resets are not counted on the wire, only seen by the client")
+			}
+			const trials = 3
+			for range trials {
+				srv, cli := pair(t, ln, nil)
+				// A small receive window keeps most of the response queued
+				// at the server when it closes.
+				cli.SetReadBuffer(64 << 10)
+				if err := cli.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				waitReadable(t, srv, true)
+				closed := make(chan error, 1)
+				go func() {
+					if _, err := srv.Write(make([]byte, size)); err != nil {
+						closed <- err
+						srv.Close()
+						return
+					}
+					closed <- h.Close(srv)
+				}()
+				cli.SetReadDeadline(time.Now().Add(20 * time.Second))
+				var got int64
+				buf := make([]byte, 32<<10)
+				var rerr error
+				for rerr == nil {
+					var n int
+					n, rerr = cli.Read(buf)
+					got += int64(n)
+					if got < size/2 {
+						time.Sleep(100 * time.Microsecond) // a slow start
+					}
+				}
+				if err := <-closed; err != nil {
+					t.Fatalf("server: %v", err)
+				}
+				if got != size || rerr != io.EOF {
+					t.Errorf("client read %d of %d bytes, then %v; want all, then EOF", got, size, rerr)
+				}
+				r := h.next(t, 5*time.Second)
+				if r.Outcome != PeerClosed || r.Err != nil {
+					t.Errorf("report %v %v, want peer_closed", r.Outcome, r.Err)
+				}
+				t.Logf("unacknowledged at the hand-off or release: %d bytes (-1: unknown)", r.Unacked)
+			}
+			if capture != nil {
+				time.Sleep(50 * time.Millisecond) // the capture reads in the background
+				rsts := capture.RSTs()
+				if len(rsts) != 0 {
+					t.Errorf("the server sent resets, by the client's port: %v", rsts)
+				}
+			}
+		})
+	}
+}
+
+// TestConcurrentCloseDuringInlineDrain: two goroutines closing the same
+// connection at once, while Close's first drain runs inside the
+// connection's Control, end it once: one Close returns nil, the other
+// net.ErrClosed, one report in all, and no descriptor left over; with the
+// peer gone before Close or still there.
+func TestConcurrentCloseDuringInlineDrain(t *testing.T) {
+	for _, peerGone := range []bool{true, false} {
+		t.Run(fmt.Sprintf("peerGone=%v", peerGone), func(t *testing.T) {
+			fds := proc.OpenFDs()
+			t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
+			h := newHarness(t, Config{}, false)
+			setShards(h.Closer, 2)
+			ln := listen(t)
+			const trials = 100
+			for i := range trials {
+				srv, cli := pair(t, ln, nil)
+				if _, err := cli.Write(make([]byte, 100)); err != nil {
+					t.Fatal(err)
+				}
+				if peerGone {
+					cli.Close()
+				}
+				waitReadable(t, srv, peerGone)
+				start := make(chan struct{})
+				errs := make(chan error, 2)
+				for range 2 {
+					go func() {
+						<-start
+						errs <- h.Close(srv)
+					}()
+				}
+				close(start)
+				var ok, closed int
+				for range 2 {
+					switch err := <-errs; {
+					case err == nil:
+						ok++
+					case errors.Is(err, net.ErrClosed):
+						closed++
+					default:
+						t.Errorf("trial %d: Close = %v", i, err)
+					}
+				}
+				if ok != 1 || closed != 1 {
+					t.Fatalf("trial %d: %d Close calls returned nil and %d net.ErrClosed, want 1 and 1", i, ok, closed)
+				}
+				cli.Close()
+				r := h.next(t, 5*time.Second)
+				if r.Outcome != PeerClosed {
+					t.Errorf("trial %d: report %v %v, want peer_closed", i, r.Outcome, r.Err)
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+			if n := len(h.reports); n != 0 {
+				t.Errorf("%d reports more than connections", n)
+			}
+			if s := h.Stats(); s.Outcomes[PeerClosed] != trials || s.Lingering != 0 {
+				t.Errorf("Stats: %d peer_closed, %d lingering; want %d, 0", s.Outcomes[PeerClosed], s.Lingering, trials)
+			}
+		})
+	}
+}
+
+// TestBlockedReadDuringInlineDrain: a goroutine blocked in Read on the
+// connection while its peer sends, closes and the connection is handed
+// off at once returns promptly, with bytes, EOF or net.ErrClosed, and the
+// connection is reported once.
+func TestBlockedReadDuringInlineDrain(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			fds := proc.OpenFDs()
+			t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
+			h := newHarness(t, Config{}, be.portable)
+			ln := listen(t)
+			const trials = 30
+			seen := map[string]int{}
+			for i := range trials {
+				srv, cli := pair(t, ln, nil)
+				errc := make(chan error, 1)
+				go blockingRead(srv, errc)
+				waitParked(t, "linger.blockingRead")
+				cli.Write(make([]byte, 100))
+				cli.Close()
+				if err := h.Close(srv); err != nil {
+					t.Errorf("trial %d: Close = %v", i, err)
+				}
+				select {
+				case err := <-errc:
+					switch {
+					case err == nil:
+						seen["bytes"]++
+					case err == io.EOF:
+						seen["EOF"]++
+					case errors.Is(err, net.ErrClosed):
+						seen["ErrClosed"]++
+					default:
+						t.Errorf("trial %d: blocked Read returned %v", i, err)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("trial %d: blocked Read did not return within 5 s of Close", i)
+				}
+				if r := h.next(t, 5*time.Second); r.Outcome != PeerClosed {
+					t.Errorf("trial %d: report %v %v, want peer_closed", i, r.Outcome, r.Err)
+				}
+			}
+			t.Logf("the blocked Read returned: %v", seen)
+		})
 	}
 }
