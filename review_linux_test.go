@@ -232,3 +232,31 @@ func TestBlockedReadDuringInlineDrain(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerResetBeforeClose: a peer that reset the connection, without
+// closing it first, before the hand-off is peer_reset on both backends;
+// one that closed first and then reset bytes sent after its close is
+// peer_closed (TestPeerAlreadyGone).
+func TestPeerResetBeforeClose(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			h := newHarness(t, Config{}, be.portable)
+			srv, cli := pair(t, listen(t), nil)
+			cli.SetLinger(0) // close sends RST
+			cli.Close()
+			deadline := time.Now().Add(5 * time.Second)
+			for tcpState(t, srv) != tcpClose {
+				if time.Now().After(deadline) {
+					t.Fatal("premise: the peer's reset did not end the connection within 5 s")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if err := h.Close(srv); err != nil {
+				t.Errorf("Close = %v", err)
+			}
+			if r := h.next(t, 5*time.Second); r.Outcome != PeerReset || r.Err != nil {
+				t.Errorf("report %v %v, want peer_reset and no error", r.Outcome, r.Err)
+			}
+		})
+	}
+}
