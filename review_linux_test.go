@@ -14,6 +14,7 @@ import (
 
 	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
+	"golang.org/x/sys/unix"
 )
 
 // TestOutOfDescriptorsAfterInlineDrain: when Close's first drain has
@@ -258,5 +259,75 @@ func TestPeerResetBeforeClose(t *testing.T) {
 				t.Errorf("report %v %v, want peer_reset and no error", r.Outcome, r.Err)
 			}
 		})
+	}
+}
+
+// TestStaleEventOfAnotherShard: an epoll event one shard read for a
+// descriptor whose number was since reused by a socket of another shard
+// leaves that socket alone: the shard that holds it drains, re-arms and
+// ends it. The event is made up here, on a shard whose goroutine has
+// ended, for the socket of another.
+func TestStaleEventOfAnotherShard(t *testing.T) {
+	h := newHarness(t, Config{}, false)
+	setShards(h.Closer, 2)
+	ls := h.be.(*loops)
+	ln := listen(t)
+	srvA, cliA := pair(t, ln, nil)
+	srvB, cliB := pair(t, ln, nil)
+	for _, srv := range []*net.TCPConn{srvA, srvB} {
+		if err := h.Close(srv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.mu.Lock()
+	shardOfB := -1
+	var fdB int32
+	for e := h.all.front; e != nil; e = e.links[byAge].next {
+		if e.addr.Port() == uint16(cliB.LocalAddr().(*net.TCPAddr).Port) {
+			shardOfB, fdB = int(e.shard), e.fd
+		}
+	}
+	h.mu.Unlock()
+	if shardOfB != 1 {
+		t.Fatalf("premise: the second socket went to shard %d, want 1", shardOfB)
+	}
+	// A ends; wait until shard 0's goroutine has ended too, so that this
+	// test may run its round.
+	cliA.Close()
+	if r := h.next(t, 5*time.Second); r.Outcome != PeerClosed {
+		t.Fatalf("first socket: %v, want peer_closed", r.Outcome)
+	}
+	for deadline := time.Now().Add(loopGrace + 3*time.Second); ; {
+		h.mu.Lock()
+		gone := ls.shards[0].ep == nil
+		h.mu.Unlock()
+		if gone {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("shard 0's epoll set did not end after its grace period")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Shard 0 reads an event for B's descriptor number, as if its own
+	// socket of that number had ended and B had reused it. Its epoll
+	// descriptor is gone: a re-arm would fail.
+	ls.shards[0].round(-1, []unix.EpollEvent{{Events: unix.EPOLLIN, Fd: fdB}})
+	h.mu.Lock()
+	checkShards(t, h.Closer, "after the stale event")
+	lingering := h.all.len
+	h.mu.Unlock()
+	if lingering != 1 {
+		t.Fatalf("%d lingering after the stale event, want B still", lingering)
+	}
+	select {
+	case r := <-h.reports:
+		t.Fatalf("a report after the stale event: %v %v", r.Outcome, r.Err)
+	default:
+	}
+	cliB.Write(make([]byte, 10))
+	cliB.Close()
+	if r := h.next(t, 5*time.Second); r.Outcome != PeerClosed || r.Discarded != 10 {
+		t.Errorf("second socket: %v, discarded %d; want peer_closed, 10", r.Outcome, r.Discarded)
 	}
 }
