@@ -93,6 +93,11 @@ var ErrNilConn = errors.New("linger: nil connection")
 // connection closed before (which is not counted again), or ErrNilConn; it
 // never fails because lingering was not possible.
 //
+// On Linux, a connection whose peer has already closed or reset it, with
+// nothing left unread, is closed within Close as conn.Close would close it:
+// if the application holds another descriptor of its socket (from File,
+// say), the FIN waits until that one is closed too.
+//
 // On Windows, where a socket cannot be duplicated within a process, conn
 // itself lingers: its write side is shut down at once (a goroutine blocked
 // in its Write gets the error of that), but a goroutine blocked in its Read
