@@ -58,9 +58,12 @@ type admissionDriver struct {
 	lingering []*modelConn // oldest first
 	conns     []*modelConn // every connection handed off, by id
 	handoffs  int
-	released  map[int]Outcome // id -> how it ended
-	plains    int             // connections closed plainly (no id)
-	down      bool
+	// shardsUsed is the most event-loop shards seen holding sockets at
+	// once.
+	shardsUsed int
+	released   map[int]Outcome // id -> how it ended
+	plains     int             // connections closed plainly (no id)
+	down       bool
 }
 
 const (
@@ -74,8 +77,9 @@ const (
 )
 
 // runAdmission decodes ops from data and runs them; cfg's caps come from
-// its first bytes.
-func runAdmission(t testing.TB, portable bool, data []byte) {
+// its first bytes. The event loop gets shards shards, whatever GOMAXPROCS
+// is. It returns the most shards seen holding sockets at once.
+func runAdmission(t testing.TB, portable bool, shards int, data []byte) int {
 	next := func() byte {
 		if len(data) == 0 {
 			return 0
@@ -101,6 +105,7 @@ func runAdmission(t testing.TB, portable bool, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	setShards(c, shards)
 	d.c, d.cfg = c, c.cfg
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -127,8 +132,9 @@ func runAdmission(t testing.TB, portable bool, data []byte) {
 		desc := d.do(op, arg)
 		d.check(fmt.Sprintf("step %d (%s)", step, desc))
 	}
-	t.Logf("MaxConns %d, MaxConnsPerIP %d, IPv6PrefixLen %d: %d hand-offs, %d released, %d plain, %d lingering at the end",
-		d.cfg.MaxConns, d.cfg.MaxConnsPerIP, d.cfg.IPv6PrefixLen, d.handoffs, len(d.released), d.plains, len(d.lingering))
+	t.Logf("MaxConns %d, MaxConnsPerIP %d, IPv6PrefixLen %d: %d hand-offs, %d released, %d plain, %d lingering at the end, at most %d shards in use",
+		d.cfg.MaxConns, d.cfg.MaxConnsPerIP, d.cfg.IPv6PrefixLen, d.handoffs, len(d.released), d.plains, len(d.lingering), d.shardsUsed)
+	return d.shardsUsed
 }
 
 func (d *admissionDriver) key(a netip.Addr) netip.Prefix {
@@ -364,7 +370,9 @@ func (d *admissionDriver) check(step string) {
 	for e := d.c.all.front; e != nil; e = e.links[byAge].next {
 		order = append(order, int(e.addr.Port())-10000)
 	}
-	d.checkShards(step)
+	if used := checkShards(t, d.c, step); used > d.shardsUsed {
+		d.shardsUsed = used
+	}
 	d.c.mu.Unlock()
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("%s: per-peer counts %v, model %v", step, got, want)
@@ -378,14 +386,31 @@ func (d *admissionDriver) check(step string) {
 	}
 }
 
-// TestAdmissionModel runs random operation sequences on both backends.
+// TestAdmissionModel runs random operation sequences on both backends, and
+// on an event loop of three shards whatever GOMAXPROCS is, so that entries
+// of several shards, and descriptor numbers reused across them, are
+// checked under GOMAXPROCS=1 too.
 func TestAdmissionModel(t *testing.T) {
 	runs := 40
 	if testing.Short() {
 		runs = 5
 	}
-	for _, be := range backends {
+	for _, be := range []struct {
+		name     string
+		portable bool
+		shards   int
+	}{
+		{"loop", false, 1},
+		{"loop-3-shards", false, 3},
+		{"portable", true, 0},
+	} {
 		t.Run(be.name, func(t *testing.T) {
+			used := 0
+			defer func() {
+				if be.shards > 1 && used < 2 && hasShards && !t.Failed() {
+					t.Errorf("premise: no run had sockets in more than %d of %d shards at once", used, be.shards)
+				}
+			}()
 			for seed := range uint64(runs) {
 				r := rand.New(rand.NewPCG(seed, 9))
 				data := []byte{byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())}
@@ -409,7 +434,9 @@ func TestAdmissionModel(t *testing.T) {
 					}
 					data = append(data, op, byte(r.Uint32()))
 				}
-				t.Run(fmt.Sprint(seed), func(t *testing.T) { runAdmission(t, be.portable, data) })
+				t.Run(fmt.Sprint(seed), func(t *testing.T) {
+					used = max(used, runAdmission(t, be.portable, be.shards, data))
+				})
 			}
 		})
 	}
@@ -419,8 +446,10 @@ func TestAdmissionModel(t *testing.T) {
 //
 //	go test -run '^$' -fuzz FuzzAdmission -fuzztime 60s .
 //
-// The first byte picks the backend; the next three the caps: MaxConns 1
-// to 6, MaxConnsPerIP off, the default (256), 1 or 2, and IPv6PrefixLen.
+// The first byte picks the backend (its lowest bit) and the event loop's
+// shards (1 to 4, from the next two bits); the next three the caps:
+// MaxConns 1 to 6, MaxConnsPerIP off, the default (256), 1 or 2, and
+// IPv6PrefixLen.
 func FuzzAdmission(f *testing.F) {
 	// Seeds: the crashes once seen, then a mix. Each is a few operations,
 	// so that plain go test runs them in well under a second.
@@ -435,6 +464,11 @@ func FuzzAdmission(f *testing.F) {
 		// Mapped and plain IPv4 are one peer.
 		{1, 3, 1, 0, h, 0, h, 2, h, 7, h, 1, tw, 0, pc, 1},
 		{0, 2, 0, 3, h, 5, h, 6, nt, 0, h, 5, sd, 0, h, 1, pc, 0},
+		// Three shards: sockets spread over them, peers close and
+		// their descriptor numbers come back in another shard.
+		{4, 5, 0, 0, h, 0, h, 1, h, 2, pc, 0, h, 3, pr, 1, h, 4, pc, 2, h, 5, tw, 0, sd, 0},
+		// Four shards, MaxConns 3: evictions across shards.
+		{6, 2, 0, 0, h, 0, h, 1, h, 2, h, 3, h, 4, pc, 1, h, 5, pr, 0},
 	} {
 		f.Add(seed)
 	}
@@ -442,6 +476,6 @@ func FuzzAdmission(f *testing.F) {
 		if len(data) == 0 {
 			return
 		}
-		runAdmission(t, data[0]%2 == 1, data[1:])
+		runAdmission(t, data[0]%2 == 1, 1+int(data[0]>>1)%4, data[1:])
 	})
 }

@@ -16,7 +16,8 @@ type backend interface {
 	// returns errTaken if tcp was closed by someone else in the meantime
 	// (nothing was taken), a *closedError if tcp is closed but the socket
 	// could not linger, or another error if tcp is still open and its
-	// caller must close it plainly.
+	// caller must close it plainly; that error is a *drainedError if
+	// handOff had already discarded bytes of the peer's.
 	//
 	// budget is the byte budget as it stands (Closer.budget), for what
 	// handOff drains before it takes Closer.mu.
@@ -37,8 +38,9 @@ var errTaken = errors.New("linger: connection closed concurrently")
 // and then found it could not linger: the socket is gone, and the
 // connection ended with outcome (and err, for Plain).
 type closedError struct {
-	outcome Outcome
-	err     error
+	outcome   Outcome
+	err       error
+	discarded int64 // bytes handOff read and discarded before it failed
 }
 
 func (e *closedError) Error() string {
@@ -49,6 +51,19 @@ func (e *closedError) Error() string {
 }
 
 func (e *closedError) Unwrap() error { return e.err }
+
+// drainedError is returned by handOff, wrapping err, when tcp is still open
+// but handOff had already read and discarded n bytes the peer sent: the
+// plain close that follows counts them, since the peer's bytes are gone
+// either way.
+type drainedError struct {
+	n   int64
+	err error
+}
+
+func (e *drainedError) Error() string { return e.err.Error() }
+
+func (e *drainedError) Unwrap() error { return e.err }
 
 // entry is one lingering connection. All its fields are guarded by
 // Closer.mu. Its size is the per-socket cost of lingering, so fields are

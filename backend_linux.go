@@ -110,7 +110,11 @@ const loopGrace = time.Second
 // duplicate, no shutdown, no epoll, no wake of the loop's goroutine, and no
 // RST, since nothing is left unread. A pending request is read off without
 // a wake-up. (A goroutine still blocked in tcp's Read may get some of those
-// bytes first, as it could have just before Close.)
+// bytes first, as it could have just before Close.) Without the shutdown, a
+// descriptor of the socket that the application still holds (from File)
+// keeps the FIN back, as it would after a plain close; shutting down first
+// would cost a system call on every such close, and would give a Write
+// blocked on a half-closed peer EPIPE instead of net.ErrClosed.
 // SIOCOUTQ is read here too, before the Closer's lock is taken: a system
 // call under the lock can cost the lock's holder its P, and everyone
 // waiting for the lock the wait for another.
@@ -139,6 +143,15 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 		return true
 	})
 	if err != nil {
+		// Whatever the first drain read is gone: the report counts it.
+		var ended *closedError
+		switch {
+		case errors.Is(err, errTaken), r.n == 0:
+		case errors.As(err, &ended):
+			ended.discarded = r.n
+		default:
+			err = &drainedError{n: r.n, err: err}
+		}
 		return err
 	}
 	if fd < 0 {

@@ -108,6 +108,11 @@ var ErrNilConn = errors.New("linger: nil connection")
 // connection closed before (which is not counted again), or ErrNilConn; it
 // never fails because lingering was not possible.
 //
+// On Linux, a connection whose peer has already closed or reset it, with
+// nothing left unread, is closed within Close as conn.Close would close it:
+// if the application holds another descriptor of its socket (from File,
+// say), the FIN waits until that one is closed too.
+//
 // On Windows, where a socket cannot be duplicated within a process, conn
 // itself lingers: its write side is shut down at once (a goroutine blocked
 // in its Write gets the error of that), but a goroutine blocked in its Read
@@ -157,14 +162,19 @@ func (c *Closer) closeFrom(conn net.Conn, tcp *net.TCPConn, addr netip.AddrPort)
 	case errors.As(err, &ended):
 		// conn is closed and the socket went with it.
 		c.mu.Lock()
-		c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: ended.outcome, Unacked: -1, Err: ended.err})
+		c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: ended.outcome, Discarded: ended.discarded, Unacked: -1, Err: ended.err})
 		c.unlock()
 		return nil
 	}
 	// Nothing was taken: conn is still open, close it plainly.
+	var discarded int64
+	var drained *drainedError
+	if errors.As(err, &drained) {
+		discarded, err = drained.n, drained.err
+	}
 	cerr := tcp.Close()
 	if cerr == nil {
-		c.plain(conn, err)
+		c.plainDiscarded(conn, err, discarded)
 	}
 	return cerr
 }
@@ -179,8 +189,12 @@ func (c *Closer) addrOf(a netip.AddrPort) net.Addr {
 }
 
 // plain counts a connection closed without lingering.
-func (c *Closer) plain(conn net.Conn, why error) {
-	r := Report{Outcome: Plain, Unacked: -1, Err: why}
+func (c *Closer) plain(conn net.Conn, why error) { c.plainDiscarded(conn, why, 0) }
+
+// plainDiscarded is plain for a connection of which n bytes the peer sent
+// were already read and discarded.
+func (c *Closer) plainDiscarded(conn net.Conn, why error, n int64) {
+	r := Report{Outcome: Plain, Discarded: n, Unacked: -1, Err: why}
 	if c.cfg.OnClose != nil {
 		r.RemoteAddr = remoteAddr(conn)
 	}

@@ -47,7 +47,8 @@ func detachFD(tcp *net.TCPConn, first func(fd int) bool) (int, error) {
 		}
 		return -1, nil
 	}
-	if err := handOver(tcp, func() error { return unix.Shutdown(fd, unix.SHUT_WR) }); err != nil {
+	shutdownWrite := func() error { return unix.Shutdown(fd, unix.SHUT_WR) }
+	if err := handOver(tcp, shutdownWrite, func() bool { return resetPending(fd) }); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
@@ -87,8 +88,10 @@ func dupFD(tcp *net.TCPConn, first func(fd int) bool) (int, error) {
 // shuts down the socket's write side with shutdownWrite. On an error the
 // caller still owns, and must close, its other descriptor; the error is
 // errTaken if someone else closed tcp first (nothing was taken), or a
-// *closedError once tcp is closed.
-func handOver(tcp *net.TCPConn, shutdownWrite func() error) error {
+// *closedError once tcp is closed. reset (see resetPending) tells, when
+// the connection turns out to have ended already, whether the peer reset
+// it.
+func handOver(tcp *net.TCPConn, shutdownWrite func() error, reset func() bool) error {
 	if err := tcp.Close(); err != nil {
 		// Another goroutine closed tcp between the duplication and here: it
 		// owns the close, and the duplicate must go without a trace.
@@ -99,9 +102,15 @@ func handOver(tcp *net.TCPConn, shutdownWrite func() error) error {
 	}
 	if err := shutdownWrite(); err != nil {
 		if errors.Is(err, syscall.ENOTCONN) {
-			// The connection already ended: the peer closed and then reset
-			// it, typically because we wrote after its close. Nothing is
-			// left to linger for, and closing sends nothing.
+			// The connection already ended. Nothing is left to linger
+			// for, and closing sends nothing. Most often the peer closed
+			// and then reset it, typically because we wrote after its
+			// close: that is peer_closed. A peer that reset it without
+			// closing first is peer_reset, as the event loop's first read
+			// finds it.
+			if reset() {
+				return &closedError{outcome: PeerReset}
+			}
 			return &closedError{outcome: PeerClosed}
 		}
 		return &closedError{outcome: Plain, err: os.NewSyscallError("shutdown", err)}
@@ -129,9 +138,28 @@ func detachConn(tcp *net.TCPConn) (net.Conn, error) {
 		conn.Close()
 		return nil, errors.New("linger: duplicate is not a TCP connection")
 	}
-	if err := handOver(tcp, own.CloseWrite); err != nil {
+	reset := func() bool {
+		r := false
+		if rc, err := own.SyscallConn(); err == nil {
+			rc.Control(func(s uintptr) { r = resetPending(int(s)) })
+		}
+		return r
+	}
+	if err := handOver(tcp, own.CloseWrite, reset); err != nil {
 		conn.Close()
 		return nil, err
 	}
 	return conn, nil
+}
+
+// resetPending says whether fd's socket still holds, unreported, the
+// ECONNRESET of a reset from its peer. The kernel records it in the
+// socket's error (SO_ERROR) when the RST arrives and hands it to the first
+// read or write that follows, or to this getsockopt, which clears it. A
+// peer that had closed before it reset leaves EPIPE there instead, since
+// the connection was half-closed, or nothing if a read or write of the
+// caller's already took the error.
+func resetPending(fd int) bool {
+	e, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	return err == nil && syscall.Errno(e) == unix.ECONNRESET
 }

@@ -13,12 +13,13 @@ type Outcome uint8
 const (
 	// PeerClosed: the peer closed its side; the socket ended with FIN in
 	// both directions. This is the outcome linger exists for. It is also
-	// the outcome of a connection that had already ended when it was handed
-	// off (typically a client that closed first and then reset bytes we
+	// the outcome of a connection whose peer had closed and then reset it
+	// by the time it was handed off (typically a client that reset bytes we
 	// sent after its close, such as a TLS close_notify): there was nothing
 	// left to linger for, and nothing went wrong.
 	PeerClosed Outcome = iota
-	// PeerReset: the peer reset the connection, or the socket failed.
+	// PeerReset: the peer reset the connection, before or after the
+	// hand-off, without closing it first, or the socket failed.
 	PeerReset
 	// Idle: the peer neither sent nor acknowledged anything for
 	// Config.IdleTimeout.

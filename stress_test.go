@@ -14,7 +14,8 @@ import (
 
 // TestConcurrentHandoffs races hand-offs, releases under the cap, peers that
 // close, reset or stay, Stats and a Shutdown in the middle: every connection
-// is reported exactly once, the cap holds, and nothing is left behind.
+// is reported exactly once, the cap holds, and nothing is left behind. The
+// event loop has three shards.
 func TestConcurrentHandoffs(t *testing.T) {
 	const workers, each, capacity = 8, 40, 16
 	for _, be := range backends {
@@ -24,6 +25,9 @@ func TestConcurrentHandoffs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Several shards, starting and ending around the Shutdown,
+			// whatever GOMAXPROCS is.
+			setShards(c, 3)
 			var mu sync.Mutex
 			reported := 0
 			last := map[string]Report{} // the latest report for each client address
