@@ -164,9 +164,9 @@ func closeAs(mode string, c *Closer, srv *net.TCPConn, released chan<- struct{})
 // In the plain modes the peer closes after our close, as a client does
 // that reads our last word and leaves. In the "-peerclosed" and
 // "-peerreset" modes it has closed (or reset, with SO_LINGER 0) before our
-// close: the common case on an HTTP server, where net/http closes a
-// "Connection: close" connection 500 ms after its response, and wrk and
-// browsers close or reset as soon as they have the response.
+// close: as when net/http closes a connection 500 ms after its response
+// because the request's body was left unread, or a client closes or resets
+// before the server gets round to its close.
 func BenchmarkLifecycleServing(b *testing.B) {
 	for _, peer := range []string{"", "-peerclosed", "-peerreset"} {
 		for _, mode := range []string{"plain", "naive", "loop", "portable"} {
