@@ -136,13 +136,7 @@ func TestPeerGoneNeedsNoDuplicate(t *testing.T) {
 			} else {
 				waitReadable(t, srv, true)
 			}
-			var fd int
-			rc, _ := srv.SyscallConn()
-			rc.Control(func(s uintptr) { fd = int(s) })
-			restore := spareDescriptors(t, fd, 0)
-			err := h.Close(srv)
-			restore()
-			if err != nil {
+			if err := closeOutOfDescriptors(t, h, srv); err != nil {
 				t.Errorf("Close = %v", err)
 			}
 			r := h.next(t, 5*time.Second)

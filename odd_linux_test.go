@@ -75,6 +75,19 @@ func TestOutOfDescriptors(t *testing.T) {
 	}
 }
 
+// closeOutOfDescriptors closes c through h while the process has no
+// descriptor to spare, so that a hand-off that tries to duplicate c's
+// descriptor fails with EMFILE.
+func closeOutOfDescriptors(t *testing.T, h *harness, c *net.TCPConn) error {
+	t.Helper()
+	var fd int
+	rc, _ := c.SyscallConn()
+	rc.Control(func(s uintptr) { fd = int(s) })
+	restore := spareDescriptors(t, fd, 0)
+	defer restore()
+	return h.Close(c)
+}
+
 // spareDescriptors lowers RLIMIT_NOFILE to below, the number of a
 // descriptor the test holds, and fills every free number below it but
 // spare, so that the process can open spare more descriptors, and only

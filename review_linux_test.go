@@ -29,13 +29,7 @@ func TestOutOfDescriptorsAfterInlineDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReadable(t, srv, false)
-	var fd int
-	rc, _ := srv.SyscallConn()
-	rc.Control(func(s uintptr) { fd = int(s) })
-	restore := spareDescriptors(t, fd, 0)
-	err := h.Close(srv)
-	restore()
-	if err != nil {
+	if err := closeOutOfDescriptors(t, h, srv); err != nil {
 		t.Errorf("Close = %v, want nil: the connection was ours to close", err)
 	}
 	r := h.next(t, 5*time.Second)
