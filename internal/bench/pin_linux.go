@@ -201,9 +201,12 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 	defer tick.Stop()
 	var heldSince time.Time
 	// Watch for f.d, and in any case until the last connection had its
-	// write timeout and MaxHold to end: on a loaded machine the dialling
-	// alone can take seconds, and a smoke-sized window would then blame
-	// the server for sockets it is still allowed to hold.
+	// write timeout and MaxHold to end, and 10 s more: on a loaded machine
+	// the dialling alone can take seconds, and a socket released with
+	// bytes still queued lives on as an orphan until the peer's next
+	// trickled byte resets it, so a smoke-sized window would blame the
+	// server for sockets it was still allowed to hold. A run that frees
+	// everything in time stops a second after, as before.
 	hold := f.maxHold
 	if hold <= 0 {
 		hold = 30 * time.Second // Config.MaxHold's default
@@ -214,7 +217,7 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 		}
 		select {
 		case <-dialed:
-			return r.Freed == 0 && time.Since(dialedAt) < f.write+hold+2*time.Second
+			return r.Freed == 0 && time.Since(dialedAt) < f.write+hold+10*time.Second
 		default:
 			return true
 		}
