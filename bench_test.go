@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -339,6 +340,84 @@ func BenchmarkDrain(b *testing.B) {
 			for _, stop := range stops {
 				stop()
 			}
+		})
+	}
+}
+
+// BenchmarkLifecycleConcurrent is BenchmarkLifecycleServing with 16
+// clients at once and no pacing: each client dials, reads our 32 bytes
+// and our FIN, and closes, and the benchmark waits only at the end for
+// every server side to be released. A release wakes nobody (OnClose counts
+// down a WaitGroup), as on a server whose OnClose only counts, so the
+// figure is the work of the hand-offs and releases themselves, without
+// the per-connection wake-up of a waiting client that the paced
+// benchmarks pay.
+func BenchmarkLifecycleConcurrent(b *testing.B) {
+	for _, mode := range []string{"naive", "loop"} {
+		b.Run(mode, func(b *testing.B) {
+			ln := benchListen(b)
+			var released sync.WaitGroup
+			var c *Closer
+			if mode == "loop" {
+				var err error
+				c, err = newCloser(Config{OnClose: func(Report) { released.Done() },
+					IdleTimeout: time.Hour, MaxHold: time.Hour}, false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Shutdown(context.Background())
+			}
+			released.Add(b.N)
+			var serving sync.WaitGroup
+			serving.Add(1)
+			go func() {
+				defer serving.Done()
+				msg := make([]byte, 32)
+				for {
+					srv, err := ln.AcceptTCP()
+					if err != nil {
+						return
+					}
+					srv.Write(msg)
+					if c != nil {
+						c.Close(srv)
+						continue
+					}
+					srv.CloseWrite()
+					go func() {
+						io.Copy(io.Discard, srv)
+						srv.Close()
+						released.Done()
+					}()
+				}
+			}()
+			addr := ln.Addr().(*net.TCPAddr)
+			var next atomic.Int64
+			var clients sync.WaitGroup
+			cpu0 := processCPU()
+			b.ResetTimer()
+			for range 16 {
+				clients.Add(1)
+				go func() {
+					defer clients.Done()
+					for next.Add(1) <= int64(b.N) {
+						cli, err := net.DialTCP("tcp", nil, addr)
+						if err != nil {
+							b.Error(err)
+							released.Done()
+							continue
+						}
+						io.Copy(io.Discard, cli)
+						cli.Close()
+					}
+				}()
+			}
+			clients.Wait()
+			released.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			ln.Close()
+			serving.Wait()
 		})
 	}
 }

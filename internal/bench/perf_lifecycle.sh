@@ -7,6 +7,8 @@
 #   go test -c -o /tmp/new.test .          # and, to compare, an older build as /tmp/old.test
 #   internal/bench/perf_lifecycle.sh BenchmarkLifecycle "naive loop loop-busy" 5 5000 /tmp/new.test [/tmp/old.test]
 #   internal/bench/perf_lifecycle.sh BenchmarkLifecycleServing "naive loop" 5 5000 /tmp/new.test
+#   # 16 clients at once, unpaced, releases that wake nobody:
+#   internal/bench/perf_lifecycle.sh BenchmarkLifecycleConcurrent "naive loop" 5 5000 /tmp/new.test
 #   # a peer that closed, or reset, before the server's close (net/http's Connection: close, wrk):
 #   internal/bench/perf_lifecycle.sh BenchmarkLifecycleServing "naive-peerclosed loop-peerclosed naive-peerreset loop-peerreset" 5 5000 /tmp/new.test
 #
