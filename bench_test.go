@@ -192,27 +192,16 @@ func lifecycleServing(b *testing.B, mode, peer string) {
 		}
 		defer c.Shutdown(context.Background())
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		msg := make([]byte, 32)
-		for {
-			srv, err := ln.AcceptTCP()
-			if err != nil {
-				return
-			}
-			srv.Write(msg)
-			if peer != "" {
-				// On loopback the peer's FIN or RST has reached our
-				// socket by the time its close returns.
-				<-peerGone
-			}
-			closeAs(mode, c, srv, released)
+	reply := make([]byte, 32)
+	defer acceptEach(ln, func(srv *net.TCPConn) {
+		srv.Write(reply)
+		if peer != "" {
+			// On loopback the peer's FIN or RST has reached our
+			// socket by the time its close returns.
+			<-peerGone
 		}
-	}()
-	defer wg.Wait()
-	defer ln.Close()
+		closeAs(mode, c, srv, released)
+	})()
 	addr := ln.Addr().(*net.TCPAddr)
 	msg := make([]byte, 32)
 	cpu0 := processCPU()
@@ -234,6 +223,27 @@ func lifecycleServing(b *testing.B, mode, peer string) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// acceptEach accepts connections on ln and hands each to handle in the
+// accepting goroutine itself, as a server's accept loop that closes
+// connections would. stop closes ln and waits for the loop to end.
+func acceptEach(ln *net.TCPListener, handle func(*net.TCPConn)) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			srv, err := ln.AcceptTCP()
+			if err != nil {
+				return
+			}
+			handle(srv)
+		}
+	}()
+	return func() {
+		ln.Close()
+		<-done
+	}
 }
 
 func benchListen(b *testing.B) *net.TCPListener {
@@ -368,29 +378,20 @@ func BenchmarkLifecycleConcurrent(b *testing.B) {
 				defer c.Shutdown(context.Background())
 			}
 			released.Add(b.N)
-			var serving sync.WaitGroup
-			serving.Add(1)
-			go func() {
-				defer serving.Done()
-				msg := make([]byte, 32)
-				for {
-					srv, err := ln.AcceptTCP()
-					if err != nil {
-						return
-					}
-					srv.Write(msg)
-					if c != nil {
-						c.Close(srv)
-						continue
-					}
-					srv.CloseWrite()
-					go func() {
-						io.Copy(io.Discard, srv)
-						srv.Close()
-						released.Done()
-					}()
+			reply := make([]byte, 32)
+			stop := acceptEach(ln, func(srv *net.TCPConn) {
+				srv.Write(reply)
+				if c != nil {
+					c.Close(srv)
+					return
 				}
-			}()
+				srv.CloseWrite()
+				go func() {
+					io.Copy(io.Discard, srv)
+					srv.Close()
+					released.Done()
+				}()
+			})
 			addr := ln.Addr().(*net.TCPAddr)
 			var next atomic.Int64
 			var clients sync.WaitGroup
@@ -416,8 +417,7 @@ func BenchmarkLifecycleConcurrent(b *testing.B) {
 			released.Wait()
 			b.StopTimer()
 			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
-			ln.Close()
-			serving.Wait()
+			stop()
 		})
 	}
 }
