@@ -187,6 +187,30 @@ func TestSummarize(t *testing.T) {
 			nrows: 2 + 2 + 3 + 2 + 2,
 		},
 		{
+			// The rate's ratio is the median of the rounds' own ratios
+			// (0.9 and 1.1), not the ratio of the averages (725/750); a
+			// mode other than plain and linger gets a note.
+			name: "flood, rounds and other modes",
+			in: summaryInput{flood: func() []FloodResult {
+				var rs []FloodResult
+				for i, m := range []struct {
+					mode   string
+					perSec float64
+				}{{"plain", 1000}, {"linger", 900}, {"linger-nopressure", 800}, {"plain", 500}, {"linger", 550}, {"linger-nopressure", 400}} {
+					r := flood("upload-1k", m.mode, m.perSec, 600*time.Millisecond, 0, 1000)
+					if m.mode == "linger" {
+						r.CPU = 630 * time.Millisecond
+					}
+					r.Round = 1 + i/3
+					rs = append(rs, r)
+				}
+				return rs
+			}()},
+			rows:  []want{{"upload-1k: rejected", statusMet, 1.0}, {"upload-1k: server CPU", statusMet, 1.05}},
+			notes: []string{"flood mode linger-nopressure: printed with the flood above, not summarized"},
+			nrows: 2,
+		},
+		{
 			// The samples missed the peak, the outcomes did not.
 			name: "flood, cap reached between samples",
 			in: summaryInput{flood: []FloodResult{
