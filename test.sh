@@ -70,7 +70,12 @@ go run ./cmd/linger lab --quick --check --json "$out/lab.json" --html "$out/lab.
 
 echo "== benchmarks, smoke size (BENCHMARKS.md has the full-size commands)"
 go test -run '^$' -bench . -benchtime 1x . | tail -n 3
-go run ./cmd/linger bench -smoke all | tail -n 8
+# The whole output only on a failure: the tables say which invariant broke.
+if ! go run ./cmd/linger bench -smoke all > "$out/bench.txt" 2>&1; then
+	cat "$out/bench.txt"
+	exit 1
+fi
+tail -n 8 "$out/bench.txt"
 
 echo "== nested modules: ${nested[*]} (caddy's test builds a Caddy: minutes on a cold build cache)"
 for m in "${nested[@]}"; do
