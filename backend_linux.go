@@ -115,6 +115,10 @@ const loopGrace = time.Second
 // keeps the FIN back, as it would after a plain close; shutting down first
 // would cost a system call on every such close, and would give a Write
 // blocked on a half-closed peer EPIPE instead of net.ErrClosed.
+// A peer already past its byte budget is closed plainly as well, with the
+// RST that a plain close with unread bytes sends: it would end at the loop's
+// first read anyway. Under pressure, when the budget is small, SIOCINQ
+// finds such a peer before anything is read (pastBudget).
 // SIOCOUTQ is read here too, before the Closer's lock is taken: a system
 // call under the lock can cost the lock's holder its P, and everyone
 // waiting for the lock the wait for another.
@@ -127,13 +131,18 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 		if clamp > 0 {
 			clampRcvBuf(s, clamp)
 		}
-		// One more byte than the budget allows, as in round. The drain
-		// stops at inlineMax even with a pressure budget no larger:
-		// spending all of it here, to end a peer writing flat out at once,
-		// measured worse under a flood, since a peer that ends here is
-		// never admitted and so never counts towards the pressure mark.
-		r = drainUpTo(s, budget+1, inlineMax, 2)
-		if !r.done || r.end == Budget {
+		if budget < c.cfg.MaxDiscard && !c.noInq && pastBudget(s, budget) {
+			r = drainResult{end: Budget, done: true}
+		} else {
+			// One more byte than the budget allows, as in round. The
+			// drain stops at inlineMax even with a pressure budget no
+			// larger: spending all of it here, to end a peer writing flat
+			// out at once, measured worse under a flood, since a peer
+			// that ends here is never admitted and so never counts
+			// towards the pressure mark.
+			r = drainUpTo(s, budget+1, inlineMax, 2)
+		}
+		if !r.done {
 			return false
 		}
 		// Not shut down yet: no FIN of ours is counted.
@@ -176,20 +185,6 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 	}
 	c.mu.Lock()
 	defer c.unlock()
-	if r.done {
-		// The byte budget ran out in the first drain: nothing more to
-		// linger for. The close resets the connection, as a plain close
-		// with unread bytes would.
-		c.report(Report{
-			RemoteAddr: c.addrOf(addr),
-			Outcome:    r.end,
-			Discarded:  r.n,
-			Unacked:    unacked,
-			Err:        r.err,
-		})
-		c.fds = append(c.fds, fd)
-		return nil
-	}
 	if !c.admit(e, addr, queued) {
 		c.fds = append(c.fds, fd)
 		c.plainAfterShutdown(addr)
@@ -450,6 +445,17 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 	}
 	clear(l.ready)
 	l.ready, l.budgets, l.clamps = l.ready[:0], l.budgets[:0], l.clamps[:0]
+}
+
+// pastBudget says whether fd's peer has already sent more than budget bytes
+// that nobody read: SIOCINQ counts them without copying them. Such a peer
+// would end by its budget at the first drain, after it had copied and
+// thrown away the budget's worth, which under pressure is every rejection
+// that a peer writing flat out costs the server beyond a plain close. An
+// error says no: the drain then finds out.
+func pastBudget(fd int, budget int64) bool {
+	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	return err == nil && int64(n) > budget
 }
 
 // inlineMax bounds what Close discards itself, in at most two reads: a

@@ -26,6 +26,7 @@ type Closer struct {
 	rcvBuf       int  // the receive buffer a lingering socket is clamped to under pressure, or 0
 	rcvAlways    bool // clamp it without pressure too
 	holdPressure bool // pressure lasts IdleTimeout after lingering was last at its mark
+	noInq        bool // under pressure, read a peer past its budget instead of asking SIOCINQ (a benchmark's comparison)
 
 	// mu guards the admission bookkeeping below and each entry's fields,
 	// except what the Linux event loop reads while it drains (see
@@ -60,6 +61,7 @@ func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 	c := &Closer{cfg: cfg, epoch: time.Now(), evicted: math.MinInt64 / 2, pressed: math.MinInt64 / 2}
 	c.holdPressure = !pressuresel.NoHold.Load()
 	c.rcvAlways = pressuresel.RcvBufAlways.Load()
+	c.noInq = pressuresel.NoInq.Load()
 	c.rcvBuf = int(min(pressureRcvBuf, cfg.PressureDiscard))
 	switch n := pressuresel.RcvBuf.Load(); {
 	case n < 0:

@@ -14,10 +14,12 @@ import (
 // detachFD takes the socket under tcp as a new descriptor of its own.
 //
 // first, if not nil, runs on tcp's own descriptor before anything else. If
-// it returns true, the socket has nothing left to linger for (the peer has
-// closed or reset it and nothing it sent is left unread): detachFD then
-// duplicates nothing and closes tcp plainly, which sends no RST because the
-// receive queue is empty, and returns -1 and a nil error.
+// it returns true, the socket has nothing left to linger for: the peer has
+// closed or reset it and nothing it sent is left unread, and the plain
+// close sends no RST, or the peer has sent more than its byte budget, and
+// the RST that the unread bytes make the close send is the budget's end.
+// detachFD then duplicates nothing and closes tcp plainly, and returns -1
+// and a nil error.
 //
 // Otherwise the order matters. The duplicate comes first, so that closing
 // tcp's descriptor afterwards releases only a reference: the kernel closes

@@ -151,6 +151,76 @@ func TestPeerGoneNeedsNoDuplicate(t *testing.T) {
 	}
 }
 
+// TestPastBudgetNeedsNoDuplicate: a peer that has sent more than its byte
+// budget before the hand-off has nothing left to linger for, and its
+// socket is closed plainly in Close, with no duplicate: with no descriptor
+// to spare, the report must still say budget, not plain for EMFILE. Under
+// pressure, where the budget is small, SIOCINQ finds such a peer before
+// anything is read, so nothing is discarded.
+func TestPastBudgetNeedsNoDuplicate(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		silent   int   // silent peers handed off first, to make pressure
+		sent     int   // bytes the peer sends before the hand-off
+		budget   int64 // the budget that applies
+		readNone bool  // nothing is read: SIOCINQ decides
+	}{
+		{"budget", Config{MaxDiscard: 4 << 10}, 0, 16 << 10, 4 << 10, false},
+		{"pressure", Config{MaxConns: 4, MaxDiscard: 4 << 20, PressureDiscard: 16 << 10}, 3, 64 << 10, 16 << 10, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, tc.cfg, false)
+			ln := listen(t)
+			for i := range tc.silent {
+				s, _ := pair(t, ln, net.IPv4(127, 0, 0, byte(2+i)))
+				h.Close(s)
+			}
+			srv, cli := pair(t, ln, nil)
+			if _, err := cli.Write(make([]byte, tc.sent)); err != nil {
+				t.Fatal(err)
+			}
+			waitQueued(t, srv, tc.budget)
+			if err := closeOutOfDescriptors(t, h, srv); err != nil {
+				t.Errorf("Close = %v", err)
+			}
+			r := h.next(t, 5*time.Second)
+			if r.Outcome != Budget || r.Err != nil {
+				t.Fatalf("report %v %v; want budget, no error (plain for EMFILE: a duplicate was tried)", r.Outcome, r.Err)
+			}
+			switch {
+			case tc.readNone && r.Discarded != 0:
+				t.Errorf("discarded %d, want 0: SIOCINQ showed the peer past its budget", r.Discarded)
+			case !tc.readNone && (r.Discarded <= tc.budget || r.Discarded > int64(tc.sent)):
+				t.Errorf("discarded %d, want just over the budget %d", r.Discarded, tc.budget)
+			}
+			if s := h.Stats(); s.Lingering != tc.silent || s.Outcomes[Budget] != 1 {
+				t.Errorf("stats: %d lingering, %d budget endings; want %d silent and 1", s.Lingering, s.Outcomes[Budget], tc.silent)
+			}
+		})
+	}
+}
+
+// waitQueued waits up to 2 s until more than n bytes wait unread in srv's
+// receive queue.
+func waitQueued(t *testing.T, srv *net.TCPConn, n int64) {
+	t.Helper()
+	rc, err := srv.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+		var q int
+		rc.Control(func(fd uintptr) { q, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		if int64(q) > n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("premise: %d bytes queued after 2 s, want more than %d", q, n)
+		}
+	}
+}
+
 // TestPendingRequestDrainedInline: bytes already queued when the caller
 // closes are discarded by Close itself, before the loop ever sees the
 // socket; the socket lingers for the rest.

@@ -29,7 +29,7 @@ import (
 
 // FloodResult is one round of "flood" with one server close strategy.
 type FloodResult struct {
-	Mode     string        `json:"mode"`    // "plain", "linger", "linger-nopressure", "linger-pdSIZE", "linger-norb", "linger-rbSIZE", "linger-nohold" or "linger-rball"
+	Mode     string        `json:"mode"`    // "plain", "linger", "linger-nopressure", "linger-pdSIZE", "linger-norb", "linger-rbSIZE", "linger-nohold", "linger-rball" or "linger-noinq"
 	Clients  string        `json:"clients"` // upload, cooperative or deaf
 	Round    int           `json:"round"`   // from 1
 	Duration time.Duration `json:"duration_ns"`
@@ -91,6 +91,8 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 			pressuresel.NoHold.Store(true)
 		case mode == "linger-rball":
 			pressuresel.RcvBufAlways.Store(true)
+		case mode == "linger-noinq":
+			pressuresel.NoInq.Store(true)
 		case isPD, isRB:
 			size := pd
 			if isRB {
@@ -111,6 +113,7 @@ func flood(ctx context.Context, self []string, mode string, f floodFlags, ca *pk
 		pressuresel.RcvBuf.Store(0)
 		pressuresel.NoHold.Store(false)
 		pressuresel.RcvBufAlways.Store(false)
+		pressuresel.NoInq.Store(false)
 		if err != nil {
 			tcpLn.Close()
 			return r, err

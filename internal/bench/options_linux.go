@@ -68,7 +68,7 @@ func parseOptions(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.flood.procs, "procs", 2, "flood: client processes")
 	fs.IntVar(&o.flood.cap, "cap", 32, "flood: Config.MaxConns (the cap on lingering sockets)")
 	fs.IntVar(&o.floodRounds, "rounds", 6, "flood: rounds per kind of client; a round runs each of -flood-modes once, in reverse order every other round")
-	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off), linger-pdSIZE (PressureDiscard SIZE, e.g. linger-pd64k), linger-norb (no receive-buffer clamp under pressure), linger-rbSIZE (clamp to SIZE), linger-nohold (pressure ends as soon as lingering falls below its mark), linger-rball (clamp without pressure too)")
+	floodModes := fs.String("flood-modes", "plain,linger", "flood: server modes of each round, in order: plain, linger, linger-nopressure (PressureDiscard off), linger-pdSIZE (PressureDiscard SIZE, e.g. linger-pd64k), linger-norb (no receive-buffer clamp under pressure), linger-rbSIZE (clamp to SIZE), linger-nohold (pressure ends as soon as lingering falls below its mark), linger-rball (clamp without pressure too), linger-noinq (under pressure, Close reads a peer already past its budget instead of asking SIOCINQ)")
 	kinds := fs.String("clients", "upload-1k,upload-1m,cooperative,deaf",
 		"flood: client kinds: upload-SIZE (write SIZE bytes, e.g. 1k or 1m, then read), cooperative (write flat out while reading, stop at the alert), deaf (write flat out, never read)")
 
@@ -191,13 +191,13 @@ func floodClients(list string, fl floodFlags) ([]floodFlags, error) {
 }
 
 // floodModeList reads -flood-modes: plain, linger, linger-nopressure,
-// linger-pdSIZE, linger-norb, linger-rbSIZE, linger-nohold and linger-rball, the sizes as
+// linger-pdSIZE, linger-norb, linger-rbSIZE, linger-nohold, linger-rball and linger-noinq, the sizes as
 // bytesize.Parse reads them.
 func floodModeList(list string) ([]string, error) {
 	modes := strings.Split(list, ",")
 	for _, m := range modes {
 		switch m {
-		case "plain", "linger", "linger-nopressure", "linger-norb", "linger-nohold", "linger-rball":
+		case "plain", "linger", "linger-nopressure", "linger-norb", "linger-nohold", "linger-rball", "linger-noinq":
 			continue
 		}
 		size, ok := strings.CutPrefix(m, "linger-pd")
@@ -210,7 +210,7 @@ func floodModeList(list string) ([]string, error) {
 			}
 			continue
 		}
-		return nil, usageError("-flood-modes: unknown mode %q: want plain, linger, linger-nopressure, linger-pdSIZE, linger-norb, linger-rbSIZE, linger-nohold or linger-rball", m)
+		return nil, usageError("-flood-modes: unknown mode %q: want plain, linger, linger-nopressure, linger-pdSIZE, linger-norb, linger-rbSIZE, linger-nohold, linger-rball or linger-noinq", m)
 	}
 	return modes, nil
 }

@@ -147,8 +147,8 @@ func TestParseOptions(t *testing.T) {
 			}
 			return ""
 		}},
-		{"-flood-modes plain,linger-rball,linger-rb4k,linger-norb,linger-nohold flood", func(o *options) string {
-			if !slices.Equal(o.floodModes, []string{"plain", "linger-rball", "linger-rb4k", "linger-norb", "linger-nohold"}) {
+		{"-flood-modes plain,linger-rball,linger-rb4k,linger-norb,linger-nohold,linger-noinq flood", func(o *options) string {
+			if !slices.Equal(o.floodModes, []string{"plain", "linger-rball", "linger-rb4k", "linger-norb", "linger-nohold", "linger-noinq"}) {
 				return "flood modes"
 			}
 			return ""

@@ -21,3 +21,8 @@ var NoHold atomic.Bool
 // lingering socket's receive buffer, under pressure or not. Closers
 // already built keep theirs.
 var RcvBufAlways atomic.Bool
+
+// NoInq, when true, makes linger.New's Closers read a peer's bytes in
+// Close under pressure even if SIOCINQ would show it past its budget
+// already. Closers already built keep theirs.
+var NoInq atomic.Bool
