@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -72,7 +73,7 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 		return r, err
 	}
 	defer ln.Close()
-	port := ln.Addr().(*net.TCPAddr).Port
+	addr := ln.Addr().(*net.TCPAddr).AddrPort()
 
 	var lc *linger.Closer
 	if mode != "plain" {
@@ -228,7 +229,7 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 			return r, ctx.Err()
 		case <-tick.C:
 		}
-		socks, queued, err := serverSockets(port)
+		socks, queued, err := serverSockets(addr)
 		if err != nil {
 			return r, err
 		}
@@ -284,11 +285,16 @@ func pin(ctx context.Context, mode string, f pinFlags) (PinResult, error) {
 	return r, nil
 }
 
-// serverSockets counts the TCP sockets, other than listeners, whose local
-// port is port, and sums the kernel memory of their send queues, as ss
-// shows them (skmem's w: wmem_queued).
-func serverSockets(port int) (n int, queued int64, err error) {
-	cmd := exec.Command("ss", "-tnmH", "state", "connected", fmt.Sprintf("( sport = :%d )", port))
+// serverSockets counts the TCP sockets, other than listeners and those in
+// TIME_WAIT, whose local address is addr, and sums the kernel memory of
+// their send queues, as ss shows them (skmem's w: wmem_queued). The
+// address, not only the port: a bind on another address may get the same
+// port number, as the peers of flood, hold and held do on 127.66.x.x. Not
+// TIME_WAIT: such a socket holds no queue and no descriptor, and an
+// earlier benchmark's may sit on the same address for a minute, since a
+// listener (SO_REUSEADDR) may bind over it.
+func serverSockets(addr netip.AddrPort) (n int, queued int64, err error) {
+	cmd := exec.Command("ss", "-tnmH", "state", "connected", "exclude", "time-wait", fmt.Sprintf("( src %s )", addr))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, 0, err
