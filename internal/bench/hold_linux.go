@@ -15,6 +15,7 @@ import (
 
 	"github.com/linger-go/linger"
 	"github.com/linger-go/linger/internal/backendsel"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/quantile"
 )
 
@@ -23,6 +24,7 @@ import (
 type HoldResult struct {
 	Mode    string        `json:"mode"`
 	N       int           `json:"n"`
+	At      int           `json:"at_once"`
 	Matched int           `json:"matched"`
 	P50     time.Duration `json:"p50_ns"`
 	P99     time.Duration `json:"p99_ns"`
@@ -32,6 +34,12 @@ type HoldResult struct {
 	PeerClosed int `json:"peer_closed"`
 	Other      int `json:"other"`
 	Failed     int `json:"peer_failures"`
+	// CPU is this (server) process's CPU time per connection, from the
+	// peers' start to their end: accepting, writing our last word, and
+	// closing the connection, plainly, through linger or with a goroutine
+	// of its own. The peers run in another process, as a server's clients
+	// do, so their wake-ups do not share the server's scheduler.
+	CPU time.Duration `json:"server_cpu_per_conn_ns"`
 }
 
 var portableMu sync.Mutex
@@ -48,7 +56,7 @@ func newPortable(cfg linger.Config) (*linger.Closer, error) {
 // holdTime runs n connections, c at a time, through one mode: "loop",
 // "portable", or "naive" (CloseWrite, io.Copy(io.Discard), Close).
 func holdTime(ctx context.Context, self []string, mode string, n, c, srcs int) (HoldResult, error) {
-	r := HoldResult{Mode: mode, N: n}
+	r := HoldResult{Mode: mode, N: n, At: c}
 	var mu sync.Mutex
 	// Loopback reuses ports in TIME_WAIT (net.ipv4.tcp_tw_reuse=2), so
 	// one address may stand for several connections in turn: keep every
@@ -116,6 +124,7 @@ func holdTime(ctx context.Context, self []string, mode string, n, c, srcs int) (
 			}()
 		}
 	}()
+	cpu0 := proc.CPUTime()
 	p, err := startChild(ctx, self, "holdpeer", "-addr", ln.Addr().String(),
 		"-n", strconv.Itoa(n), "-c", strconv.Itoa(c), "-src", srcAddrs(srcs))
 	if err != nil {
@@ -143,6 +152,7 @@ func holdTime(ctx context.Context, self []string, mode string, n, c, srcs int) (
 	ln.Close()
 	<-acceptDone
 	handlers.Wait()
+	r.CPU = (proc.CPUTime() - cpu0) / time.Duration(max(n, 1))
 	if lc != nil {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		lc.Shutdown(sctx)

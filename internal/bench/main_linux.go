@@ -285,10 +285,10 @@ func printHold(w io.Writer, rs []HoldResult) {
 	}
 	fmt.Fprintf(w, "hold: peer reads our last word and closes; time from its close to our release\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tconns\tmatched\tp50\tp99\tmax\tpeer_closed\tother\tpeer failures\t")
+	fmt.Fprintln(tw, "mode\tconns\tmatched\tp50\tp99\tmax\tserver CPU µs/conn\tpeer_closed\tother\tpeer failures\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f µs\t%.0f µs\t%.0f µs\t%d\t%d\t%d\t\n", r.Mode, r.N, r.Matched,
-			float64(r.P50)/1e3, float64(r.P99)/1e3, float64(r.Max)/1e3, r.PeerClosed, r.Other, r.Failed)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f µs\t%.0f µs\t%.0f µs\t%.1f\t%d\t%d\t%d\t\n", r.Mode, r.N, r.Matched,
+			float64(r.P50)/1e3, float64(r.P99)/1e3, float64(r.Max)/1e3, float64(r.CPU)/1e3, r.PeerClosed, r.Other, r.Failed)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

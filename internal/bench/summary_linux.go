@@ -101,10 +101,11 @@ type summaryInput struct {
 	cpus  int // for the happy path's server share of the machine
 }
 
-// lifecycleNote says where the targets on a connection's whole CPU cost
-// are measured: not by "linger bench" but by perf around the engine's
-// lifecycle benchmarks.
-const lifecycleNote = "lifecycle CPU and system calls per connection against a goroutine per socket: not measured by linger bench; " +
+// lifecycleNote says where the targets on a connection's system calls, and
+// its CPU with the clients in the server's own process, are measured: not
+// by "linger bench" (hold measures the CPU with the peers in another
+// process) but by perf around the engine's lifecycle benchmarks.
+const lifecycleNote = "system calls per connection against a goroutine per socket, and CPU with the clients in the server's process: not measured by linger bench; " +
 	"`go test -c -o /tmp/after.test . && internal/bench/perf_lifecycle.sh BenchmarkLifecycleServing \"naive loop\" 5 5000 /tmp/after.test` prints them"
 
 // floodRateTarget is the least linger/plain rate of rejected handshakes
@@ -190,9 +191,19 @@ func summarizeHold(rs []HoldResult) ([]TargetRow, []string) {
 	if !okL || !okN || loop.P50 <= 0 || naive.P50 <= 0 {
 		return nil, []string{"hold p50: hold needs the modes loop and naive (-modes) and matched connections"}
 	}
+	at := ""
+	if loop.At > 0 {
+		at = fmt.Sprintf(", %d at a time", loop.At)
+	}
 	ratio := float64(loop.P50) / float64(naive.P50)
-	return []TargetRow{row("hold", fmt.Sprintf("hold p50 from the peer's FIN to the release, loop/naive, %s connections", thousands(float64(loop.N))),
-		atMost(1, "x"), ratio, fmt.Sprintf("%s (%.2fx)", micros(loop.P50), ratio), "naive "+micros(naive.P50))}, nil
+	rows := []TargetRow{row("hold", fmt.Sprintf("hold p50 from the peer's FIN to the release, loop/naive, %s connections%s", thousands(float64(loop.N)), at),
+		atMost(1, "x"), ratio, fmt.Sprintf("%s (%.2fx)", micros(loop.P50), ratio), "naive "+micros(naive.P50))}
+	if loop.CPU > 0 && naive.CPU > 0 {
+		r := float64(loop.CPU) / float64(naive.CPU)
+		rows = append(rows, row("hold", fmt.Sprintf("server CPU per connection, loop/naive, %s connections%s, peers in another process", thousands(float64(loop.N)), at),
+			atMost(1, "x"), r, fmt.Sprintf("%.1f µs (%.2fx)", float64(loop.CPU)/1e3, r), fmt.Sprintf("naive %.1f µs", float64(naive.CPU)/1e3)))
+	}
+	return rows, nil
 }
 
 func summarizeFlood(rs []FloodResult) ([]TargetRow, []string) {

@@ -159,6 +159,15 @@ func TestSummarize(t *testing.T) {
 			nrows: 1,
 		},
 		{
+			name: "hold, with the server's CPU",
+			in: summaryInput{hold: []HoldResult{
+				{Mode: "loop", N: 5000, At: 1, P50: 40 * time.Microsecond, CPU: 82 * time.Microsecond},
+				{Mode: "naive", N: 5000, At: 1, P50: 36 * time.Microsecond, CPU: 95 * time.Microsecond},
+			}},
+			rows:  []want{{"hold p50", statusNotMet, 40.0 / 36}, {"server CPU per connection, loop/naive, 5,000 connections, 1 at a time", statusMet, 82.0 / 95}},
+			nrows: 2,
+		},
+		{
 			name:  "hold, at most the goroutine's",
 			in:    summaryInput{hold: []HoldResult{{Mode: "loop", N: 5000, P50: 31 * time.Microsecond}, {Mode: "naive", N: 5000, P50: 40 * time.Microsecond}}},
 			rows:  []want{{"hold p50", statusMet, 31.0 / 40}},
