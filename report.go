@@ -27,9 +27,9 @@ const (
 	// HardCap: the connection lingered for Config.MaxHold.
 	HardCap
 	// Budget: the peer sent more than Config.MaxDiscard bytes, or
-	// Config.PressureDiscard under pressure. One that had already sent more
-	// when Close was called is reset at once, without lingering; under
-	// pressure (on Linux) without its bytes even being read, so its
+	// Config.PressureDiscard under pressure. On Linux, one that had already
+	// sent more when Close was called is reset within Close, without
+	// lingering, and under pressure without its bytes being read, so its
 	// Report.Discarded may be 0.
 	Budget
 	// Released: the connection was released early to make room for a newer
