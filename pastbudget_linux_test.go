@@ -344,3 +344,30 @@ func waitWritten(t *testing.T, srv *net.TCPConn, n int) {
 		}
 	}
 }
+
+// TestPastBudgetEvictsNoOne: a peer ended in Close for its budget is never
+// admitted, so it takes no one's place: with lingering at MaxConns, and
+// the peer's address at MaxConnsPerIP, nothing is released for it.
+func TestPastBudgetEvictsNoOne(t *testing.T) {
+	fds := proc.OpenFDs()
+	t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
+	cfg := pressureConfig
+	cfg.MaxConns, cfg.MaxConnsPerIP = 3, 1
+	h := newHarness(t, cfg, false)
+	ln := listen(t)
+	pressure(t, h, ln)
+	srv, cli := pair(t, ln, net.IPv4(127, 0, 0, 2)) // the first silent peer's address
+	if _, err := cli.Write(make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	waitQueued(t, srv, cfg.PressureDiscard)
+	if err := h.Close(srv); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	if r := h.next(t, 5*time.Second); r.Outcome != Budget {
+		t.Errorf("report %v %v, want budget", r.Outcome, r.Err)
+	}
+	if s := h.Stats(); s.Lingering != 3 || s.Outcomes[Released] != 0 {
+		t.Errorf("stats: %d lingering, %d released; want 3, 0", s.Lingering, s.Outcomes[Released])
+	}
+}
