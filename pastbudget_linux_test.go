@@ -119,6 +119,10 @@ func TestPastBudgetOnTheWire(t *testing.T) {
 			if tc.want == Budget && (r.Discarded != 0 || r.Held != 0) {
 				t.Errorf("report discarded %d, held %v; want 0, 0: SIOCINQ ended it in Close", r.Discarded, r.Held)
 			}
+			// SIOCOUTQ was read before the close: Unacked is known.
+			if r.Unacked < 0 || r.Unacked > int64(len(lastWord)) {
+				t.Errorf("report unacked %d, want 0 to %d", r.Unacked, len(lastWord))
+			}
 			if capture != nil {
 				port := cli.LocalAddr().(*net.TCPAddr).Port
 				// The capture reads in the background.
