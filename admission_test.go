@@ -18,9 +18,10 @@ import (
 // The admission bookkeeping (the age list, the per-peer lists, the caps)
 // checked against a reference model: a driver hands off real loopback
 // connections, each under a peer address of its choosing (IPv4, IPv6 in a
-// few /64s, IPv4-mapped IPv6), lets peers close or reset, and shuts the
-// Closer down, and after every step compares the Closer with a plain slice
-// of what should be lingering.
+// few /64s, IPv4-mapped IPv6), some of them peers already past their byte
+// budget, lets peers close or reset, and shuts the Closer down, and after
+// every step compares the Closer with a plain slice of what should be
+// lingering.
 
 // admissionPeers are the addresses the driver hands connections off as.
 // The addresses are only labels for the bookkeeping; the sockets are real
@@ -48,11 +49,12 @@ type modelConn struct {
 // admissionDriver runs one sequence of operations against a Closer and the
 // model.
 type admissionDriver struct {
-	t       testing.TB
-	c       *Closer
-	cfg     Config // with defaults applied
-	ln      *net.TCPListener
-	reports chan Report
+	t        testing.TB
+	c        *Closer
+	cfg      Config // with defaults applied
+	portable bool
+	ln       *net.TCPListener
+	reports  chan Report
 
 	// The model.
 	lingering []*modelConn // oldest first
@@ -73,8 +75,14 @@ const (
 	opNotTCP
 	opCloseTwice
 	opShutdown
+	opPastBudget
 	numOps
 )
+
+// pastBudgetBytes is what a peer of opPastBudget sends before its
+// hand-off: more than the model's MaxDiscard, and so more than its
+// PressureDiscard too.
+const pastBudgetBytes = 48 << 10
 
 // runAdmission decodes ops from data and runs them; cfg's caps come from
 // its first bytes. The event loop gets shards shards, whatever GOMAXPROCS
@@ -94,9 +102,14 @@ func runAdmission(t testing.TB, portable bool, shards int, data []byte) int {
 		MaxConns:      1 + int(next()%6),
 		MaxConnsPerIP: int(next()%4) - 1, // -1: off; 0: the default, above MaxConns
 		IPv6PrefixLen: []int{0, 48, 64, 128}[next()%4],
+		// Below what a loopback socket queues before it is read, so that
+		// opPastBudget's peers can pass either budget before the hand-off.
+		MaxDiscard:      32 << 10,
+		PressureDiscard: 8 << 10,
 	}
 	d := &admissionDriver{
 		t:        t,
+		portable: portable,
 		reports:  make(chan Report, 4096),
 		released: make(map[int]Outcome),
 	}
@@ -181,18 +194,76 @@ func (d *admissionDriver) do(op byte, arg int) string {
 			d.expectPlain(ErrShutdown)
 			return "hand-off after shutdown"
 		}
-		var want []int
-		if d.cfg.MaxConnsPerIP > 0 {
-			for d.peerCount(m.key) >= d.cfg.MaxConnsPerIP {
-				want = append(want, d.evict(func(o *modelConn) bool { return o.key == m.key }))
-			}
-		}
-		for len(d.lingering) >= d.cfg.MaxConns {
-			want = append(want, d.evict(func(*modelConn) bool { return true }))
-		}
-		d.lingering = append(d.lingering, m)
+		want := d.admit(m)
 		d.expect(want, Released)
 		return fmt.Sprintf("hand-off %d from %v, releasing %v", m.id, peer, want)
+
+	case opPastBudget:
+		peer := admissionPeers[arg%len(admissionPeers)]
+		srv, cli := d.pair()
+		m := &modelConn{id: len(d.conns), key: d.key(peer), srv: srv, cli: cli}
+		d.conns = append(d.conns, m)
+		d.handoffs++
+		if _, err := cli.Write(make([]byte, pastBudgetBytes)); err != nil {
+			t.Fatal(err)
+		}
+		waitUnread(t, srv, pastBudgetBytes)
+		addr := netip.AddrPortFrom(peer, uint16(10000+m.id))
+		if err := d.c.closeFrom(srv, srv, addr); err != nil {
+			t.Fatalf("Close = %v", err)
+		}
+		if d.down {
+			d.plains++
+			d.expectPlain(ErrShutdown)
+			return "hand-off past its budget after shutdown"
+		}
+		if !d.portable {
+			// The event loop ends it within Close, unadmitted: it takes
+			// no one's place. Under pressure SIOCINQ finds it before
+			// anything is read; otherwise Close reads one byte more than
+			// MaxDiscard. Never the pressure budget's worth.
+			select {
+			case r := <-d.reports:
+				if id := d.idOf(r); id != m.id {
+					t.Errorf("report for %d, want %d", id, m.id)
+				}
+				d.record(r, Budget)
+				if r.Discarded != 0 && r.Discarded != d.cfg.MaxDiscard+1 {
+					t.Errorf("connection %d: discarded %d, want 0 (under pressure) or %d", m.id, r.Discarded, d.cfg.MaxDiscard+1)
+				}
+			default:
+				t.Errorf("no report for %d when Close returned", m.id)
+			}
+			d.expect(nil, 0)
+			return fmt.Sprintf("hand-off %d from %v past its budget, ended in Close", m.id, peer)
+		}
+		// The portable backend admits it, making room as for any other,
+		// and its goroutine then reads it to its budget, maybe before
+		// Close has returned: its report may come before those of the
+		// connections released for it, which Close delivers in order
+		// after the Closer's lock, as the goroutine does its own.
+		want := d.admit(m)
+		d.lingering = slices.DeleteFunc(d.lingering, func(o *modelConn) bool { return o == m })
+		var got []int
+		for ended := false; !ended || len(got) < len(want); {
+			var r Report
+			select {
+			case r = <-d.reports:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("reports for %d and the %v released for it: none more within 10s", m.id, want)
+			}
+			if id := d.idOf(r); id == m.id {
+				d.record(r, Budget)
+				ended = true
+			} else {
+				d.record(r, Released)
+				got = append(got, id)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("released %v, want %v (oldest first)", got, want)
+		}
+		return fmt.Sprintf("hand-off %d from %v past its budget, releasing %v, then budget", m.id, peer, want)
 
 	case opPeerCloses, opPeerResets:
 		if len(d.lingering) == 0 {
@@ -249,6 +320,22 @@ func (d *admissionDriver) do(op byte, arg int) string {
 		return fmt.Sprintf("shutdown, closing %v", want)
 	}
 	return "?"
+}
+
+// admit makes room for m under the caps, oldest first, and links it as
+// lingering; it returns the connections released for it.
+func (d *admissionDriver) admit(m *modelConn) []int {
+	var want []int
+	if d.cfg.MaxConnsPerIP > 0 {
+		for d.peerCount(m.key) >= d.cfg.MaxConnsPerIP {
+			want = append(want, d.evict(func(o *modelConn) bool { return o.key == m.key }))
+		}
+	}
+	for len(d.lingering) >= d.cfg.MaxConns {
+		want = append(want, d.evict(func(*modelConn) bool { return true }))
+	}
+	d.lingering = append(d.lingering, m)
+	return want
 }
 
 func (d *admissionDriver) peerCount(k netip.Prefix) int {
@@ -419,8 +506,10 @@ func TestAdmissionModel(t *testing.T) {
 					// the end, if at all.
 					var op byte
 					switch n := r.IntN(100); {
-					case n < 60:
+					case n < 54:
 						op = opHandoff
+					case n < 60:
+						op = opPastBudget
 					case n < 75:
 						op = opPeerCloses
 					case n < 87:
@@ -453,7 +542,7 @@ func TestAdmissionModel(t *testing.T) {
 func FuzzAdmission(f *testing.F) {
 	// Seeds: the crashes once seen, then a mix. Each is a few operations,
 	// so that plain go test runs them in well under a second.
-	h, pc, pr, nt, tw, sd := byte(opHandoff), byte(opPeerCloses), byte(opPeerResets), byte(opNotTCP), byte(opCloseTwice), byte(opShutdown)
+	h, pc, pr, nt, tw, sd, pb := byte(opHandoff), byte(opPeerCloses), byte(opPeerResets), byte(opNotTCP), byte(opCloseTwice), byte(opShutdown), byte(opPastBudget)
 	for _, seed := range [][]byte{
 		// MaxConnsPerIP 1: two from one IP, then one closes.
 		{0, 0, 2, 0, h, 0, h, 0, pc, 0, h, 0},
@@ -469,6 +558,11 @@ func FuzzAdmission(f *testing.F) {
 		{4, 5, 0, 0, h, 0, h, 1, h, 2, pc, 0, h, 3, pr, 1, h, 4, pc, 2, h, 5, tw, 0, sd, 0},
 		// Four shards, MaxConns 3: evictions across shards.
 		{6, 2, 0, 0, h, 0, h, 1, h, 2, h, 3, h, 4, pc, 1, h, 5, pr, 0},
+		// MaxConns 3, MaxConnsPerIP 1: peers past their budget from a
+		// lingering peer's address and at the cap, before and after the
+		// pressure mark, then after shutdown; on either backend.
+		{0, 2, 2, 0, pb, 0, h, 0, pb, 0, h, 1, h, 9, pb, 1, pc, 0, pb, 3, sd, 0, pb, 0},
+		{1, 2, 2, 0, pb, 0, h, 0, pb, 0, h, 1, h, 9, pb, 1, pc, 0, pb, 3, sd, 0, pb, 0},
 	} {
 		f.Add(seed)
 	}

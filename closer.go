@@ -111,9 +111,11 @@ var ErrNilConn = errors.New("linger: nil connection")
 // never fails because lingering was not possible.
 //
 // On Linux, a connection whose peer has already closed or reset it, with
-// nothing left unread, is closed within Close as conn.Close would close it:
-// if the application holds another descriptor of its socket (from File,
-// say), the FIN waits until that one is closed too.
+// nothing left unread, or that Close finds past its byte budget (see
+// Budget), is closed within Close as conn.Close would close it: if the
+// application holds another descriptor of its socket (from File, say),
+// the FIN, or the reset that unread bytes make the close send, waits
+// until that one is closed too.
 //
 // On Windows, where a socket cannot be duplicated within a process, conn
 // itself lingers: its write side is shut down at once (a goroutine blocked

@@ -27,10 +27,13 @@ const (
 	// HardCap: the connection lingered for Config.MaxHold.
 	HardCap
 	// Budget: the peer sent more than Config.MaxDiscard bytes, or
-	// Config.PressureDiscard under pressure. On Linux, one that had already
-	// sent more when Close was called is reset within Close, without
-	// lingering, and under pressure without its bytes being read, so its
-	// Report.Discarded may be 0.
+	// Config.PressureDiscard under pressure. On Linux, under pressure, one
+	// that had already sent more when Close was called is reset within
+	// Close, without lingering and without its bytes being read, so its
+	// Report.Discarded is 0. Without pressure only a MaxDiscard under
+	// 64 KiB is found within Close, once Close has read one byte more than
+	// it; past a larger one the connection lingers until the event loop
+	// has read as much.
 	Budget
 	// Released: the connection was released early to make room for a newer
 	// one under Config.MaxConns or Config.MaxConnsPerIP, or aborted under

@@ -4,7 +4,11 @@ package linger
 
 import (
 	"math"
+	"net"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // hasShards says whether this platform's event loop has shards.
@@ -74,4 +78,24 @@ func checkShards(t testing.TB, c *Closer, step string) (used int) {
 		t.Errorf("%s: the descriptor index holds %d entries, %d lingering", step, indexed, c.all.len)
 	}
 	return used
+}
+
+// waitUnread waits up to 2 s until at least n bytes wait unread in srv's
+// receive queue (SIOCINQ), so that a hand-off finds them all.
+func waitUnread(t testing.TB, srv *net.TCPConn, n int) {
+	t.Helper()
+	rc, err := srv.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+		var q int
+		rc.Control(func(fd uintptr) { q, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		if q >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("premise: %d bytes unread after 2 s, want %d", q, n)
+		}
+	}
 }
