@@ -127,19 +127,20 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 	var r drainResult
 	unacked := int64(-1)
 	clamp := c.clampFor(budget)
+	underPressure := budget < c.cfg.MaxDiscard
 	fd, err := detachFD(tcp, func(s int) bool {
-		if clamp > 0 {
-			clampRcvBuf(s, clamp)
-		}
-		if budget < c.cfg.MaxDiscard && !c.noInq && pastBudget(s, budget) {
+		if underPressure && !c.noInq && pastBudget(s, budget) {
 			r = drainResult{end: Budget, done: true}
 		} else {
+			if clamp > 0 {
+				clampRcvBuf(s, clamp)
+			}
 			// One more byte than the budget allows, as in round. The
 			// drain stops at inlineMax even with a pressure budget no
 			// larger: spending all of it here, to end a peer writing flat
-			// out at once, measured worse under a flood, since a peer
-			// that ends here is never admitted and so never counts
-			// towards the pressure mark.
+			// out at once, measured worse under a flood (before pressure
+			// was held for IdleTimeout and renewed by such endings), and
+			// SIOCINQ above now ends those peers without reading them.
 			r = drainUpTo(s, budget+1, inlineMax, 2)
 		}
 		if !r.done {
@@ -167,6 +168,15 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 		// Nothing to linger for: the socket ended, unadmitted, so it
 		// evicts no one.
 		c.mu.Lock()
+		if underPressure && r.end == Budget {
+			// A peer past the pressure budget at Close is the flood
+			// that the pressure is for, yet it never lingers, so it
+			// would not keep lingering at the pressure mark: count it
+			// as the mark seen, as an eviction would be, or a steady
+			// flood of such peers ends the pressure after IdleTimeout
+			// and the next ones get MaxDiscard.
+			c.renewPressure()
+		}
 		c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: r.end, Discarded: r.n, Unacked: unacked, Err: r.err})
 		c.unlock()
 		return nil

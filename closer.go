@@ -290,7 +290,9 @@ func (c *Closer) hard(e *entry) int64 { return e.start + int64(c.cfg.MaxHold) }
 // as after an eviction. Without that, a flood whose connections the
 // pressure budget ends quickly, or at hand-off before they are admitted,
 // brings lingering back below the mark at once, and the next connections
-// get MaxDiscard until they pile up again.
+// get MaxDiscard until they pile up again. A connection that Close finds
+// past the pressure budget renews the pressure too (renewPressure): it
+// never lingers, so it would never hold lingering at the mark.
 func (c *Closer) budget() int64 {
 	now := c.now()
 	if c.all.len >= c.cfg.MaxConns-c.cfg.MaxConns/4 {
@@ -303,6 +305,14 @@ func (c *Closer) budget() int64 {
 		return c.cfg.PressureDiscard
 	}
 	return c.cfg.MaxDiscard
+}
+
+// renewPressure counts a connection ended at hand-off for its pressure
+// budget as lingering seen at the pressure mark now; c.mu must be held.
+func (c *Closer) renewPressure() {
+	if c.holdPressure {
+		c.pressed = c.now()
+	}
 }
 
 // clampFor is the receive buffer size a lingering socket should be clamped

@@ -375,3 +375,52 @@ func TestPastBudgetEvictsNoOne(t *testing.T) {
 		t.Errorf("stats: %d lingering, %d released; want 3, 0", s.Lingering, s.Outcomes[Released])
 	}
 }
+
+// TestPastBudgetRenewsPressure: a steady flood of peers that Close finds
+// past the pressure budget keeps the pressure on, although none of them
+// ever lingers: each counts as the pressure mark seen, as an eviction does.
+// Without that, the pressure ends IdleTimeout after the silent peers that
+// began it leave, and the next such peers get MaxDiscard: they are drained
+// and linger instead of being reset in Close.
+func TestPastBudgetRenewsPressure(t *testing.T) {
+	const idle = 500 * time.Millisecond
+	cfg := pressureConfig
+	cfg.IdleTimeout = idle
+	h := newHarness(t, cfg, false)
+	ln := listen(t)
+	pressure(t, h, ln)
+	start := time.Now()
+	for i := 0; time.Since(start) < 3*idle; i++ {
+		srv, cli := pair(t, ln, nil)
+		if _, err := cli.Write(make([]byte, 2*cfg.PressureDiscard)); err != nil {
+			t.Fatal(err)
+		}
+		waitUnread(t, srv, int(cfg.PressureDiscard)+1)
+		if err := h.Close(srv); err != nil {
+			t.Fatalf("peer %d: Close = %v", i, err)
+		}
+		// Reported within Close, or not at all yet. The silent peers'
+		// idle endings come in between.
+		var r Report
+	reports:
+		for {
+			select {
+			case r = <-h.reports:
+				if r.Outcome == Idle {
+					continue
+				}
+			default:
+				r = Report{Outcome: Plain, Err: errors.New("no report when Close returned: the peer lingers")}
+			}
+			break reports
+		}
+		if r.Outcome != Budget || r.Discarded != 0 {
+			t.Fatalf("peer %d, %v after the pressure began: report %v (%v), discarded %d; want budget, 0 (the pressure ended)",
+				i, time.Since(start).Round(time.Millisecond), r.Outcome, r.Err, r.Discarded)
+		}
+		time.Sleep(idle / 4)
+	}
+	if s := h.Stats(); s.Lingering != 0 {
+		t.Errorf("%d lingering at the end, want 0: the silent peers were to leave after IdleTimeout", s.Lingering)
+	}
+}
