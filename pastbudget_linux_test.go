@@ -95,7 +95,7 @@ func TestPastBudgetOnTheWire(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.sent > int(pressureConfig.PressureDiscard) {
-				waitQueued(t, srv, pressureConfig.PressureDiscard)
+				waitUnread(t, srv, int(pressureConfig.PressureDiscard)+1)
 			} else {
 				waitReadable(t, srv, false)
 			}
@@ -173,7 +173,7 @@ func TestPastBudgetWithBlockedWrite(t *testing.T) {
 		if _, err := cli.Write(make([]byte, 64<<10)); err != nil {
 			t.Fatal(err)
 		}
-		waitQueued(t, srv, pressureConfig.PressureDiscard)
+		waitUnread(t, srv, int(pressureConfig.PressureDiscard)+1)
 		if err := h.Close(srv); err != nil {
 			t.Errorf("trial %d: Close = %v", i, err)
 		}
@@ -207,7 +207,7 @@ func TestPastBudgetConcurrentClose(t *testing.T) {
 		if _, err := cli.Write(make([]byte, 64<<10)); err != nil {
 			t.Fatal(err)
 		}
-		waitQueued(t, srv, pressureConfig.PressureDiscard)
+		waitUnread(t, srv, int(pressureConfig.PressureDiscard)+1)
 		start := make(chan struct{})
 		errs := make(chan error, 2)
 		for range 2 {
@@ -302,7 +302,7 @@ func TestPastBudgetEdges(t *testing.T) {
 				cli.CloseWrite()
 				waitReadable(t, srv, true)
 			case "rst":
-				waitQueued(t, srv, budget)
+				waitUnread(t, srv, int(budget)+1)
 				cli.SetLinger(0)
 				cli.Close()
 				for deadline := time.Now().Add(5 * time.Second); tcpState(t, srv) != tcpClose; time.Sleep(time.Millisecond) {
@@ -364,7 +364,7 @@ func TestPastBudgetEvictsNoOne(t *testing.T) {
 	if _, err := cli.Write(make([]byte, 64<<10)); err != nil {
 		t.Fatal(err)
 	}
-	waitQueued(t, srv, cfg.PressureDiscard)
+	waitUnread(t, srv, int(cfg.PressureDiscard)+1)
 	if err := h.Close(srv); err != nil {
 		t.Fatalf("Close = %v", err)
 	}
