@@ -10,6 +10,7 @@ import (
 
 	"github.com/linger-go/linger/internal/backendsel"
 	"github.com/linger-go/linger/internal/connerr"
+	"github.com/linger-go/linger/internal/testbed"
 	"go.uber.org/goleak"
 )
 
@@ -18,6 +19,7 @@ import (
 // the environment.
 func TestMain(m *testing.M) {
 	backendsel.Portable.Store(os.Getenv("LINGER_BACKEND") == "portable")
+	testbed.StartPoller()
 	goleak.VerifyTestMain(m)
 }
 

@@ -14,7 +14,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/linger-go/linger/internal/testbed"
 )
+
+// TestMain starts the runtime's network poller before any test, so that
+// the probe tests' descriptor counts hold when one runs alone.
+func TestMain(m *testing.M) {
+	testbed.StartPoller()
+	os.Exit(m.Run())
+}
 
 // TestHelperMain is not a test: run with LINGER_HELPER_ARGS set, it is the
 // linger command, so that the tests below can run it as a process without

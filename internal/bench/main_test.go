@@ -3,7 +3,11 @@ package bench
 import (
 	"testing"
 
+	"github.com/linger-go/linger/internal/testbed"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	testbed.StartPoller()
+	goleak.VerifyTestMain(m)
+}

@@ -25,7 +25,10 @@ import (
 	"github.com/linger-go/linger/internal/testbed"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	testbed.StartPoller()
+	goleak.VerifyTestMain(m)
+}
 
 // newPair makes a pair that the test's cleanup closes, also when the test
 // fails half way.

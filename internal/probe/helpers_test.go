@@ -19,6 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	testbed.StartPoller()
 	goleak.VerifyTestMain(m)
 }
 

@@ -37,6 +37,19 @@ func RequireRoot(t TB, what string) {
 	}
 }
 
+// StartPoller makes the runtime's network poller open its descriptors now
+// (on Linux an epoll set and an eventfd, which it keeps for the process's
+// life), so that a test counting descriptors before and after its sockets
+// does not take them for a leak when it is the first to use the network.
+// Each TestMain of a package that counts descriptors calls it before
+// m.Run: under go test the test log's file starts the poller early, but a
+// test binary run directly, one test at a time, does not.
+func StartPoller() {
+	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+		ln.Close()
+	}
+}
+
 // WaitFDs waits up to 5 s for the process's descriptor count to drop back to
 // before, and reports an error on t if it does not: a descriptor closed by
 // another goroutine, or by the runtime, may take a moment to go.
