@@ -173,6 +173,35 @@ func (d *admissionDriver) pair() (srv, cli *net.TCPConn) {
 	return s, c
 }
 
+// handOff makes a connection from peer, has the peer send sent bytes
+// first (waiting until they are all unread on the server's side), and
+// closes it through the Closer. done says that the Closer was shut down,
+// so the model expects a plain close and nothing more is to be done.
+func (d *admissionDriver) handOff(peer netip.Addr, sent int) (m *modelConn, done bool) {
+	t := d.t
+	srv, cli := d.pair()
+	m = &modelConn{id: len(d.conns), key: d.key(peer), srv: srv, cli: cli}
+	d.conns = append(d.conns, m)
+	d.handoffs++
+	if sent > 0 {
+		if _, err := cli.Write(make([]byte, sent)); err != nil {
+			t.Fatal(err)
+		}
+		waitUnread(t, srv, sent)
+	}
+	// The port tells the reports apart.
+	addr := netip.AddrPortFrom(peer, uint16(10000+m.id))
+	if err := d.c.closeFrom(srv, srv, addr); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	if d.down {
+		d.plains++
+		d.expectPlain(ErrShutdown)
+		return m, true
+	}
+	return m, false
+}
+
 // do runs one operation on the Closer and the model, and checks the
 // reports it caused.
 func (d *admissionDriver) do(op byte, arg int) string {
@@ -180,18 +209,8 @@ func (d *admissionDriver) do(op byte, arg int) string {
 	switch op {
 	case opHandoff:
 		peer := admissionPeers[arg%len(admissionPeers)]
-		srv, cli := d.pair()
-		m := &modelConn{id: len(d.conns), key: d.key(peer), srv: srv, cli: cli}
-		d.conns = append(d.conns, m)
-		d.handoffs++
-		// The port tells the reports apart.
-		addr := netip.AddrPortFrom(peer, uint16(10000+m.id))
-		if err := d.c.closeFrom(srv, srv, addr); err != nil {
-			t.Fatalf("Close = %v", err)
-		}
-		if d.down {
-			d.plains++
-			d.expectPlain(ErrShutdown)
+		m, done := d.handOff(peer, 0)
+		if done {
 			return "hand-off after shutdown"
 		}
 		want := d.admit(m)
@@ -200,21 +219,8 @@ func (d *admissionDriver) do(op byte, arg int) string {
 
 	case opPastBudget:
 		peer := admissionPeers[arg%len(admissionPeers)]
-		srv, cli := d.pair()
-		m := &modelConn{id: len(d.conns), key: d.key(peer), srv: srv, cli: cli}
-		d.conns = append(d.conns, m)
-		d.handoffs++
-		if _, err := cli.Write(make([]byte, pastBudgetBytes)); err != nil {
-			t.Fatal(err)
-		}
-		waitUnread(t, srv, pastBudgetBytes)
-		addr := netip.AddrPortFrom(peer, uint16(10000+m.id))
-		if err := d.c.closeFrom(srv, srv, addr); err != nil {
-			t.Fatalf("Close = %v", err)
-		}
-		if d.down {
-			d.plains++
-			d.expectPlain(ErrShutdown)
+		m, done := d.handOff(peer, pastBudgetBytes)
+		if done {
 			return "hand-off past its budget after shutdown"
 		}
 		if !d.portable {

@@ -40,6 +40,19 @@ func pressure(t *testing.T, h *harness, ln *net.TCPListener) {
 	}
 }
 
+// underPressure returns a Closer made with cfg (pressureConfig, or a
+// variant of it) and a listener, the Closer put under pressure, and
+// checks at the end of the test that every descriptor was given back.
+func underPressure(t *testing.T, cfg Config) (*harness, *net.TCPListener) {
+	t.Helper()
+	fds := proc.OpenFDs()
+	t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
+	h := newHarness(t, cfg, false)
+	ln := listen(t)
+	pressure(t, h, ln)
+	return h, ln
+}
+
 // lastWord is what the server writes before it closes.
 var lastWord = []byte("HTTP/1.1 413 Content Too Large\r\nConnection: close\r\n\r\n")
 
@@ -159,11 +172,7 @@ func blockingWrite(c net.Conn, errc chan<- error) {
 // not EPIPE or a reset: Close closes the caller's descriptor as a plain
 // close would, which wakes it first.
 func TestPastBudgetWithBlockedWrite(t *testing.T) {
-	fds := proc.OpenFDs()
-	t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
-	h := newHarness(t, pressureConfig, false)
-	ln := listen(t)
-	pressure(t, h, ln)
+	h, ln := underPressure(t, pressureConfig)
 	const trials = 10
 	for i := range trials {
 		srv, cli := pair(t, ln, nil)
@@ -196,11 +205,7 @@ func TestPastBudgetWithBlockedWrite(t *testing.T) {
 // connection whose peer is past its budget end it once: one Close returns
 // nil, the other net.ErrClosed, one budget report, no descriptor left.
 func TestPastBudgetConcurrentClose(t *testing.T) {
-	fds := proc.OpenFDs()
-	t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
-	h := newHarness(t, pressureConfig, false)
-	ln := listen(t)
-	pressure(t, h, ln)
+	h, ln := underPressure(t, pressureConfig)
 	const trials = 50
 	for i := range trials {
 		srv, cli := pair(t, ln, nil)
@@ -208,29 +213,7 @@ func TestPastBudgetConcurrentClose(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitUnread(t, srv, int(pressureConfig.PressureDiscard)+1)
-		start := make(chan struct{})
-		errs := make(chan error, 2)
-		for range 2 {
-			go func() {
-				<-start
-				errs <- h.Close(srv)
-			}()
-		}
-		close(start)
-		var ok, closed int
-		for range 2 {
-			switch err := <-errs; {
-			case err == nil:
-				ok++
-			case errors.Is(err, net.ErrClosed):
-				closed++
-			default:
-				t.Errorf("trial %d: Close = %v", i, err)
-			}
-		}
-		if ok != 1 || closed != 1 {
-			t.Fatalf("trial %d: %d Close calls returned nil and %d net.ErrClosed, want 1 and 1", i, ok, closed)
-		}
+		closeTwice(t, h, srv, i)
 		if r := h.next(t, 5*time.Second); r.Outcome != Budget || r.Discarded != 0 {
 			t.Errorf("trial %d: report %v %v, discarded %d; want budget, 0", i, r.Outcome, r.Err, r.Discarded)
 		}
@@ -272,11 +255,7 @@ func TestPastBudgetEdges(t *testing.T) {
 		{"past-with-urgent", 64 << 10, true, "", Budget, budget + 1, budget + 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fds := proc.OpenFDs()
-			t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
-			h := newHarness(t, pressureConfig, false)
-			ln := listen(t)
-			pressure(t, h, ln)
+			h, ln := underPressure(t, pressureConfig)
 			srv, cli := pair(t, ln, nil)
 			data := make([]byte, tc.sent)
 			if tc.oob {
@@ -353,13 +332,9 @@ func waitWritten(t *testing.T, srv *net.TCPConn, n int) {
 // admitted, so it takes no one's place: with lingering at MaxConns, and
 // the peer's address at MaxConnsPerIP, nothing is released for it.
 func TestPastBudgetEvictsNoOne(t *testing.T) {
-	fds := proc.OpenFDs()
-	t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
 	cfg := pressureConfig
 	cfg.MaxConns, cfg.MaxConnsPerIP = 3, 1
-	h := newHarness(t, cfg, false)
-	ln := listen(t)
-	pressure(t, h, ln)
+	h, ln := underPressure(t, cfg)
 	srv, cli := pair(t, ln, net.IPv4(127, 0, 0, 2)) // the first silent peer's address
 	if _, err := cli.Write(make([]byte, 64<<10)); err != nil {
 		t.Fatal(err)
@@ -386,9 +361,7 @@ func TestPastBudgetRenewsPressure(t *testing.T) {
 	const idle = 500 * time.Millisecond
 	cfg := pressureConfig
 	cfg.IdleTimeout = idle
-	h := newHarness(t, cfg, false)
-	ln := listen(t)
-	pressure(t, h, ln)
+	h, ln := underPressure(t, cfg)
 	start := time.Now()
 	for i := 0; time.Since(start) < 3*idle; i++ {
 		srv, cli := pair(t, ln, nil)

@@ -141,29 +141,7 @@ func TestConcurrentCloseDuringInlineDrain(t *testing.T) {
 					cli.Close()
 				}
 				waitReadable(t, srv, peerGone)
-				start := make(chan struct{})
-				errs := make(chan error, 2)
-				for range 2 {
-					go func() {
-						<-start
-						errs <- h.Close(srv)
-					}()
-				}
-				close(start)
-				var ok, closed int
-				for range 2 {
-					switch err := <-errs; {
-					case err == nil:
-						ok++
-					case errors.Is(err, net.ErrClosed):
-						closed++
-					default:
-						t.Errorf("trial %d: Close = %v", i, err)
-					}
-				}
-				if ok != 1 || closed != 1 {
-					t.Fatalf("trial %d: %d Close calls returned nil and %d net.ErrClosed, want 1 and 1", i, ok, closed)
-				}
+				closeTwice(t, h, srv, i)
 				cli.Close()
 				r := h.next(t, 5*time.Second)
 				if r.Outcome != PeerClosed {
@@ -323,5 +301,35 @@ func TestStaleEventOfAnotherShard(t *testing.T) {
 	cliB.Close()
 	if r := h.next(t, 5*time.Second); r.Outcome != PeerClosed || r.Discarded != 10 {
 		t.Errorf("second socket: %v, discarded %d; want peer_closed, 10", r.Outcome, r.Discarded)
+	}
+}
+
+// closeTwice closes srv through h from two goroutines at once, and fails
+// the test unless exactly one Close returns nil and the other
+// net.ErrClosed: the connection is closed once, by one of them.
+func closeTwice(t *testing.T, h *harness, srv *net.TCPConn, trial int) {
+	t.Helper()
+	start := make(chan struct{})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			<-start
+			errs <- h.Close(srv)
+		}()
+	}
+	close(start)
+	var ok, closed int
+	for range 2 {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.Is(err, net.ErrClosed):
+			closed++
+		default:
+			t.Errorf("trial %d: Close = %v", trial, err)
+		}
+	}
+	if ok != 1 || closed != 1 {
+		t.Fatalf("trial %d: %d Close calls returned nil and %d net.ErrClosed, want 1 and 1", trial, ok, closed)
 	}
 }
