@@ -219,13 +219,7 @@ func TestPastBudgetConcurrentClose(t *testing.T) {
 		}
 		cli.Close()
 	}
-	time.Sleep(50 * time.Millisecond)
-	if n := len(h.reports); n != 0 {
-		t.Errorf("%d reports more than connections", n)
-	}
-	if s := h.Stats(); s.Outcomes[Budget] != trials || s.Lingering != 3 {
-		t.Errorf("Stats: %d budget, %d lingering; want %d, 3", s.Outcomes[Budget], s.Lingering, trials)
-	}
+	checkOnce(t, h, Budget, trials, 3)
 }
 
 // TestPastBudgetEdges: what SIOCINQ counts, at the edges of the budget,

@@ -148,13 +148,7 @@ func TestConcurrentCloseDuringInlineDrain(t *testing.T) {
 					t.Errorf("trial %d: report %v %v, want peer_closed", i, r.Outcome, r.Err)
 				}
 			}
-			time.Sleep(50 * time.Millisecond)
-			if n := len(h.reports); n != 0 {
-				t.Errorf("%d reports more than connections", n)
-			}
-			if s := h.Stats(); s.Outcomes[PeerClosed] != trials || s.Lingering != 0 {
-				t.Errorf("Stats: %d peer_closed, %d lingering; want %d, 0", s.Outcomes[PeerClosed], s.Lingering, trials)
-			}
+			checkOnce(t, h, PeerClosed, trials, 0)
 		})
 	}
 }
@@ -331,5 +325,20 @@ func closeTwice(t *testing.T, h *harness, srv *net.TCPConn, trial int) {
 	}
 	if ok != 1 || closed != 1 {
 		t.Fatalf("trial %d: %d Close calls returned nil and %d net.ErrClosed, want 1 and 1", trial, ok, closed)
+	}
+}
+
+// checkOnce fails the test unless, after every connection's report was
+// taken, no more come within 50 ms, and Stats counts n endings with
+// outcome o and lingering connections still lingering: each connection
+// was reported once.
+func checkOnce(t *testing.T, h *harness, o Outcome, n, lingering int) {
+	t.Helper()
+	time.Sleep(50 * time.Millisecond)
+	if extra := len(h.reports); extra != 0 {
+		t.Errorf("%d reports more than connections", extra)
+	}
+	if s := h.Stats(); s.Outcomes[o] != uint64(n) || s.Lingering != lingering {
+		t.Errorf("Stats: %d %v, %d lingering; want %d, %d", s.Outcomes[o], o, s.Lingering, n, lingering)
 	}
 }
