@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linger-go/linger/internal/proc"
-	"github.com/linger-go/linger/internal/testbed"
 	"golang.org/x/sys/unix"
 )
 
@@ -172,9 +170,7 @@ func TestPastBudgetNeedsNoDuplicate(t *testing.T) {
 		{"pressure", Config{MaxConns: 4, MaxDiscard: 4 << 20, PressureDiscard: 16 << 10}, 3, 64 << 10, 16 << 10, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fds := proc.OpenFDs()
-			t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
-			h := newHarness(t, tc.cfg, false)
+			h := newCountedHarness(t, tc.cfg, false)
 			ln := listen(t)
 			for i := range tc.silent {
 				s, _ := pair(t, ln, net.IPv4(127, 0, 0, byte(2+i)))

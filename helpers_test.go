@@ -10,6 +10,7 @@ import (
 
 	"github.com/linger-go/linger/internal/backendsel"
 	"github.com/linger-go/linger/internal/connerr"
+	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 	"go.uber.org/goleak"
 )
@@ -36,6 +37,17 @@ var backends = []struct {
 // portable backend when LINGER_BACKEND=portable, the platform's otherwise.
 // Tests of what only the event loop sees pass false instead.
 func selectedPortable() bool { return backendsel.Portable.Load() }
+
+// newCountedHarness is newHarness for a test that must give back every
+// descriptor it opens: the count is taken first, so its check runs after
+// the Closer's and the sockets' cleanups, and waits a moment for
+// descriptors that the runtime or another goroutine closes late.
+func newCountedHarness(t *testing.T, cfg Config, portable bool) *harness {
+	t.Helper()
+	fds := proc.OpenFDs()
+	t.Cleanup(func() { testbed.WaitFDs(t, fds) })
+	return newHarness(t, cfg, portable)
+}
 
 // harness is a Closer under test with its reports collected.
 type harness struct {

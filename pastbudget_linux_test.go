@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 	"golang.org/x/sys/unix"
 )
@@ -45,9 +44,7 @@ func pressure(t *testing.T, h *harness, ln *net.TCPListener) {
 // checks at the end of the test that every descriptor was given back.
 func underPressure(t *testing.T, cfg Config) (*harness, *net.TCPListener) {
 	t.Helper()
-	fds := proc.OpenFDs()
-	t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
-	h := newHarness(t, cfg, false)
+	h := newCountedHarness(t, cfg, false)
 	ln := listen(t)
 	pressure(t, h, ln)
 	return h, ln
@@ -77,9 +74,7 @@ func readToEnd(cli *net.TCPConn) ([]byte, error) {
 // FIN, and no reset. As root a capture on loopback counts the resets the
 // server sent; without root the client's reads show the same.
 func TestPastBudgetOnTheWire(t *testing.T) {
-	fds := proc.OpenFDs()
-	t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
-	h := newHarness(t, pressureConfig, false)
+	h := newCountedHarness(t, pressureConfig, false)
 	ln := listen(t)
 	var capture *testbed.RSTCapture
 	if os.Geteuid() == 0 {

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 	"golang.org/x/sys/unix"
 )
@@ -50,9 +49,7 @@ func TestHalfClosedPeerGetsWholeResponse(t *testing.T) {
 	const size = 8 << 20
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			fds := proc.OpenFDs()
-			t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
-			h := newHarness(t, Config{}, be.portable)
+			h := newCountedHarness(t, Config{}, be.portable)
 			ln := listen(t)
 			var capture *testbed.RSTCapture
 			if os.Geteuid() == 0 {
@@ -126,9 +123,7 @@ func TestHalfClosedPeerGetsWholeResponse(t *testing.T) {
 func TestConcurrentCloseDuringInlineDrain(t *testing.T) {
 	for _, peerGone := range []bool{true, false} {
 		t.Run(fmt.Sprintf("peerGone=%v", peerGone), func(t *testing.T) {
-			fds := proc.OpenFDs()
-			t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
-			h := newHarness(t, Config{}, false)
+			h := newCountedHarness(t, Config{}, false)
 			setShards(h.Closer, 2)
 			ln := listen(t)
 			const trials = 100
@@ -160,9 +155,7 @@ func TestConcurrentCloseDuringInlineDrain(t *testing.T) {
 func TestBlockedReadDuringInlineDrain(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			fds := proc.OpenFDs()
-			t.Cleanup(func() { testbed.WaitFDs(t, fds) }) // after the Closer's and the sockets' cleanups
-			h := newHarness(t, Config{}, be.portable)
+			h := newCountedHarness(t, Config{}, be.portable)
 			ln := listen(t)
 			const trials = 30
 			seen := map[string]int{}
