@@ -135,25 +135,28 @@ func summarize(in summaryInput) (rows []TargetRow, notes []string) {
 	return rows, notes
 }
 
-// byMode returns the first result of rs whose mode is m.
-func byMode[R any](rs []R, m string, mode func(R) string) (R, bool) {
+// loopAndNaive returns the first results of rs in the modes loop and
+// naive, which the memory and hold targets compare: the zero R for a mode
+// that did not run, which its caller's check of the figures turns away.
+func loopAndNaive[R any](rs []R, mode func(R) string) (loop, naive R) {
+	var okL, okN bool
 	for _, r := range rs {
-		if mode(r) == m {
-			return r, true
+		switch {
+		case !okL && mode(r) == "loop":
+			loop, okL = r, true
+		case !okN && mode(r) == "naive":
+			naive, okN = r, true
 		}
 	}
-	var zero R
-	return zero, false
+	return loop, naive
 }
 
 func summarizeHeld(rs []HeldResult) ([]TargetRow, []string) {
 	if rs == nil {
 		return nil, []string{"memory per socket: held did not run (`linger bench held`)"}
 	}
-	mode := func(r HeldResult) string { return r.Mode }
-	loop, okL := byMode(rs, "loop", mode)
-	naive, okN := byMode(rs, "naive", mode)
-	if !okL || !okN || loop.GoPerConn <= 0 || naive.GoPerConn <= 0 {
+	loop, naive := loopAndNaive(rs, func(r HeldResult) string { return r.Mode })
+	if loop.GoPerConn <= 0 || naive.GoPerConn <= 0 {
 		return nil, []string{"memory per socket: held needs the modes loop and naive (-modes)"}
 	}
 	b := "held"
@@ -185,10 +188,8 @@ func summarizeHold(rs []HoldResult) ([]TargetRow, []string) {
 	if rs == nil {
 		return nil, []string{"hold p50: hold did not run (`linger bench hold`)"}
 	}
-	mode := func(r HoldResult) string { return r.Mode }
-	loop, okL := byMode(rs, "loop", mode)
-	naive, okN := byMode(rs, "naive", mode)
-	if !okL || !okN || loop.P50 <= 0 || naive.P50 <= 0 {
+	loop, naive := loopAndNaive(rs, func(r HoldResult) string { return r.Mode })
+	if loop.P50 <= 0 || naive.P50 <= 0 {
 		return nil, []string{"hold p50: hold needs the modes loop and naive (-modes) and matched connections"}
 	}
 	at := ""
