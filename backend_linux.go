@@ -127,7 +127,7 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 	var r drainResult
 	unacked := int64(-1)
 	clamp := c.clampFor(budget)
-	underPressure := budget < c.cfg.MaxDiscard
+	underPressure := c.pressured(budget)
 	fd, err := detachFD(tcp, func(s int) bool {
 		if underPressure && !c.noInq && pastBudget(s, budget) {
 			r = drainResult{end: Budget, done: true}

@@ -315,11 +315,15 @@ func (c *Closer) renewPressure() {
 	}
 }
 
+// pressured says whether budget, from c.budget, is the pressure budget:
+// only pressure lowers it below MaxDiscard.
+func (c *Closer) pressured(budget int64) bool { return budget < c.cfg.MaxDiscard }
+
 // clampFor is the receive buffer size a lingering socket should be clamped
 // to while the byte budget is budget: c.rcvBuf under pressure, 0 (leave
 // it) otherwise.
 func (c *Closer) clampFor(budget int64) int {
-	if budget < c.cfg.MaxDiscard || c.rcvAlways {
+	if c.pressured(budget) || c.rcvAlways {
 		return c.rcvBuf
 	}
 	return 0
