@@ -30,6 +30,11 @@ type backend interface {
 	// shutdown ends the backend's own goroutines once nothing lingers; it
 	// runs with Closer.mu held, after Closer.down is set.
 	shutdown()
+	// stalled says whether e, which holds queued bytes and has no
+	// progressed flag, has had none of them acknowledged since its queue
+	// was last measured (entry.queued); it runs with Closer.mu held. Only
+	// the Linux event loop, which measures send queues, is ever asked.
+	stalled(e *entry) bool
 }
 
 var errTaken = errors.New("linger: connection closed concurrently")
@@ -98,4 +103,7 @@ const (
 	outqUnknown entryFlags = 1 << iota
 	// clamped: its receive buffer was clamped under pressure.
 	clamped
+	// progressed: the peer has acknowledged bytes of ours since the
+	// hand-off, so MaxQueued does not release it (Closer.stalledQueued).
+	progressed
 )

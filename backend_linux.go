@@ -86,7 +86,7 @@ type loop struct {
 	events  [128]unix.EpollEvent
 	ready   []*entry
 	budgets []int64
-	clamps  []bool // clampRcvBuf before draining
+	clamps  []int // clampRcvBuf to this before draining, if not 0
 }
 
 // epollEvents are what the loop waits for on each socket.
@@ -175,7 +175,7 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 			// as the mark seen, as an eviction would be, or a steady
 			// flood of such peers ends the pressure after IdleTimeout
 			// and the next ones get MaxDiscard.
-			c.renewPressure()
+			c.renewPressure(c.peerKey(addr))
 		}
 		c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: r.end, Discarded: r.n, Unacked: unacked, Err: r.err})
 		c.unlock()
@@ -195,9 +195,11 @@ func (ls *loops) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) er
 	}
 	c.mu.Lock()
 	defer c.unlock()
-	if !c.admit(e, addr, queued) {
+	if err := c.admit(e, addr, queued); err != nil {
+		// Shut down already, so the close sends the rest of our bytes
+		// and the FIN, as a plain close would.
 		c.fds = append(c.fds, fd)
-		c.plainAfterShutdown(addr)
+		c.plainRefused(addr, err)
 		return nil
 	}
 	// The shard holding the fewest: one at a time, every socket goes to
@@ -386,8 +388,10 @@ type drainResult struct {
 func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 	c := l.c
 	c.mu.Lock()
-	budget := c.budget()
-	clamp := c.clampFor(budget)
+	shared := c.budget()
+	// Peers under pressure of their own (MaxConnsPerIP) are rare: only
+	// then is each entry's peer looked up.
+	byPeer := !c.pressured(shared) && c.peers != nil && c.now()-c.peerPressed < int64(c.cfg.IdleTimeout)
 	for _, ev := range evs {
 		if int(ev.Fd) >= len(l.set.byFD) {
 			continue
@@ -397,6 +401,11 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 		// nothing, which is harmless.
 		// The entry may also be another shard's now, for the same reason.
 		if e := l.set.byFD[ev.Fd]; e != nil && e.shard == l.index && !e.draining {
+			budget := shared
+			if byPeer {
+				budget = c.budgetFor(c.peerKey(e.addr))
+			}
+			clamp := c.clampFor(budget)
 			if e.discarded > budget {
 				// Past a budget that shrank under pressure: the event
 				// disarmed it.
@@ -406,9 +415,11 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 			e.draining = true
 			l.ready = append(l.ready, e)
 			// Pressure began after its hand-off: clamp it now.
-			l.clamps = append(l.clamps, clamp > 0 && e.flags&clamped == 0)
-			if clamp > 0 {
+			if clamp > 0 && e.flags&clamped == 0 {
+				l.clamps = append(l.clamps, clamp)
 				e.flags |= clamped
+			} else {
+				l.clamps = append(l.clamps, 0)
 			}
 			// One more byte than the budget allows, so that a peer that
 			// sends exactly the budget and then closes is not penalised.
@@ -421,8 +432,8 @@ func (l *loop) round(epfd int, evs []unix.EpollEvent) {
 	c.unlock()
 
 	for i, e := range l.ready {
-		if l.clamps[i] {
-			clampRcvBuf(int(e.fd), clamp)
+		if l.clamps[i] > 0 {
+			clampRcvBuf(int(e.fd), l.clamps[i])
 		}
 		r := drain(int(e.fd), l.budgets[i])
 		if !r.done {
@@ -564,6 +575,7 @@ func (l *loop) expire(now int64) {
 			outq := int64(q)
 			switch {
 			case unsent(outq) < unsent(int64(e.queued)):
+				e.flags |= progressed
 				// tcpi_last_ack_recv dates the last acknowledgement, which
 				// is when the progress was made.
 				if ti, err := unix.GetsockoptTCPInfo(int(e.fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
@@ -591,6 +603,12 @@ func (l *loop) expire(now int64) {
 // once we have shut down writing: its acknowledgement alone is not
 // progress.
 func unsent(q int64) int64 { return max(q-1, 0) }
+
+func (ls *loops) stalled(e *entry) bool {
+	q, err := unix.IoctlGetInt(int(e.fd), unix.SIOCOUTQ)
+	// A socket that cannot say is not kept for it.
+	return err != nil || unsent(int64(q)) >= unsent(int64(e.queued))
+}
 
 func (l *loop) stop(e *entry, o Outcome, err error) {
 	l.finish(e, o, err, true)

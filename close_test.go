@@ -201,7 +201,8 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		{"negative budget", Config{MaxDiscard: -1}, "MaxDiscard"},
 		{"negative cap", Config{MaxConns: -1}, "MaxConns"},
 		{"IPv6 prefix too long", Config{IPv6PrefixLen: 129}, "IPv6PrefixLen"},
-		{"negative queue bound", Config{MaxQueued: -1}, "MaxQueued"},
+		{"negative user timeout", Config{TCPUserTimeout: -time.Second}, "TCPUserTimeout"},
+		{"user timeout beyond an int of milliseconds", Config{TCPUserTimeout: 30 * 24 * time.Hour}, "TCPUserTimeout"},
 		{"idle beyond hold", Config{IdleTimeout: time.Minute, MaxHold: time.Second}, "exceeds MaxHold"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

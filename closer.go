@@ -7,6 +7,8 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"reflect"
+	"runtime"
 	"sync"
 	"time"
 
@@ -17,7 +19,12 @@ import (
 // A Closer closes connections with a lingering close. Its methods are safe
 // for concurrent use. A Closer holds no goroutine and no descriptor once
 // nothing has lingered for a second, nor after Shutdown.
+//
+// The zero Closer is ready to use, with the zero Config's bounds and no
+// OnClose; it takes them at its first use (any method), once, safely for
+// concurrent first uses. A Closer must not be copied after its first use.
 type Closer struct {
+	setup sync.Once // makes a zero Closer the one New(Config{}) would return
 	cfg   Config
 	epoch time.Time // monotonic origin of the engine's int64 clocks
 	be    backend
@@ -39,12 +46,16 @@ type Closer struct {
 	all     list                  // every lingering entry, oldest first
 	queued  list                  // entries holding bytes of ours, oldest first
 	qbytes  int64                 // the sum of their queued bytes, as last seen
-	peers   map[netip.Prefix]list // by value: nothing can hold a stale one
-	evicted int64                 // when admit last released a connection to make room (engine clock)
+	peers   map[netip.Prefix]peer // by value: nothing can hold a stale one
+	evicted int64                 // when admit last released a connection to make room under MaxConns or MaxQueued (engine clock)
 	pressed int64                 // when budget last saw three quarters of MaxConns lingering (engine clock)
-	stats   counters
-	reports []Report // waiting for OnClose, delivered by unlock
-	fds     []int    // descriptors to close, by unlock, once mu is released
+	// peerPressed is the latest of the peers' own pressure (peer.pressed):
+	// while it is older than IdleTimeout no peer is under pressure of its
+	// own, and the budget needs no look-up by peer.
+	peerPressed int64
+	stats       counters
+	reports     []Report // waiting for OnClose, delivered by unlock
+	fds         []int    // descriptors to close, by unlock, once mu is released
 }
 
 // New returns a Closer with the bounds in cfg, or an error wrapping
@@ -58,7 +69,24 @@ func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Closer{cfg: cfg, epoch: time.Now(), evicted: math.MinInt64 / 2, pressed: math.MinInt64 / 2}
+	c := &Closer{}
+	c.setup.Do(func() { c.init(cfg, portableOnly) })
+	return c, nil
+}
+
+// ready makes a zero Closer usable, with the zero Config's defaults, at
+// its first use; for a Closer from New it costs an atomic load.
+func (c *Closer) ready() {
+	c.setup.Do(func() {
+		cfg, _ := Config{}.withDefaults() // the zero Config is valid
+		c.init(cfg, backendsel.Portable.Load())
+	})
+}
+
+// init sets up c with cfg, which has its defaults applied.
+func (c *Closer) init(cfg Config, portableOnly bool) {
+	c.cfg, c.epoch = cfg, time.Now()
+	c.evicted, c.pressed, c.peerPressed = math.MinInt64/2, math.MinInt64/2, math.MinInt64/2
 	c.holdPressure = !pressuresel.NoHold.Load()
 	c.rcvAlways = pressuresel.RcvBufAlways.Load()
 	c.noInq = pressuresel.NoInq.Load()
@@ -72,10 +100,15 @@ func newCloser(cfg Config, portableOnly bool) (*Closer, error) {
 	c.all.which = byAge
 	c.queued.which = byQueue
 	if cfg.MaxConnsPerIP > 0 {
-		c.peers = make(map[netip.Prefix]list)
+		c.peers = make(map[netip.Prefix]peer)
 	}
 	c.be = newBackend(c, portableOnly)
-	return c, nil
+}
+
+// peer is what the Closer keeps for one peer under MaxConnsPerIP.
+type peer struct {
+	list          // its lingering entries, oldest first
+	pressed int64 // when its own cap last released one of them (engine clock)
 }
 
 // Must is like New but panics on an invalid Config. It is meant for
@@ -122,6 +155,7 @@ var ErrNilConn = errors.New("linger: nil connection")
 // in its Write gets the error of that), but a goroutine blocked in its Read
 // returns only when lingering ends.
 func (c *Closer) Close(conn net.Conn) error {
+	c.ready()
 	tcp, err := tcpConn(conn)
 	if err != nil {
 		return err
@@ -145,7 +179,7 @@ func (c *Closer) closeFrom(conn net.Conn, tcp *net.TCPConn, addr netip.AddrPort)
 	// An IPv4 peer of a dual-stack listener arrives as ::ffff:a.b.c.d.
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	c.mu.Lock()
-	down, budget := c.down, c.budget()
+	down, budget := c.down, c.budgetFor(c.peerKey(addr))
 	c.mu.Unlock()
 	if down {
 		err := tcp.Close()
@@ -234,49 +268,123 @@ func (c *Closer) peerKey(a netip.AddrPort) netip.Prefix {
 // admit links e, a socket detached from peer addr with queued bytes of ours
 // not yet acknowledged, as lingering from now, first making room under the
 // caps by releasing the longest-lingering connections; c.mu must be held.
-// It returns false, and links nothing, after Shutdown: the caller then
-// closes the socket and reports it with plainAfterShutdown.
-func (c *Closer) admit(e *entry, addr netip.AddrPort, queued int64) bool {
+// It returns an error, and links nothing, after Shutdown (ErrShutdown) or
+// when only peers making progress hold the queued bytes MaxQueued bounds
+// (ErrMaxQueued): the caller then closes the socket plainly and reports
+// it with plainRefused.
+func (c *Closer) admit(e *entry, addr netip.AddrPort, queued int64) error {
 	if c.down {
-		return false
+		return ErrShutdown
 	}
 	// Each stop releases at once, so each loop ends. Each release may
 	// change or delete the peer's list, so it is looked up every time.
+	//
+	// MaxQueued goes first: if it refuses e, no one else was released
+	// for nothing.
+	now := c.now()
+	shared := false // a release that puts everyone under pressure
+	for queued > 0 && c.qbytes+queued > c.cfg.MaxQueued && c.queued.front != nil {
+		v := c.stalledQueued(now)
+		if v == nil {
+			return ErrMaxQueued
+		}
+		c.be.stop(v, Released, ErrMaxQueued)
+		shared = true
+	}
 	var key netip.Prefix
-	evictions := c.stats.outcomes[Released]
 	if c.peers != nil {
 		key = c.peerKey(addr)
+		own := false
 		for c.peers[key].len >= c.cfg.MaxConnsPerIP {
 			c.be.stop(c.peers[key].front, Released, nil)
+			own = true
+		}
+		if own {
+			// Only this peer is under pressure for it: its cap is what
+			// keeps it from taking the others' lingering, and a release
+			// under it says nothing about anyone else.
+			p := c.peers[key]
+			p.pressed = now
+			c.peers[key] = p
+			c.peerPressed = now
 		}
 	}
 	for c.all.len >= c.cfg.MaxConns {
 		c.be.stop(c.all.front, Released, nil)
+		shared = true
 	}
-	for queued > 0 && c.qbytes+queued > c.cfg.MaxQueued && c.queued.front != nil {
-		c.be.stop(c.queued.front, Released, ErrMaxQueued)
-	}
-	now := c.now()
-	if c.stats.outcomes[Released] != evictions {
+	if shared {
 		c.evicted = now
 	}
 	e.addr = addr
 	e.start = now
 	c.all.push(e)
 	if c.peers != nil {
-		p := c.peers[key]
+		p, ok := c.peers[key]
+		if !ok {
+			p.pressed = math.MinInt64 / 2 // never
+		}
 		p.which = byPeer
 		p.push(e)
 		c.peers[key] = p
 	}
 	c.setQueued(e, queued)
-	return true
+	return nil
 }
 
-// plainAfterShutdown reports a socket that admit refused; c.mu must be
+// plainRefused reports a socket that admit refused with err; c.mu must be
 // held.
-func (c *Closer) plainAfterShutdown(addr netip.AddrPort) {
-	c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: Plain, Unacked: -1, Err: ErrShutdown})
+func (c *Closer) plainRefused(addr netip.AddrPort, err error) {
+	c.report(Report{RemoteAddr: c.addrOf(addr), Outcome: Plain, Unacked: -1, Err: err})
+}
+
+// maxStallChecks bounds the SIOCOUTQ readings one hand-off may make under
+// Closer.mu to find a stalled connection (stalledQueued); the walk past
+// connections known to make progress is bounded by maxStallWalk.
+const (
+	maxStallChecks = 8
+	maxStallWalk   = 64
+)
+
+// stalledQueued returns the longest-lingering connection that holds queued
+// bytes of ours and whose peer has acknowledged none of them since the
+// hand-off, having had IdleTimeout to, or nil if it finds none within its
+// bounds; c.mu must be held.
+//
+// Why not simply the longest-lingering, as the other caps take: a slow
+// reader of a large response holds more bytes for longer than anyone, so
+// an attacker opening zero-window connections would have it reset every
+// time, after it had taken a good part of the response; a plain close
+// would have let the kernel send all of it. Why "ever since the hand-off"
+// and not "lately": a slow reader whose application reads less than the
+// network brings fills its receive buffer and shows a zero window itself,
+// for as long as its buffer takes to drain by half (Linux reopens a closed
+// window only then), which for a large buffer is seconds; between those
+// stretches it acknowledges a window at a time. Only a peer that has
+// taken nothing at all looks like the attacker MaxQueued is for. One that
+// reads a byte to be spared holds its queue until MaxHold, and new
+// connections meanwhile get a plain close, no worse than without linger.
+func (c *Closer) stalledQueued(now int64) *entry {
+	checks := 0
+	walked := 0
+	for e := c.queued.front; e != nil && walked < maxStallWalk; e = e.links[byQueue].next {
+		walked++
+		switch {
+		case now-e.start < int64(c.cfg.IdleTimeout):
+			// Younger ones follow it: the list is by age.
+			return nil
+		case e.flags&progressed != 0:
+			continue
+		case checks == maxStallChecks:
+			return nil
+		}
+		checks++
+		if c.be.stalled(e) {
+			return e
+		}
+		e.flags |= progressed
+	}
+	return nil
 }
 
 // hard is when e reaches MaxHold.
@@ -307,12 +415,46 @@ func (c *Closer) budget() int64 {
 	return c.cfg.MaxDiscard
 }
 
-// renewPressure counts a connection ended at hand-off for its pressure
-// budget as lingering seen at the pressure mark now; c.mu must be held.
-func (c *Closer) renewPressure() {
-	if c.holdPressure {
-		c.pressed = c.now()
+// budgetFor is budget for a connection of peer key: also the pressure
+// budget while that peer is under pressure of its own, from a release
+// under its MaxConnsPerIP within the last IdleTimeout; c.mu must be held.
+func (c *Closer) budgetFor(key netip.Prefix) int64 {
+	b := c.budget()
+	if c.pressured(b) || !c.peerPressure(key) {
+		return b
 	}
+	return c.cfg.PressureDiscard
+}
+
+// peerPressure says whether peer key is under pressure of its own; c.mu
+// must be held.
+func (c *Closer) peerPressure(key netip.Prefix) bool {
+	idle := int64(c.cfg.IdleTimeout)
+	now := c.now()
+	if now-c.peerPressed >= idle {
+		return false
+	}
+	p, ok := c.peers[key]
+	return ok && now-p.pressed < idle
+}
+
+// renewPressure counts a connection of peer key ended at hand-off for its
+// pressure budget as lingering seen at the pressure mark now, or, if the
+// pressure was that peer's own, as a release under its cap; c.mu must be
+// held.
+func (c *Closer) renewPressure(key netip.Prefix) {
+	if !c.holdPressure {
+		return
+	}
+	now := c.now()
+	if !c.pressured(c.budget()) && c.peerPressure(key) {
+		p := c.peers[key]
+		p.pressed = now
+		c.peers[key] = p
+		c.peerPressed = now
+		return
+	}
+	c.pressed = now
 }
 
 // pressured says whether budget, from c.budget, is the pressure budget:
@@ -399,13 +541,55 @@ func (c *Closer) unlock() {
 	for _, fd := range fds {
 		closeFD(fd)
 	}
+	if len(rs) > 0 {
+		c.deliver(rs)
+	}
+}
+
+// deliver calls OnClose with each of rs. Shutdown looks for this function
+// on its caller's stack (inOnClose), so it must keep its own frame.
+//
+//go:noinline
+func (c *Closer) deliver(rs []Report) {
 	for _, r := range rs {
 		c.cfg.OnClose(r)
 	}
 }
 
+// deliverName is deliver's name as the runtime reports it in a stack.
+var deliverName = runtime.FuncForPC(reflect.ValueOf((*Closer).deliver).Pointer()).Name()
+
+// inOnClose says whether the calling goroutine is running an OnClose, of
+// any Closer: the goroutine may then be one that a Closer needs in order
+// to finish (an event loop's, or a connection's on the portable backend),
+// and Shutdown must not wait for it. Go has no goroutine identity to ask,
+// but the goroutine's own stack says it; reading it costs microseconds,
+// which only Shutdown pays.
+func inOnClose() bool {
+	pcs := make([]uintptr, 64)
+	for {
+		n := runtime.Callers(3, pcs)
+		if n < len(pcs) {
+			pcs = pcs[:n]
+			break
+		}
+		pcs = make([]uintptr, 2*len(pcs))
+	}
+	frames := runtime.CallersFrames(pcs)
+	for {
+		f, more := frames.Next()
+		if f.Function == deliverName {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
 // Stats returns a snapshot of c's counters.
 func (c *Closer) Stats() Stats {
+	c.ready()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.stats.snapshot(c.all.len)
@@ -416,7 +600,20 @@ func (c *Closer) Stats() Stats {
 // and returns an error that wraps ctx.Err() and says how many it closed.
 // Either way, when Shutdown returns, c holds no socket and no goroutine.
 // Shutdown may be called more than once.
+//
+// Called from an OnClose (of any Closer), Shutdown does not wait: the
+// goroutine running OnClose may be one of c's own, which the connections
+// still lingering need, so waiting for them there would never end. It
+// then makes c close later connections plainly, closes the lingering
+// ones at once if ctx has already ended (returning the same error as
+// above), and otherwise leaves them to end by their bounds; c's
+// goroutines end after the last of them. A Shutdown called elsewhere,
+// before or after, still waits for all of it.
 func (c *Closer) Shutdown(ctx context.Context) error {
+	c.ready()
+	if inOnClose() {
+		return c.shutdownNoWait(ctx)
+	}
 	c.mu.Lock()
 	c.down = true
 	var err error
@@ -442,6 +639,22 @@ func (c *Closer) Shutdown(ctx context.Context) error {
 	c.be.shutdown()
 	c.unlock()
 	c.wg.Wait()
+	return err
+}
+
+// shutdownNoWait is Shutdown called from an OnClose.
+func (c *Closer) shutdownNoWait(ctx context.Context) error {
+	c.mu.Lock()
+	c.down = true
+	var err error
+	if k := c.all.len; k > 0 && ctx.Err() != nil {
+		for c.all.front != nil {
+			c.be.stop(c.all.front, Shutdown, nil)
+		}
+		err = fmt.Errorf("linger: shutdown closed %d lingering connections early: %w", k, ctx.Err())
+	}
+	c.be.shutdown()
+	c.unlock()
 	return err
 }
 

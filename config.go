@@ -3,6 +3,7 @@ package linger
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -68,8 +69,37 @@ const (
 	DefaultIPv6PrefixLen = 64
 )
 
+// Largest values the engine's arithmetic takes; larger ones are held at
+// these (Config says which fields). The engine's clocks are int64
+// nanoseconds since the Closer was made, and a deadline is a clock plus a
+// bound: with both under 2^62, no sum overflows, and the "no pressure yet"
+// origin, -2^62, is still further in the past than any bound reaches.
+const (
+	// maxBound is about 146 years: a bound this long never runs out in a
+	// process's life, so a longer one means the same.
+	maxBound = time.Duration(1 << 62)
+	// maxBytes is 4 EiB: more than any connection carries, so the byte
+	// budget plus the one byte the drains read beyond it cannot overflow.
+	maxBytes = int64(1 << 62)
+	// maxUserTimeout is the longest TCP_USER_TIMEOUT the kernel takes: it
+	// is an int of milliseconds (24.8 days). A longer one would be cut to
+	// a negative number (refused) or a few hours.
+	maxUserTimeout = time.Duration(math.MaxInt32) * time.Millisecond
+)
+
 // Config bounds a Closer. The zero value is ready to use: each zero field
 // takes its default.
+//
+// Negative values: for the bounds that make lingering end (IdleTimeout,
+// MaxHold, MaxDiscard, MaxConns) and for TCPUserTimeout a negative value is
+// an error, since "off" would mean lingering without end or a kernel
+// setting that does not exist; a huge value is accepted instead and means
+// as much as "no bound". For the caps that exist to share lingering out
+// under load (PressureDiscard, MaxConnsPerIP, MaxQueued) a negative value
+// turns the cap off. Values beyond what the engine's int64 clock and
+// counters can add up are held at about 146 years (durations) and 4 EiB
+// (bytes), which no connection reaches; a TCPUserTimeout beyond the
+// kernel's int milliseconds (24.8 days) is an error.
 type Config struct {
 	// IdleTimeout ends a lingering connection whose peer has neither sent
 	// bytes nor acknowledged bytes we sent for this long. A connection with
@@ -77,21 +107,27 @@ type Config struct {
 	// kernel is still sending them. Acknowledgements are seen on Linux
 	// only; elsewhere only incoming bytes count.
 	// Zero means DefaultIdleTimeout, or MaxHold if that is shorter.
+	// Values over about 146 years are held there (they never run out).
 	IdleTimeout time.Duration
 
 	// MaxHold caps the total time a connection lingers, however much
-	// progress its peer makes. Zero means DefaultMaxHold.
+	// progress its peer makes. Zero means DefaultMaxHold; values over about
+	// 146 years are held there (they never run out).
 	MaxHold time.Duration
 
 	// MaxDiscard caps the bytes read and discarded from one connection.
-	// Zero means DefaultMaxDiscard.
+	// Zero means DefaultMaxDiscard; values over 4 EiB are held there.
 	MaxDiscard int64
 
 	// PressureDiscard caps the bytes read and discarded from one
 	// connection, new or already lingering, while lingering is under
 	// pressure: while the connections lingering number three quarters of
-	// MaxConns or more, or one was released to make room (under MaxConns,
-	// MaxConnsPerIP or MaxQueued) within the last IdleTimeout. A peer that
+	// MaxConns or more, or one was released to make room under MaxConns or
+	// MaxQueued within the last IdleTimeout. A release under MaxConnsPerIP
+	// puts only that peer (its address, or its IPv6 prefix) under pressure,
+	// for IdleTimeout: an address at its own cap must not lower everyone
+	// else's budget, or the cap meant to keep one address from taking
+	// everyone's lingering would be the lever that does it. A peer that
 	// keeps sending then costs at most this much before it is released
 	// with the Budget outcome. Under pressure each lingering socket's
 	// receive buffer (SO_RCVBUF) is also clamped to 16 KiB, or
@@ -109,7 +145,8 @@ type Config struct {
 
 	// MaxConnsPerIP caps the connections lingering at once for one peer:
 	// one IPv4 address, or one IPv6 prefix of IPv6PrefixLen bits. At the
-	// cap, that peer's longest-lingering connection is released. Zero means
+	// cap, that peer's longest-lingering connection is released, and that
+	// peer alone is under pressure (see PressureDiscard). Zero means
 	// DefaultMaxConnsPerIP; a negative value means no cap.
 	MaxConnsPerIP int
 
@@ -119,12 +156,20 @@ type Config struct {
 
 	// MaxQueued caps the bytes of ours (a response, an alert, and the FIN)
 	// that lingering connections together still hold unacknowledged in
-	// their kernel send queues, as measured when each was handed off. When
-	// a new connection would take the total over it, the longest-lingering
-	// connections holding queued bytes are released and aborted with a
-	// reset, which frees their send queues at once, as a plain close with
-	// unread data would. It applies to Linux's event loop, which sees the
-	// send queues; zero means DefaultMaxQueued.
+	// their kernel send queues, as last measured (at the hand-off, and
+	// then once per IdleTimeout). When a new connection would take the
+	// total over it, lingering connections that hold queued bytes, have
+	// lingered IdleTimeout and whose peers have acknowledged none of them
+	// since the hand-off (a zero window from the start) are released,
+	// longest lingering first, and aborted with a reset, which frees their
+	// send queues at once. A peer that has acknowledged some (a slow
+	// reader making progress, whose window opens and closes as its
+	// application reads) is never released for this: if only such peers
+	// hold the queued bytes, the new connection is closed plainly instead
+	// (Outcome Plain, ErrMaxQueued), which is what it would have had
+	// without linger, and its kernel sends the rest as for any close. It
+	// applies to Linux's event loop, which sees the send queues; zero
+	// means DefaultMaxQueued, a negative value means no cap.
 	MaxQueued int64
 
 	// TCPUserTimeout, if positive, is set as TCP_USER_TIMEOUT (Linux only)
@@ -132,14 +177,18 @@ type Config struct {
 	// connection whose sent data stays unacknowledged this long. grpc-go
 	// sets it from its keepalive Timeout (20 s by default) only on a
 	// *net.TCPConn, which Listener's connections are not; set it here to
-	// keep that protection. Zero leaves the socket's setting alone.
+	// keep that protection. Zero leaves the socket's setting alone. The
+	// kernel counts it in whole milliseconds, as an int: a value under a
+	// millisecond is one, and one over 24.8 days (math.MaxInt32
+	// milliseconds) is an error.
 	TCPUserTimeout time.Duration
 
 	// OnClose, if set, receives a Report for every connection handed to the
 	// Closer once it is finally closed. It is called without locks held,
 	// from whichever goroutine ended the connection (often the Closer's own),
 	// possibly concurrently, so it must be safe for concurrent use and
-	// should return quickly.
+	// should return quickly. It may call any of the Closer's methods;
+	// Shutdown called from OnClose does not wait (see Closer.Shutdown).
 	OnClose func(Report)
 }
 
@@ -158,11 +207,14 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: MaxConns %d is negative", ErrConfig, c.MaxConns)
 	case c.IPv6PrefixLen < 0 || c.IPv6PrefixLen > 128:
 		return c, fmt.Errorf("%w: IPv6PrefixLen %d is not between 1 and 128", ErrConfig, c.IPv6PrefixLen)
-	case c.MaxQueued < 0:
-		return c, fmt.Errorf("%w: MaxQueued %d is negative", ErrConfig, c.MaxQueued)
 	case c.TCPUserTimeout < 0:
 		return c, fmt.Errorf("%w: TCPUserTimeout %v is negative", ErrConfig, c.TCPUserTimeout)
+	case c.TCPUserTimeout > maxUserTimeout:
+		return c, fmt.Errorf("%w: TCPUserTimeout %v exceeds the kernel's %v (an int of milliseconds)", ErrConfig, c.TCPUserTimeout, maxUserTimeout)
 	}
+	c.IdleTimeout = min(c.IdleTimeout, maxBound)
+	c.MaxHold = min(c.MaxHold, maxBound)
+	c.MaxDiscard = min(c.MaxDiscard, maxBytes)
 	if c.MaxHold == 0 {
 		c.MaxHold = DefaultMaxHold
 	}
@@ -193,8 +245,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.IPv6PrefixLen == 0 {
 		c.IPv6PrefixLen = DefaultIPv6PrefixLen
 	}
-	if c.MaxQueued == 0 {
+	switch {
+	case c.MaxQueued == 0:
 		c.MaxQueued = DefaultMaxQueued
+	case c.MaxQueued < 0:
+		c.MaxQueued = math.MaxInt64 // no cap: no sum of queues reaches it
 	}
 	if c.IdleTimeout > c.MaxHold {
 		return c, fmt.Errorf("%w: IdleTimeout %v exceeds MaxHold %v", ErrConfig, c.IdleTimeout, c.MaxHold)

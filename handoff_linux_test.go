@@ -504,7 +504,7 @@ func TestUnackedUnknown(t *testing.T) {
 	e := &entry{fd: int32(fd), heapIdx: -1, flags: outqUnknown}
 	l := h.be.(*loops).shards[0]
 	h.mu.Lock()
-	if !h.admit(e, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 1), 0) {
+	if h.admit(e, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 1), 0) != nil {
 		h.mu.Unlock()
 		unix.Close(fd)
 		t.Fatal("admit refused the entry")

@@ -7,6 +7,7 @@ import "net"
 // and any other server that closes its connections; connections that are not
 // TCP pass through unchanged, and so do the inner listener's errors.
 func (c *Closer) Listener(ln net.Listener) net.Listener {
+	c.ready()
 	return &listener{Listener: ln, c: c}
 }
 

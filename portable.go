@@ -41,9 +41,9 @@ func (p portable) handOff(tcp *net.TCPConn, addr netip.AddrPort, budget int64) e
 	}
 	c.mu.Lock()
 	defer c.unlock()
-	if !c.admit(e, addr, 0) {
+	if err := c.admit(e, addr, 0); err != nil {
 		conn.Close()
-		c.plainAfterShutdown(addr)
+		c.plainRefused(addr, err)
 		return nil
 	}
 	p.conns[e] = conn
@@ -84,6 +84,10 @@ func setReadBuffer(conn net.Conn, n int) {
 
 // shutdown has nothing to do: each goroutine ends with its connection.
 func (p portable) shutdown() {}
+
+// stalled is never asked: this backend does not measure send queues, so
+// none of its entries holds queued bytes.
+func (p portable) stalled(*entry) bool { return true }
 
 // smallBuf is what a lingering connection waits with: most peers send
 // nothing more, or a little. A peer that fills it gets a pooled large buffer
@@ -134,7 +138,7 @@ func (p portable) drain(e *entry, conn net.Conn) {
 		if n > 0 {
 			e.discarded += int64(n)
 			e.lastActive = now
-			budget := c.budget()
+			budget := c.budgetFor(c.peerKey(e.addr))
 			if e.discarded > budget {
 				p.release(e, Budget, nil)
 				break

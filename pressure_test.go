@@ -10,7 +10,8 @@ import (
 // MaxConns lingering, or either that or a connection released to make room
 // within the last IdleTimeout), a peer that keeps sending is released once
 // it has cost PressureDiscard, not MaxDiscard; without pressure, MaxDiscard
-// holds.
+// holds. A release under MaxConnsPerIP puts only its own peer under
+// pressure: another address keeps MaxDiscard.
 func TestPressureBudget(t *testing.T) {
 	const (
 		maxDiscard = 4 << 20
@@ -22,25 +23,33 @@ func TestPressureBudget(t *testing.T) {
 			name     string
 			cfg      Config
 			silent   []net.IP // peers handed off first, one silent connection each
+			from     net.IP   // the sender's address; nil: 127.0.0.1
 			underway bool     // the sender is handed off before the silent ones
 			leave    int      // silent peers that close before the sender is handed off
 			want     int64    // the budget that should stop the sender
 		}{
-			{"none", Config{MaxConns: 8}, []net.IP{net.IPv4(127, 0, 0, 2)}, false, 0, maxDiscard},
-			{"near the cap", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, false, 0, pressure},
-			{"recent eviction", Config{MaxConns: 8, MaxConnsPerIP: 1}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 2)}, false, 0, pressure},
-			{"current lingerer", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, true, 0, pressure},
+			{"none", Config{MaxConns: 8}, []net.IP{net.IPv4(127, 0, 0, 2)}, nil, false, 0, maxDiscard},
+			{"near the cap", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, nil, false, 0, pressure},
+			// 127.0.0.2's second connection releases its first under its
+			// own cap: that puts 127.0.0.2 under pressure, not others.
+			{"another peer's own cap", Config{MaxConns: 8, MaxConnsPerIP: 1}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 2)}, nil, false, 0, maxDiscard},
+			{"its own cap", Config{MaxConns: 8, MaxConnsPerIP: 1}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 2)}, net.IPv4(127, 0, 0, 2), false, 0, pressure},
+			{"current lingerer", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4)}, nil, true, 0, pressure},
 			// The fourth hand-off sees three lingering: the mark. Then
 			// three leave, and one lingers, but the mark was seen within
 			// IdleTimeout.
-			{"near the cap recently", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4), net.IPv4(127, 0, 0, 5)}, false, 3, pressure},
+			{"near the cap recently", Config{MaxConns: 4}, []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(127, 0, 0, 4), net.IPv4(127, 0, 0, 5)}, nil, false, 3, pressure},
 		} {
 			t.Run(be.name+"/"+tc.name, func(t *testing.T) {
 				cfg := tc.cfg
 				cfg.MaxDiscard, cfg.PressureDiscard, cfg.IdleTimeout = maxDiscard, pressure, 5*time.Second
 				h := newHarness(t, cfg, be.portable)
 				ln := listen(t)
-				srv, cli := pair(t, ln, net.IPv4(127, 0, 0, 1))
+				from := tc.from
+				if from == nil {
+					from = net.IPv4(127, 0, 0, 1)
+				}
+				srv, cli := pair(t, ln, from)
 				handSender := func() {
 					// 16 KiB every 2 ms: about 8 MB/s, so the budget, not
 					// the sender, decides.
@@ -70,7 +79,7 @@ func TestPressureBudget(t *testing.T) {
 				for {
 					r := h.next(t, 10*time.Second)
 					if r.Outcome == Released {
-						continue // the eviction of the "recent eviction" case
+						continue // the evictions of the per-peer cases
 					}
 					if r.Outcome != Budget {
 						t.Fatalf("outcome %v (%v), want %v", r.Outcome, r.Err, Budget)

@@ -4,73 +4,176 @@ package linger
 
 import (
 	"errors"
+	"io"
 	"net"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// TestMaxQueued: peers that never read keep our bytes queued. Past
-// MaxQueued, the longest-lingering connection holding queued bytes is
-// released with ErrMaxQueued and aborted, so its send queue is freed at
-// once (its peer sees a reset); the bound holds at every hand-off.
+// queueResponse writes n bytes to srv, to a peer that reads nothing yet and
+// whose receive buffer is rcvBuf, so that they stay queued in srv's kernel
+// send queue.
+func queueResponse(t *testing.T, srv, cli *net.TCPConn, n, rcvBuf int) {
+	t.Helper()
+	cli.SetReadBuffer(rcvBuf)
+	srv.SetWriteBuffer(2 * n)
+	srv.SetWriteDeadline(time.Now().Add(time.Second))
+	if k, err := srv.Write(make([]byte, n)); k != n {
+		t.Fatalf("queued %d of %d bytes: %v", k, n, err)
+	}
+}
+
+// readAll reads c until EOF or an error, and returns the bytes and the
+// error (nil at EOF).
+func readAll(c net.Conn, within time.Duration) (int64, error) {
+	c.SetReadDeadline(time.Now().Add(within))
+	n, err := io.Copy(io.Discard, c)
+	return n, err
+}
+
+// TestMaxQueued: peers that never read keep our bytes queued. A hand-off
+// that would take the total over MaxQueued while every holder has lingered
+// less than IdleTimeout (none has had the time to show it is stalled) is
+// closed plainly (ErrMaxQueued), and its peer still gets every byte, as
+// after a plain close. Once the holders have lingered IdleTimeout without
+// acknowledging anything, the next hand-off releases the longest-lingering
+// of them with ErrMaxQueued and aborts it, so its send queue is freed at
+// once (its peer sees a reset). The bound holds at every hand-off.
 func TestMaxQueued(t *testing.T) {
-	const each, bound, conns = 128 << 10, 250 << 10, 6
-	h := newHarness(t, Config{MaxQueued: bound}, false)
+	const each, bound, conns, idle = 128 << 10, 250 << 10, 4, 300 * time.Millisecond
+	h := newHarness(t, Config{MaxQueued: bound, IdleTimeout: idle}, false)
 	ln := listen(t)
 	var clients []*net.TCPConn
 	var first int64 // what the first hand-off queued: the peer took the rest
-	for i := range conns {
+	handOff := func() {
+		t.Helper()
 		srv, cli := pair(t, ln, nil)
-		cli.SetReadBuffer(4 << 10) // it never reads: our bytes stay queued
-		srv.SetWriteBuffer(256 << 10)
-		srv.SetWriteDeadline(time.Now().Add(time.Second))
-		if n, err := srv.Write(make([]byte, each)); n != each {
-			t.Fatalf("queued %d of %d bytes: %v", n, each, err)
-		}
+		queueResponse(t, srv, cli, each, 4<<10)
 		clients = append(clients, cli)
 		h.Close(srv)
 		h.mu.Lock()
 		q := h.qbytes
 		h.mu.Unlock()
-		if i == 0 {
+		if first == 0 {
 			first = q
 		}
 		if q > bound {
-			t.Errorf("hand-off %d: %d bytes queued, bound %d", i, q, bound)
+			t.Errorf("hand-off %d: %d bytes queued, bound %d", len(clients), q, bound)
 		}
+	}
+	for range conns {
+		handOff()
 	}
 	fit := int(bound / first)
 	t.Logf("%d bytes queued on each, %d fit under %d", first, fit, bound)
 	if fit < 1 || fit >= conns {
 		t.Fatalf("premise: %d bytes queued on the first connection, so %d fit under %d: want between 1 and %d", first, fit, bound, conns-1)
 	}
-	released := 0
 	for range conns - fit {
 		r := h.next(t, time.Second)
-		if r.Outcome != Released || !errors.Is(r.Err, ErrMaxQueued) {
-			t.Errorf("report %v %v, want %v with ErrMaxQueued", r.Outcome, r.Err, Released)
-			continue
+		if r.Outcome != Plain || !errors.Is(r.Err, ErrMaxQueued) {
+			t.Errorf("report %v %v, want %v with ErrMaxQueued", r.Outcome, r.Err, Plain)
 		}
-		if r.Unacked < first/2 {
-			t.Errorf("released with %d bytes unacknowledged, want about %d", r.Unacked, first)
+	}
+	// Closed plainly: the kernel sends the rest, as for any close.
+	for i, c := range clients[fit:] {
+		c.SetReadBuffer(1 << 20) // a window past one segment: no persist-timer crawl
+		if n, err := readAll(c, 5*time.Second); n != each || err != nil {
+			t.Errorf("peer of refused hand-off %d read %d bytes, then %v; want %d and EOF", i, n, err, each)
 		}
-		released++
 	}
 	if st := h.Stats(); st.Lingering != fit {
 		t.Errorf("%d lingering, want %d", st.Lingering, fit)
 	}
-	// The released ones were reset: their peers read what arrived, then
+
+	// Stalled for IdleTimeout: the next hand-off releases the oldest.
+	time.Sleep(idle + idle/2)
+	handOff()
+	r := h.next(t, time.Second)
+	if r.Outcome != Released || !errors.Is(r.Err, ErrMaxQueued) {
+		t.Fatalf("report %v %v, want %v with ErrMaxQueued", r.Outcome, r.Err, Released)
+	}
+	if r.Unacked < first/2 {
+		t.Errorf("released with %d bytes unacknowledged, want about %d", r.Unacked, first)
+	}
+	// The released one was reset: its peer reads what arrived, then
 	// ECONNRESET.
-	for _, c := range clients[:released] {
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		buf := make([]byte, 64<<10)
-		var err error
-		for err == nil {
-			_, err = c.Read(buf)
+	if _, err := readAll(clients[0], 5*time.Second); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("peer of a released connection read until %v, want a reset", err)
+	}
+}
+
+// TestMaxQueuedSparesProgress is the attack: a slow reader of a large
+// response (127.0.0.3) lingers while an attacker (127.0.0.2) keeps handing
+// off connections that never read, each with a response queued, far past
+// MaxQueued. The slow reader keeps acknowledging, so it is never the one
+// released: it gets its whole response and our FIN, as a plain close would
+// have given it. Releasing the longest-lingering holder, as MaxQueued did
+// before, reset it within the first overflow.
+func TestMaxQueuedSparesProgress(t *testing.T) {
+	const (
+		response = 1 << 20
+		attack   = 256 << 10
+		bound    = 1536 << 10
+		idle     = 200 * time.Millisecond
+	)
+	h := newHarness(t, Config{MaxQueued: bound, IdleTimeout: idle}, false)
+	ln := listen(t)
+	srv, reader := pair(t, ln, net.IPv4(127, 0, 0, 3))
+	// A window of more than one loopback segment (64 KiB): with less, the
+	// sender waits for the window to open by its persist timer, and the
+	// reader crawls whoever closes it.
+	queueResponse(t, srv, reader, response, 128<<10)
+	h.Close(srv)
+
+	got := make(chan error, 1)
+	var n int64
+	go func() {
+		// About 640 KB/s: 32 KiB every 50 ms, so the response takes
+		// about 1.6 s, many IdleTimeouts, while the attack goes on.
+		buf := make([]byte, 32<<10)
+		reader.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for {
+			k, err := io.ReadFull(reader, buf)
+			n += int64(k)
+			if err != nil {
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					err = nil
+				}
+				got <- err
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Errorf("peer of a released connection read until %v, want a reset", err)
+	}()
+	var released, refused int
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		s, c := pair(t, ln, net.IPv4(127, 0, 0, 2))
+		queueResponse(t, s, c, attack, 4<<10)
+		h.Close(s)
+		time.Sleep(30 * time.Millisecond)
+	}
+	if err := <-got; err != nil || n != response {
+		t.Errorf("the slow reader got %d of %d bytes, then %v", n, response, err)
+	}
+	// Every report so far is the attacker's: the reader's comes when its
+	// peer closes, after the test.
+	for len(h.reports) > 0 {
+		r := <-h.reports
+		switch {
+		case r.Outcome == Released && errors.Is(r.Err, ErrMaxQueued):
+			released++
+		case r.Outcome == Plain && errors.Is(r.Err, ErrMaxQueued):
+			refused++
 		}
+		if a := r.RemoteAddr.String(); a[:10] != "127.0.0.2:" {
+			t.Errorf("report %v %v for %s, want only the attacker's", r.Outcome, r.Err, a)
+		}
+	}
+	t.Logf("attacker connections: %d released (reset), %d closed plainly at hand-off; the reader got %d bytes", released, refused, n)
+	if released == 0 {
+		t.Errorf("no attacker connection released: the attack did not reach MaxQueued")
 	}
 }
