@@ -17,7 +17,7 @@ func TestConfigEdges(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		cfg     Config
-		wantErr string           // the field an ErrConfig names; "" for none
+		wantErr string            // the field an ErrConfig names; "" for none
 		check   func(Config) bool // on the Config the Closer runs with
 	}{
 		{"IdleTimeout zero", Config{}, "", func(c Config) bool { return c.IdleTimeout == DefaultIdleTimeout }},

@@ -19,7 +19,7 @@ func TestListenerSetsTCPUserTimeout(t *testing.T) {
 	}{
 		{0, 0},
 		{20 * time.Second, 20000},
-		{1500 * time.Microsecond, 1}, // the option counts whole milliseconds
+		{1500 * time.Microsecond, 1},    // the option counts whole milliseconds
 		{maxUserTimeout, math.MaxInt32}, // the longest the kernel's int of milliseconds holds
 	} {
 		t.Run(tc.set.String(), func(t *testing.T) {
