@@ -1,0 +1,208 @@
+package linger
+
+import (
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linger-go/linger/internal/connerr"
+	"github.com/linger-go/linger/internal/pki"
+	"github.com/linger-go/linger/internal/testbed"
+)
+
+// Hostile peers that aim at the others' lingering through the caps meant
+// to protect it.
+
+// hostileTrials is how many victims each side of TestOneAddressAtItsCap
+// counts; LINGER_HOSTILE_TRIALS sets more, for the closing note's figures.
+func hostileTrials() int {
+	if n, err := strconv.Atoi(os.Getenv("LINGER_HOSTILE_TRIALS")); err == nil && n > 0 {
+		return n
+	}
+	return 30
+}
+
+// TestOneAddressAtItsCap is the attack of an address that keeps
+// MaxConnsPerIP connections lingering (a byte now and then, so none goes
+// idle) and opens one more every 20 ms, so that each forces a release
+// under its own cap. Victims from another address upload 1 MiB with an
+// untrusted client certificate (the server rejects it with an alert while
+// they are still sending) and should read the alert as often as without
+// the attacker. Before a release under MaxConnsPerIP put only its own peer
+// under pressure, every such release put the whole Closer under pressure,
+// and the victims were cut off by the 64 KiB pressure budget and reset
+// before they read the alert: 0 in 30.
+func TestOneAddressAtItsCap(t *testing.T) {
+	const perIP = 32
+	trials := hostileTrials()
+	ca := testbed.SharedPKI(t)
+	victim := net.IPv4(127, 0, 0, 3)
+	count := func(t *testing.T, attack bool) (alerts int, others map[string]int, st Stats) {
+		h := newHarness(t, Config{MaxConnsPerIP: perIP}, selectedPortable())
+		addr := serveTLS(t, h.Listener(listen(t)), ca.ServerConfig(tls.VersionTLS13))
+		if attack {
+			stop := attackAtCap(t, addr, net.IPv4(127, 0, 0, 2), perIP)
+			defer stop()
+		}
+		others = map[string]int{}
+		for range trials {
+			// Paced, so that the attacker's releases come between and
+			// during the victims' connections, not only before.
+			time.Sleep(20 * time.Millisecond)
+			switch err := goUploadFrom(ca, addr, victim); {
+			case isUnknownCA(err):
+				alerts++
+			case err == nil:
+				others["no error"]++
+			default:
+				others[connerr.Name(err)]++
+			}
+		}
+		return alerts, others, h.Stats()
+	}
+	base, baseOthers, _ := count(t, false)
+	got, gotOthers, st := count(t, true)
+	t.Logf("victims from %v reading the alert: %d/%d without the attacker (otherwise %v), %d/%d with it (otherwise %v); the attacker's connections released under its cap: %d",
+		victim, base, trials, baseOthers, got, trials, gotOthers, st.Outcomes[Released])
+	if st.Outcomes[Released] < uint64(trials)/2 {
+		t.Errorf("premise: only %d releases under the attacker's cap", st.Outcomes[Released])
+	}
+	// Within the noise: a victim or two in 30 may fall to the machine's
+	// load, not to the attacker.
+	if margin := max(2, trials/15); got < base-margin {
+		t.Errorf("victims read the alert in %d/%d trials with the attacker, %d/%d without: the attacker's own cap costs them their alerts", got, trials, base, trials)
+	}
+}
+
+// attackAtCap keeps perIP connections from local lingering on the TLS
+// server at addr, each sending a non-TLS first record (the server answers
+// and closes, so it lingers) and then a byte every 500 ms, and opens one
+// more every 20 ms. stop ends it and closes every connection.
+func attackAtCap(t *testing.T, addr string, local net.IP, perIP int) (stop func()) {
+	t.Helper()
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	done := make(chan struct{})
+	dial := func() {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: local}, Timeout: time.Second}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			return
+		}
+		c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	}
+	for range perIP {
+		dial()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		open := time.NewTicker(20 * time.Millisecond)
+		defer open.Stop()
+		trickle := time.NewTicker(500 * time.Millisecond)
+		defer trickle.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-open.C:
+				dial()
+			case <-trickle.C:
+				mu.Lock()
+				for _, c := range conns {
+					c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+					c.Write([]byte{'x'})
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+	// Let the first ones be handed off and linger.
+	time.Sleep(200 * time.Millisecond)
+	return func() {
+		close(done)
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+}
+
+// goUploadFrom is goUpload from a chosen local address.
+func goUploadFrom(ca *pki.PKI, addr string, local net.IP) error {
+	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: local}}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, ca.ClientConfig(&ca.Untrusted, tls.VersionTLS13))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write(make([]byte, 1<<20)); err != nil {
+		return err
+	}
+	_, err = conn.Read(make([]byte, 1))
+	return err
+}
+
+// isUnknownCA says whether err is the server's unknown_ca alert.
+func isUnknownCA(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "unknown ca") ||
+		strings.Contains(err.Error(), "unknown certificate authority"))
+}
+
+// TestPrefixPressureIsItsOwn: what one peer's cap costs the others, by
+// prefix. A /64 counts as one peer, so its second connection (MaxConnsPerIP
+// 1) is a release under its own cap, which puts that /64 under pressure and
+// nobody else: another address of the same /64 gets the pressure budget,
+// an address of another /64 in the same /56 does not, and neither does an
+// IPv4 peer. The sockets are real loopback connections handed off under
+// these addresses as labels (no namespace needed for the bookkeeping).
+func TestPrefixPressureIsItsOwn(t *testing.T) {
+	const maxDiscard, pressure = 4 << 20, 64 << 10
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			h := newHarness(t, Config{MaxConnsPerIP: 1, MaxDiscard: maxDiscard, PressureDiscard: pressure, IdleTimeout: 5 * time.Second}, be.portable)
+			ln := listen(t)
+			attacker := []string{"2001:db8:0:100::1", "2001:db8:0:100::2"}
+			for _, a := range attacker {
+				s, _ := pair(t, ln, nil)
+				if err := h.closeFrom(s, s, netip.AddrPortFrom(netip.MustParseAddr(a), 1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if r := h.next(t, time.Second); r.Outcome != Released {
+				t.Fatalf("the /64's second connection: %v, want its first released", r.Outcome)
+			}
+			for _, tc := range []struct {
+				addr string
+				want int64
+			}{
+				{"2001:db8:0:100::3", pressure},   // the same /64
+				{"2001:db8:0:101::1", maxDiscard}, // the same /56, another /64
+				{"2001:db8:1::1", maxDiscard},     // another /48
+				{"192.0.2.1", maxDiscard},
+			} {
+				h.mu.Lock()
+				got := h.budgetFor(h.peerKey(netip.AddrPortFrom(netip.MustParseAddr(tc.addr), 1)))
+				h.mu.Unlock()
+				if got != tc.want {
+					t.Errorf("budget of %s: %d, want %d", tc.addr, got, tc.want)
+				}
+			}
+		})
+	}
+}
