@@ -19,8 +19,9 @@ import (
 
 // runProbe is the flag layer of "linger probe"; package internal/probe does
 // the work. Exit status: 0 every provocation was answered (an alert, or an
-// HTTP response) with no reset, 1 some answers were lost or had a reset
-// behind them, 2 the command line was wrong (the flag package's status for
+// HTTP error response) with no reset, 1 some answers were lost or had a
+// reset behind them, or a server accepted the untrusted client certificate
+// and answered 2xx, 2 the command line was wrong (the flag package's status for
 // a bad flag), 3 nothing could be provoked.
 func runProbe(ctx context.Context, args []string) error {
 	return probeMain(ctx, args, os.Stdout, os.Stderr)
@@ -49,8 +50,8 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			"Asks a TLS server whether its fatal alerts reach a client that is still sending:\n"+
 			"each trial provokes an alert, keeps uploading, and reads what arrives.\n"+
 			"\nExit status:\n"+
-			"  0  every provocation answered (a TLS alert, or an HTTP response) and no connection reset\n"+
-			"  1  some answers lost, or followed by a reset\n"+
+			"  0  every provocation answered (a TLS alert, or an HTTP error response) and no connection reset\n"+
+			"  1  some answers lost, or followed by a reset, or the untrusted client certificate accepted (a 2xx answer)\n"+
 			"  2  the command line is wrong (bad flag, missing port, unreadable -ca, -cert or -key)\n"+
 			"  3  inconclusive: no trial got as far as the provocation (see the trials' errors)\n\n")
 		fs.PrintDefaults()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"syscall"
 
 	"github.com/linger-go/linger/alert"
@@ -103,6 +104,10 @@ func classify(o observation) classified {
 		!errors.Is(o.write, syscall.ECONNRESET)
 
 	switch {
+	case o.mode == ModeClientCert && c.alert == nil && isSuccess(c.httpStatus):
+		c.outcome = HTTPAccepted
+		c.err = "the server completed the request (" + c.httpStatus + ") for a client whose certificate " +
+			"no trusted CA issued: it accepted the certificate instead of rejecting it"
 	case c.alert != nil && c.reset:
 		c.outcome = AlertAfterError
 	case c.alert != nil:
@@ -126,6 +131,16 @@ func classify(o observation) classified {
 	c.err = printable(c.err)
 	return c
 }
+
+// isSuccess reports whether an HTTP status line, as statusLine returns it,
+// has a 2xx status: "HTTP/1.1 200 OK".
+func isSuccess(status string) bool {
+	_, rest, ok := strings.Cut(status, " ")
+	return ok && len(rest) >= 3 && rest[0] == '2' && isDigit(rest[1]) && isDigit(rest[2]) &&
+		(len(rest) == 3 || rest[3] == ' ')
+}
+
+func isDigit(b byte) bool { return '0' <= b && b <= '9' }
 
 // isEOF reports whether err is the server's FIN as a read reports it.
 // crypto/tls returns io.EOF both for a close_notify and for a FIN without

@@ -22,6 +22,7 @@ var (
 		return &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}
 	}
 	deadline = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	ok200    = []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 	nginx400 = []byte("HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n\r\n<html>\r\n<head><title>400 The SSL " +
 		"certificate error</title></head>\r\n")
 )
@@ -48,6 +49,16 @@ func TestClassify(t *testing.T) {
 		{"nginx: HTTP 400, close_notify, FIN", observation{mode: ModeClientCert, certAsked: true, read: io.EOF, tail: io.EOF,
 			head: nginx400, received: int64(len(nginx400))},
 			classified{outcome: HTTPAnswer, fin: true, httpStatus: "HTTP/1.1 400 Bad Request (400 The SSL certificate error)"}, 0, ""},
+		{"HTTP 200 after an untrusted certificate", observation{mode: ModeClientCert, certAsked: true, read: io.EOF, tail: io.EOF,
+			head: ok200, received: int64(len(ok200))},
+			classified{outcome: HTTPAccepted, fin: true, httpStatus: "HTTP/1.1 200 OK"}, 0, "accepted the certificate"},
+		{"HTTP 204, then a reset, after an untrusted certificate", observation{mode: ModeClientCert, certAsked: true, read: io.EOF,
+			tail: io.EOF, head: []byte("HTTP/1.0 204 No Content\r\n\r\n"), wireReset: true},
+			classified{outcome: HTTPAccepted, fin: true, reset: true, resetSeenBy: "wire", httpStatus: "HTTP/1.0 204 No Content"}, 0, "HTTP/1.0 204 No Content"},
+		{"HTTP 200 in record mode is an answer, not an acceptance", observation{mode: ModeRecord, read: io.EOF, tail: io.EOF,
+			head: ok200}, classified{outcome: HTTPAnswer, fin: true, httpStatus: "HTTP/1.1 200 OK"}, 0, ""},
+		{"HTTP 2000 is no 2xx", observation{mode: ModeClientCert, certAsked: true, read: io.EOF, tail: io.EOF,
+			head: []byte("HTTP/1.1 2000 Odd\r\n\r\n")}, classified{outcome: HTTPAnswer, fin: true, httpStatus: "HTTP/1.1 2000 Odd"}, 0, ""},
 		{"HTTP answer, then a reset", observation{mode: ModeClientCert, certAsked: true, read: io.EOF, tail: io.EOF,
 			head: nginx400, wireReset: true}, classified{outcome: HTTPThenReset, fin: true, reset: true, resetSeenBy: "wire",
 			httpStatus: "HTTP/1.1 400 Bad Request (400 The SSL certificate error)"}, 0, "FIN"},

@@ -3,13 +3,17 @@ package probe_test
 import (
 	"context"
 	"crypto/tls"
+	"io"
+	"log"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/linger-go/linger"
 	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/probe"
 	"github.com/linger-go/linger/internal/proc"
@@ -238,5 +242,44 @@ func TestHostileText(t *testing.T) {
 		if i := strings.IndexFunc(s, func(r rune) bool { return r == 0x1b || r == 0x07 || r == '\u202e' }); i >= 0 {
 			t.Errorf("%s carries a control character at %d: %q", what, i, s)
 		}
+	}
+}
+
+// TestAcceptingServer: a server that asks for a client certificate but
+// verifies none (tls.RequireAnyClientCert) and answers the probe's request
+// 200 OK accepted the untrusted certificate: its own verdict, exit 1, with
+// the status line shown, not "answered over HTTP".
+func TestAcceptingServer(t *testing.T) {
+	checkFDs(t)
+	p := testbed.SharedPKI(t)
+	cfg := p.ServerConfig(tls.VersionTLS13)
+	cfg.ClientAuth, cfg.ClientCAs = tls.RequireAnyClientCert, nil
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln = testbed.Linger(t, linger.Must(linger.Config{}), ln)
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "welcome\n") }),
+		TLSConfig: cfg,
+		ErrorLog:  log.New(io.Discard, "", 0),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeTLS(ln, "", "")
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	rep := run(t, probe.Config{Addr: ln.Addr().String(), Mode: probe.ModeClientCert, TLS: clientTLS(p, tls.VersionTLS13), Trials: 5})
+	if rep.Verdict.Status != probe.AcceptedUntrusted || rep.ExitCode() != probe.ExitNotDelivered ||
+		rep.Counts[probe.HTTPAccepted] != len(rep.Trials) {
+		t.Errorf("verdict %s, exit %d, counts %v; want %s, exit %d, every trial %s\n%s", rep.Verdict.Status, rep.ExitCode(),
+			rep.Counts, probe.AcceptedUntrusted, probe.ExitNotDelivered, probe.HTTPAccepted, rep.Verdict.Line)
+	}
+	if !strings.Contains(rep.Verdict.Line, "ACCEPTED UNTRUSTED CERTIFICATE") || !strings.Contains(rep.Verdict.Line, "HTTP/1.1 200 OK") {
+		t.Errorf("verdict line does not name the finding and the status line:\n%s", rep.Verdict.Line)
 	}
 }

@@ -54,6 +54,11 @@ const (
 	Lost Status = "lost"
 	// Inconclusive: no trial got as far as the provocation.
 	Inconclusive Status = "inconclusive"
+	// AcceptedUntrusted: with -provoke client-cert, the server completed
+	// the request with a 2xx status in some trial, after a client
+	// certificate that no trusted CA issued: the worst a probe can find,
+	// whatever else happened.
+	AcceptedUntrusted Status = "accepted_untrusted"
 )
 
 // Verdict sums a probe up.
@@ -73,9 +78,10 @@ const (
 )
 
 // ExitCode is the probe's exit status for scripts: ExitDelivered when
-// every provocation was answered (with an alert, or over HTTP) and no
-// connection was reset, ExitNotDelivered when some answers were lost or
-// followed by a reset, ExitInconclusive when nothing could be provoked.
+// every provocation was answered (with an alert, or over HTTP with an
+// error) and no connection was reset, ExitNotDelivered when some answers
+// were lost or followed by a reset, or the server accepted the untrusted
+// client certificate, ExitInconclusive when nothing could be provoked.
 func (r *Report) ExitCode() int {
 	switch r.Verdict.Status {
 	case Delivered, HTTPAnswered:
@@ -168,6 +174,19 @@ func (r *Report) verdict() Verdict {
 	lost := r.Counts[Reset] + r.Counts[EOF] + r.Counts[Timeout]
 	answeredHTTP := r.Counts[HTTPAnswer] + r.Counts[HTTPThenReset]
 	switch {
+	case r.Counts[HTTPAccepted] > 0:
+		var statuses []string
+		for _, t := range r.Trials {
+			if t.Outcome == HTTPAccepted && !slices.Contains(statuses, t.HTTPStatus) {
+				statuses = append(statuses, t.HTTPStatus)
+			}
+		}
+		return Verdict{AcceptedUntrusted, fmt.Sprintf("ACCEPTED UNTRUSTED CERTIFICATE: in %d of %d trials the "+
+			"server completed the request (%s) for a client whose certificate no trusted CA issued%s. It does not "+
+			"verify client certificates as it should (check its client CA and verification settings, e.g. "+
+			"tls.RequireAndVerifyClientCert, nginx ssl_verify_client on, not optional_no_ca); "+
+			"whether its alerts arrive is moot until it rejects them.",
+			r.Counts[HTTPAccepted], provoked, strings.Join(statuses, ", "), note)}
 	case lost > 0:
 		var why []string
 		if n := r.Counts[Reset]; n > 0 {

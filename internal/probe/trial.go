@@ -35,6 +35,11 @@ const (
 	// HTTPThenReset: an HTTP response, then a reset: a client still
 	// sending gets ECONNRESET or EPIPE from its write.
 	HTTPThenReset TrialOutcome = "http_then_reset"
+	// HTTPAccepted: with -provoke client-cert, the server completed the
+	// request with a 2xx status: it accepted a client certificate that
+	// no CA it should trust issued. Whatever happened to the connection
+	// afterwards, that is the finding.
+	HTTPAccepted TrialOutcome = "http_accepted"
 	// Reset: the connection was reset and no alert ever arrived.
 	Reset TrialOutcome = "reset"
 	// EOF: the server closed the connection without sending an alert.
@@ -50,7 +55,7 @@ const (
 )
 
 // Outcomes lists every outcome, in the order reports show them.
-var Outcomes = []TrialOutcome{AlertFirst, AlertAfterError, HTTPAnswer, HTTPThenReset, Reset, EOF, Timeout, HandshakeFailed}
+var Outcomes = []TrialOutcome{AlertFirst, AlertAfterError, HTTPAnswer, HTTPThenReset, HTTPAccepted, Reset, EOF, Timeout, HandshakeFailed}
 
 // Describe returns the outcome's words for people.
 func (o TrialOutcome) Describe() string {
@@ -63,6 +68,8 @@ func (o TrialOutcome) Describe() string {
 		return "HTTP response, no reset"
 	case HTTPThenReset:
 		return "HTTP response, then a reset"
+	case HTTPAccepted:
+		return "HTTP 2xx: untrusted cert accepted"
 	case Reset:
 		return "reset, no alert"
 	case EOF:
