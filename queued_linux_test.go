@@ -142,26 +142,12 @@ func TestMaxQueuedSparesProgress(t *testing.T) {
 	queueResponse(t, srv, reader, response, 128<<10)
 	h.Close(srv)
 
-	got := make(chan error, 1)
-	var n int64
-	go func() {
-		// About 640 KB/s: 32 KiB every 50 ms, so the response takes
-		// about 1.6 s, many IdleTimeouts, while the attack goes on.
-		buf := make([]byte, 32<<10)
-		reader.SetReadDeadline(time.Now().Add(20 * time.Second))
-		for {
-			k, err := io.ReadFull(reader, buf)
-			n += int64(k)
-			if err != nil {
-				if err == io.EOF || err == io.ErrUnexpectedEOF {
-					err = nil
-				}
-				got <- err
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
+	// The same response to the same reader, closed plainly, beside it:
+	// what linger must not do worse than.
+	psrv, plain := pair(t, ln, net.IPv4(127, 0, 0, 4))
+	queueResponse(t, psrv, plain, response, 128<<10)
+	psrv.Close()
+	got, plainGot := slowRead(reader), slowRead(plain)
 	var released, refused int
 	deadline := time.Now().Add(1500 * time.Millisecond)
 	for time.Now().Before(deadline) {
@@ -170,8 +156,13 @@ func TestMaxQueuedSparesProgress(t *testing.T) {
 		h.Close(s)
 		time.Sleep(30 * time.Millisecond)
 	}
-	if err := <-got; err != nil || n != response {
-		t.Errorf("the slow reader got %d of %d bytes, then %v", n, response, err)
+	r, p := <-got, <-plainGot
+	if r.err != nil || r.n != response {
+		t.Errorf("the slow reader got %d of %d bytes, then %v", r.n, response, r.err)
+	}
+	t.Logf("the slow reader got %d of %d bytes with linger, %d (then %v) after a plain close", r.n, response, p.n, p.err)
+	if r.n < p.n {
+		t.Errorf("linger left the slow reader worse off than a plain close: %d bytes against %d", r.n, p.n)
 	}
 	// Every report so far is the attacker's: the reader's comes when its
 	// peer closes, after the test.
@@ -187,8 +178,38 @@ func TestMaxQueuedSparesProgress(t *testing.T) {
 			t.Errorf("report %v %v for %s, want only the attacker's", r.Outcome, r.Err, a)
 		}
 	}
-	t.Logf("attacker connections: %d released (reset), %d closed plainly at hand-off; the reader got %d bytes", released, refused, n)
+	t.Logf("attacker connections: %d released (reset), %d closed plainly at hand-off", released, refused)
 	if released == 0 {
 		t.Errorf("no attacker connection released: the attack did not reach MaxQueued")
 	}
+}
+
+// readResult is what slowRead read.
+type readResult struct {
+	n   int64
+	err error // nil at EOF
+}
+
+// slowRead reads c at about 640 KB/s, 32 KiB every 50 ms, until EOF or an
+// error, in the background.
+func slowRead(c net.Conn) <-chan readResult {
+	got := make(chan readResult, 1)
+	go func() {
+		var r readResult
+		buf := make([]byte, 32<<10)
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for {
+			k, err := io.ReadFull(c, buf)
+			r.n += int64(k)
+			if err != nil {
+				if err != io.EOF && err != io.ErrUnexpectedEOF {
+					r.err = err
+				}
+				got <- r
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return got
 }
