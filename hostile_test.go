@@ -50,20 +50,7 @@ func TestOneAddressAtItsCap(t *testing.T) {
 			stop := attackAtCap(t, addr, net.IPv4(127, 0, 0, 2), perIP)
 			defer stop()
 		}
-		others = map[string]int{}
-		for range trials {
-			// Paced, so that the attacker's releases come between and
-			// during the victims' connections, not only before.
-			time.Sleep(20 * time.Millisecond)
-			switch err := goUploadFrom(ca, addr, victim); {
-			case isUnknownCA(err):
-				alerts++
-			case err == nil:
-				others["no error"]++
-			default:
-				others[connerr.Name(err)]++
-			}
-		}
+		alerts, others = victims(ca, addr, victim, trials)
 		return alerts, others, h.Stats()
 	}
 	base, baseOthers, _ := count(t, false)
@@ -78,6 +65,65 @@ func TestOneAddressAtItsCap(t *testing.T) {
 	if margin := max(2, trials/15); got < base-margin {
 		t.Errorf("victims read the alert in %d/%d trials with the attacker, %d/%d without: the attacker's own cap costs them their alerts", got, trials, base, trials)
 	}
+}
+
+// TestAddressesAtTheirCaps measures what N addresses, each at its own
+// MaxConnsPerIP as in TestOneAddressAtItsCap, cost the victims of another
+// address, with MaxConns 64 and MaxConnsPerIP 16 (the defaults' 4096 and
+// 256 scaled down by 64 and 16): below three quarters of MaxConns (N of 2
+// or less) nothing, which it asserts; at the mark (N = 3) everyone is under
+// pressure; past MaxConns (N = 5) everyone's longest-lingering
+// connections are released to make room too. It logs the counts for
+// docs/hostile.md. A /56 is 256 /64s, each a peer of its own: for the caps
+// it is N = 256.
+func TestAddressesAtTheirCaps(t *testing.T) {
+	const maxConns, perIP = 64, 16
+	trials := hostileTrials() / 3
+	ca := testbed.SharedPKI(t)
+	victim := net.IPv4(127, 0, 0, 3)
+	var base int
+	for _, n := range []int{0, 1, 2, 3, 5} {
+		h := newHarness(t, Config{MaxConns: maxConns, MaxConnsPerIP: perIP}, selectedPortable())
+		addr := serveTLS(t, h.Listener(listen(t)), ca.ServerConfig(tls.VersionTLS13))
+		var stops []func()
+		for i := range n {
+			stops = append(stops, attackAtCap(t, addr, net.IPv4(127, 0, 1, byte(10+i)), perIP))
+		}
+		alerts, others := victims(ca, addr, victim, trials)
+		st := h.Stats()
+		for _, stop := range stops {
+			stop()
+		}
+		t.Logf("%d attacking addresses (%d connections at their caps, MaxConns %d): victims read the alert in %d/%d (otherwise %v); released %d, budget %d",
+			n, n*perIP, maxConns, alerts, trials, others, st.Outcomes[Released], st.Outcomes[Budget])
+		switch {
+		case n == 0:
+			base = alerts
+		case n*perIP < maxConns-maxConns/4 && alerts < base-max(2, trials/15):
+			t.Errorf("%d addresses below the pressure mark cost the victims their alerts: %d/%d, %d/%d without", n, alerts, trials, base, trials)
+		}
+	}
+}
+
+// victims runs trials victims from local against the TLS server at addr,
+// paced 20 ms apart, and counts those that read the server's unknown_ca
+// alert, and the others' first errors.
+func victims(ca *pki.PKI, addr string, local net.IP, trials int) (alerts int, others map[string]int) {
+	others = map[string]int{}
+	for range trials {
+		// Paced, so that the attackers' releases come between and during
+		// the victims' connections, not only before.
+		time.Sleep(20 * time.Millisecond)
+		switch err := goUploadFrom(ca, addr, local); {
+		case isUnknownCA(err):
+			alerts++
+		case err == nil:
+			others["no error"]++
+		default:
+			others[connerr.Name(err)]++
+		}
+	}
+	return alerts, others
 }
 
 // attackAtCap keeps perIP connections from local lingering on the TLS
