@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +22,10 @@ import (
 // to protect it.
 
 // hostileTrials is how many victims each side of TestOneAddressAtItsCap
-// counts; LINGER_HOSTILE_TRIALS sets more, for the closing note's figures.
+// counts; LINGER_HOSTILE_TRIALS sets more, for the closing note's figures,
+// and LINGER_HOSTILE_CLIENT=curl makes the victims curl instead of a Go
+// crypto/tls client (curl POSTs 1 MiB, bound to the victim's address with
+// --interface).
 func hostileTrials() int {
 	if n, err := strconv.Atoi(os.Getenv("LINGER_HOSTILE_TRIALS")); err == nil && n > 0 {
 		return n
@@ -50,7 +55,7 @@ func TestOneAddressAtItsCap(t *testing.T) {
 			stop := attackAtCap(t, addr, net.IPv4(127, 0, 0, 2), perIP)
 			defer stop()
 		}
-		alerts, others = victims(ca, addr, victim, trials)
+		alerts, others = victims(t, ca, addr, victim, trials)
 		return alerts, others, h.Stats()
 	}
 	base, baseOthers, _ := count(t, false)
@@ -89,7 +94,7 @@ func TestAddressesAtTheirCaps(t *testing.T) {
 		for i := range n {
 			stops = append(stops, attackAtCap(t, addr, net.IPv4(127, 0, 1, byte(10+i)), perIP))
 		}
-		alerts, others := victims(ca, addr, victim, trials)
+		alerts, others := victims(t, ca, addr, victim, trials)
 		st := h.Stats()
 		for _, stop := range stops {
 			stop()
@@ -108,13 +113,30 @@ func TestAddressesAtTheirCaps(t *testing.T) {
 // victims runs trials victims from local against the TLS server at addr,
 // paced 20 ms apart, and counts those that read the server's unknown_ca
 // alert, and the others' first errors.
-func victims(ca *pki.PKI, addr string, local net.IP, trials int) (alerts int, others map[string]int) {
+func victims(t *testing.T, ca *pki.PKI, addr string, local net.IP, trials int) (alerts int, others map[string]int) {
+	t.Helper()
+	upload := func() error { return goUploadFrom(ca, addr, local) }
+	if os.Getenv("LINGER_HOSTILE_CLIENT") == "curl" {
+		curl, err := exec.LookPath("curl")
+		if err != nil {
+			t.Fatalf("LINGER_HOSTILE_CLIENT=curl: %v", err)
+		}
+		files, err := ca.WriteFiles(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := filepath.Join(t.TempDir(), "body")
+		if err := os.WriteFile(body, make([]byte, 1<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		upload = func() error { return curlUpload(curl, files, body, addr, "--interface", local.String()) }
+	}
 	others = map[string]int{}
 	for range trials {
 		// Paced, so that the attackers' releases come between and during
 		// the victims' connections, not only before.
 		time.Sleep(20 * time.Millisecond)
-		switch err := goUploadFrom(ca, addr, local); {
+		switch err := upload(); {
 		case isUnknownCA(err):
 			alerts++
 		case err == nil:

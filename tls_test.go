@@ -147,13 +147,16 @@ func goUpload(ca *pki.PKI, addr string) error {
 	return err
 }
 
-// curlUpload POSTs 1 MiB with the untrusted client certificate.
-func curlUpload(curl string, f pki.Files, body, addr string) error {
+// curlUpload POSTs 1 MiB with the untrusted client certificate, with
+// curl's extra arguments, if any, before the URL.
+func curlUpload(curl string, f pki.Files, body, addr string, extra ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, curl, "-sS", "-o", "/dev/null", "--max-time", "5",
+	args := []string{"-sS", "-o", "/dev/null", "--max-time", "5",
 		"--cacert", f.CA, "--cert", f.UntrustedCert, "--key", f.UntrustedKey,
-		"--data-binary", "@"+body, "https://"+addr+"/")
+		"--data-binary", "@" + body}
+	args = append(append(args, extra...), "https://"+addr+"/")
+	cmd := exec.CommandContext(ctx, curl, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
