@@ -6,14 +6,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/linger-go/linger/internal/connerr"
 	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/testbed"
 )
@@ -121,31 +118,12 @@ func victims(t *testing.T, ca *pki.PKI, addr string, local net.IP, trials int) (
 		if err != nil {
 			t.Fatalf("LINGER_HOSTILE_CLIENT=curl: %v", err)
 		}
-		files, err := ca.WriteFiles(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		body := filepath.Join(t.TempDir(), "body")
-		if err := os.WriteFile(body, make([]byte, 1<<20), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		files, body := curlFiles(t, ca)
 		upload = func() error { return curlUpload(curl, files, body, addr, "--interface", local.String()) }
 	}
-	others = map[string]int{}
-	for range trials {
-		// Paced, so that the attackers' releases come between and during
-		// the victims' connections, not only before.
-		time.Sleep(20 * time.Millisecond)
-		switch err := upload(); {
-		case isUnknownCA(err):
-			alerts++
-		case err == nil:
-			others["no error"]++
-		default:
-			others[connerr.Name(err)]++
-		}
-	}
-	return alerts, others
+	// Paced, so that the attackers' releases come between and during the
+	// victims' connections, not only before.
+	return countAlerts(trials, 20*time.Millisecond, upload)
 }
 
 // attackAtCap keeps perIP connections from local lingering on the TLS
@@ -210,9 +188,13 @@ func attackAtCap(t *testing.T, addr string, local net.IP, perIP int) (stop func(
 	}
 }
 
-// goUploadFrom is goUpload from a chosen local address.
+// goUploadFrom is goUpload from a chosen local address (nil: the
+// system's choice).
 func goUploadFrom(ca *pki.PKI, addr string, local net.IP) error {
-	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: local}}
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if local != nil {
+		d.LocalAddr = &net.TCPAddr{IP: local}
+	}
 	conn, err := tls.DialWithDialer(d, "tcp", addr, ca.ClientConfig(&ca.Untrusted, tls.VersionTLS13))
 	if err != nil {
 		return err
@@ -224,12 +206,6 @@ func goUploadFrom(ca *pki.PKI, addr string, local net.IP) error {
 	}
 	_, err = conn.Read(make([]byte, 1))
 	return err
-}
-
-// isUnknownCA says whether err is the server's unknown_ca alert.
-func isUnknownCA(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "unknown ca") ||
-		strings.Contains(err.Error(), "unknown certificate authority"))
 }
 
 // TestPrefixPressureIsItsOwn: what one peer's cap costs the others, by

@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
-	"log"
 	"net"
 	"net/http"
 	"os"
@@ -33,14 +31,7 @@ const tlsTrials = 100
 
 func TestTLSAlertReachesClient(t *testing.T) {
 	ca := testbed.SharedPKI(t)
-	files, err := ca.WriteFiles(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := filepath.Join(t.TempDir(), "body")
-	if err := os.WriteFile(body, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	files, body := curlFiles(t, ca)
 	curl, curlErr := exec.LookPath("curl")
 
 	clients := []struct {
@@ -72,19 +63,7 @@ func TestTLSAlertReachesClient(t *testing.T) {
 					if cl.skip != "" {
 						t.Skip(cl.skip)
 					}
-					alerts, others := 0, map[string]int{}
-					for range tlsTrials {
-						err := cl.trial(addr)
-						switch {
-						case err != nil && strings.Contains(err.Error(), "unknown ca"),
-							err != nil && strings.Contains(err.Error(), "unknown certificate authority"):
-							alerts++
-						case err == nil:
-							others["no error"]++
-						default:
-							others[connerr.Name(err)]++
-						}
-					}
+					alerts, others := countAlerts(tlsTrials, 0, func() error { return cl.trial(addr) })
 					t.Logf("%s client, %s server: alert reported first in %d/%d trials; otherwise %v", cl.name, name, alerts, tlsTrials, others)
 					if lingers && alerts != tlsTrials {
 						t.Errorf("alert reported in %d/%d trials through the lingering listener, want all", alerts, tlsTrials)
@@ -113,38 +92,52 @@ func TestTLSAlertReachesClient(t *testing.T) {
 // serveTLS runs net/http's ServeTLS on ln until the end of the test.
 func serveTLS(t *testing.T, ln net.Listener, cfg *tls.Config) string {
 	t.Helper()
-	srv := &http.Server{
-		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
-		TLSConfig: cfg,
-		ErrorLog:  log.New(io.Discard, "", 0), // a handshake error per trial
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.ServeTLS(ln, "", "")
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return ln.Addr().String()
+	return testbed.ServeHTTPS(t, ln, cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 }
 
 // goUpload is a crypto/tls client that writes 1 MiB, then reads, and
 // returns the first error it gets.
-func goUpload(ca *pki.PKI, addr string) error {
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	conn, err := tls.DialWithDialer(d, "tcp", addr, ca.ClientConfig(&ca.Untrusted, tls.VersionTLS13))
+func goUpload(ca *pki.PKI, addr string) error { return goUploadFrom(ca, addr, nil) }
+
+// countAlerts runs trial n times, pause apart, and counts the trials whose
+// first error was the server's unknown_ca alert, and the others' errors by
+// name.
+func countAlerts(n int, pause time.Duration, trial func() error) (alerts int, others map[string]int) {
+	others = map[string]int{}
+	for range n {
+		time.Sleep(pause)
+		switch err := trial(); {
+		case isUnknownCA(err):
+			alerts++
+		case err == nil:
+			others["no error"]++
+		default:
+			others[connerr.Name(err)]++
+		}
+	}
+	return alerts, others
+}
+
+// curlFiles writes ca's certificates and keys, and a 1 MiB body, for
+// curlUpload, into the test's temporary directories.
+func curlFiles(t *testing.T, ca *pki.PKI) (files pki.Files, body string) {
+	t.Helper()
+	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write(make([]byte, 1<<20)); err != nil {
-		return err
+	body = filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(body, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	_, err = conn.Read(make([]byte, 1))
-	return err
+	return files, body
+}
+
+// isUnknownCA says whether err is the server's unknown_ca alert, as Go's
+// crypto/tls or curl reports it.
+func isUnknownCA(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "unknown ca") ||
+		strings.Contains(err.Error(), "unknown certificate authority"))
 }
 
 // curlUpload POSTs 1 MiB with the untrusted client certificate, with

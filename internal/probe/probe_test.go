@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"os/exec"
@@ -259,21 +258,8 @@ func TestAcceptingServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln = testbed.Linger(t, linger.Must(linger.Config{}), ln)
-	srv := &http.Server{
-		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "welcome\n") }),
-		TLSConfig: cfg,
-		ErrorLog:  log.New(io.Discard, "", 0),
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.ServeTLS(ln, "", "")
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	rep := run(t, probe.Config{Addr: ln.Addr().String(), Mode: probe.ModeClientCert, TLS: clientTLS(p, tls.VersionTLS13), Trials: 5})
+	addr := testbed.ServeHTTPS(t, ln, cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "welcome\n") }))
+	rep := run(t, probe.Config{Addr: addr, Mode: probe.ModeClientCert, TLS: clientTLS(p, tls.VersionTLS13), Trials: 5})
 	if rep.Verdict.Status != probe.AcceptedUntrusted || rep.ExitCode() != probe.ExitNotDelivered ||
 		rep.Counts[probe.HTTPAccepted] != len(rep.Trials) {
 		t.Errorf("verdict %s, exit %d, counts %v; want %s, exit %d, every trial %s\n%s", rep.Verdict.Status, rep.ExitCode(),

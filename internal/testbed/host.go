@@ -10,7 +10,9 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"log"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"sync"
@@ -101,6 +103,28 @@ func ServeTLS(t interface {
 		tc.SetDeadline(time.Now().Add(10 * time.Second))
 		handle(tc)
 		tc.Close()
+	})
+	return ln.Addr().String()
+}
+
+// ServeHTTPS runs net/http's ServeTLS with cfg and handler on ln until the
+// test ends, its error log (a handshake error per rejected client)
+// discarded, and returns ln's address. Closing connections is ln's: a
+// plain close, or a lingering one through linger's Listener.
+func ServeHTTPS(t interface {
+	Helper()
+	Cleanup(func())
+}, ln net.Listener, cfg *tls.Config, handler http.Handler) string {
+	t.Helper()
+	srv := &http.Server{Handler: handler, TLSConfig: cfg, ErrorLog: log.New(io.Discard, "", 0)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeTLS(ln, "", "")
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
 	})
 	return ln.Addr().String()
 }
