@@ -77,7 +77,9 @@ var (
 	// ErrShutdown: the connection was handed off after Shutdown.
 	ErrShutdown = errors.New("linger: closer is shut down")
 	// ErrMaxQueued: a Released connection was aborted with a reset to keep
-	// the bytes queued by lingering connections under Config.MaxQueued.
+	// the bytes queued by lingering connections under Config.MaxQueued; or,
+	// for a Plain one, only peers making progress held those bytes, so the
+	// new connection was closed plainly instead of lingering.
 	ErrMaxQueued = errors.New("linger: queued bytes over MaxQueued")
 )
 
