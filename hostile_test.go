@@ -49,7 +49,7 @@ func TestOneAddressAtItsCap(t *testing.T) {
 		h := newHarness(t, Config{MaxConnsPerIP: perIP}, selectedPortable())
 		addr := serveTLS(t, h.Listener(listen(t)), ca.ServerConfig(tls.VersionTLS13))
 		if attack {
-			stop := attackAtCap(t, addr, net.IPv4(127, 0, 0, 2), perIP)
+			stop := attackAtCap(t, dialFrom(addr, net.IPv4(127, 0, 0, 2)), perIP)
 			defer stop()
 		}
 		alerts, others = victims(t, ca, addr, victim, trials)
@@ -89,7 +89,7 @@ func TestAddressesAtTheirCaps(t *testing.T) {
 		addr := serveTLS(t, h.Listener(listen(t)), ca.ServerConfig(tls.VersionTLS13))
 		var stops []func()
 		for i := range n {
-			stops = append(stops, attackAtCap(t, addr, net.IPv4(127, 0, 1, byte(10+i)), perIP))
+			stops = append(stops, attackAtCap(t, dialFrom(addr, net.IPv4(127, 0, 1, byte(10+i))), perIP))
 		}
 		alerts, others := victims(t, ca, addr, victim, trials)
 		st := h.Stats()
@@ -126,11 +126,19 @@ func victims(t *testing.T, ca *pki.PKI, addr string, local net.IP, trials int) (
 	return countAlerts(trials, 20*time.Millisecond, upload)
 }
 
-// attackAtCap keeps perIP connections from local lingering on the TLS
-// server at addr, each sending a non-TLS first record (the server answers
-// and closes, so it lingers) and then a byte every 500 ms, and opens one
-// more every 20 ms. stop ends it and closes every connection.
-func attackAtCap(t *testing.T, addr string, local net.IP, perIP int) (stop func()) {
+// dialFrom dials the server at addr from local.
+func dialFrom(addr string, local net.IP) func() (net.Conn, error) {
+	return func() (net.Conn, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: local}, Timeout: time.Second}
+		return d.Dial("tcp", addr)
+	}
+}
+
+// attackAtCap keeps perIP connections that connect lingering on a TLS
+// server, each sending a non-TLS first record (the server answers and
+// closes, so it lingers) and then a byte every 500 ms, and opens one more
+// every 20 ms. stop ends it and closes every connection.
+func attackAtCap(t *testing.T, connect func() (net.Conn, error), perIP int) (stop func()) {
 	t.Helper()
 	var (
 		mu    sync.Mutex
@@ -139,8 +147,7 @@ func attackAtCap(t *testing.T, addr string, local net.IP, perIP int) (stop func(
 	)
 	done := make(chan struct{})
 	dial := func() {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: local}, Timeout: time.Second}
-		c, err := d.Dial("tcp", addr)
+		c, err := connect()
 		if err != nil {
 			return
 		}
@@ -195,16 +202,27 @@ func goUploadFrom(ca *pki.PKI, addr string, local net.IP) error {
 	if local != nil {
 		d.LocalAddr = &net.TCPAddr{IP: local}
 	}
-	conn, err := tls.DialWithDialer(d, "tcp", addr, ca.ClientConfig(&ca.Untrusted, tls.VersionTLS13))
+	raw, err := d.Dial("tcp", addr)
 	if err != nil {
 		return err
 	}
+	return goUploadOver(ca, raw)
+}
+
+// goUploadOver is goUpload over a connection already made, which it
+// closes.
+func goUploadOver(ca *pki.PKI, raw net.Conn) error {
+	conn := tls.Client(raw, ca.ClientConfig(&ca.Untrusted, tls.VersionTLS13))
 	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := conn.Handshake(); err != nil {
+		return err
+	}
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Write(make([]byte, 1<<20)); err != nil {
 		return err
 	}
-	_, err = conn.Read(make([]byte, 1))
+	_, err := conn.Read(make([]byte, 1))
 	return err
 }
 
