@@ -47,7 +47,7 @@ type Closer struct {
 	queued  list                  // entries holding bytes of ours, oldest first
 	qbytes  int64                 // the sum of their queued bytes, as last seen
 	peers   map[netip.Prefix]peer // by value: nothing can hold a stale one
-	evicted int64                 // when admit last released a connection to make room under MaxConns or MaxQueued (engine clock)
+	evicted int64                 // when admit last released a connection to make room under MaxConns, or MaxQueued without peers (engine clock)
 	pressed int64                 // when budget last saw three quarters of MaxConns lingering (engine clock)
 	// peerPressed is the latest of the peers' own pressure (peer.pressed):
 	// while it is older than IdleTimeout no peer is under pressure of its
@@ -288,8 +288,17 @@ func (c *Closer) admit(e *entry, addr netip.AddrPort, queued int64) error {
 		if v == nil {
 			return ErrMaxQueued
 		}
+		// The peer whose connection took nothing is the one to press:
+		// with peers counted, the pressure is its own, as under its
+		// cap; without, everyone's.
+		vk := c.peerKey(v.addr)
 		c.be.stop(v, Released, ErrMaxQueued)
-		shared = true
+		switch _, lingers := c.peers[vk]; {
+		case c.peers == nil:
+			shared = true
+		case lingers:
+			c.pressPeer(vk, now)
+		}
 	}
 	var key netip.Prefix
 	if c.peers != nil {
@@ -303,10 +312,7 @@ func (c *Closer) admit(e *entry, addr netip.AddrPort, queued int64) error {
 			// Only this peer is under pressure for it: its cap is what
 			// keeps it from taking the others' lingering, and a release
 			// under it says nothing about anyone else.
-			p := c.peers[key]
-			p.pressed = now
-			c.peers[key] = p
-			c.peerPressed = now
+			c.pressPeer(key, now)
 		}
 	}
 	for c.all.len >= c.cfg.MaxConns {
@@ -320,6 +326,9 @@ func (c *Closer) admit(e *entry, addr netip.AddrPort, queued int64) error {
 	e.start = now
 	c.all.push(e)
 	if c.peers != nil {
+		// A peer with nothing lingering has no entry, and its pressure,
+		// if any, went with its last connection, except when this
+		// hand-off's own release emptied it (pressPeer).
 		p, ok := c.peers[key]
 		if !ok {
 			p.pressed = math.MinInt64 / 2 // never
@@ -330,6 +339,19 @@ func (c *Closer) admit(e *entry, addr netip.AddrPort, queued int64) error {
 	}
 	c.setQueued(e, queued)
 	return nil
+}
+
+// pressPeer puts peer key under pressure of its own from now, for
+// IdleTimeout; c.mu must be held. It makes an entry for a peer with
+// nothing lingering, which only a hand-off about to add one may ask for:
+// release deletes a peer's entry only when it removes its last
+// connection.
+func (c *Closer) pressPeer(key netip.Prefix, now int64) {
+	p := c.peers[key]
+	p.which = byPeer
+	p.pressed = now
+	c.peers[key] = p
+	c.peerPressed = now
 }
 
 // plainRefused reports a socket that admit refused with err; c.mu must be

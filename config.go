@@ -122,12 +122,14 @@ type Config struct {
 	// PressureDiscard caps the bytes read and discarded from one
 	// connection, new or already lingering, while lingering is under
 	// pressure: while the connections lingering number three quarters of
-	// MaxConns or more, or one was released to make room under MaxConns or
-	// MaxQueued within the last IdleTimeout. A release under MaxConnsPerIP
-	// puts only that peer (its address, or its IPv6 prefix) under pressure,
-	// for IdleTimeout: an address at its own cap must not lower everyone
-	// else's budget, or the cap meant to keep one address from taking
-	// everyone's lingering would be the lever that does it. A peer that
+	// MaxConns or more, or one was released to make room under MaxConns
+	// within the last IdleTimeout. A release under MaxConnsPerIP puts only
+	// that peer (its address, or its IPv6 prefix) under pressure, for
+	// IdleTimeout, and so does a release under MaxQueued, for the peer
+	// whose connection was released (everyone, with MaxConnsPerIP off): an
+	// address at its own cap must not lower everyone else's budget, or the
+	// cap meant to keep one address from taking everyone's lingering would
+	// be the lever that does it. A peer that
 	// keeps sending then costs at most this much before it is released
 	// with the Budget outcome. Under pressure each lingering socket's
 	// receive buffer (SO_RCVBUF) is also clamped to 16 KiB, or

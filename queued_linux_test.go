@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"syscall"
 	"testing"
 	"time"
@@ -111,6 +112,15 @@ func TestMaxQueued(t *testing.T) {
 	}
 	if r.Unacked < first/2 {
 		t.Errorf("released with %d bytes unacknowledged, want about %d", r.Unacked, first)
+	}
+	// The pressure is the stalled peer's own: another address keeps its
+	// budget.
+	h.mu.Lock()
+	own := h.budgetFor(h.peerKey(netip.MustParseAddrPort("127.0.0.1:1")))
+	other := h.budgetFor(h.peerKey(netip.MustParseAddrPort("127.0.0.9:1")))
+	h.mu.Unlock()
+	if own != h.cfg.PressureDiscard || other != h.cfg.MaxDiscard {
+		t.Errorf("budgets after the release: the stalled peer's %d, another's %d; want %d and %d", own, other, h.cfg.PressureDiscard, h.cfg.MaxDiscard)
 	}
 	// The released one was reset: its peer reads what arrived, then
 	// ECONNRESET.
