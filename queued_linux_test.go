@@ -174,18 +174,22 @@ func TestMaxQueuedSparesProgress(t *testing.T) {
 	if r.n < p.n {
 		t.Errorf("linger left the slow reader worse off than a plain close: %d bytes against %d", r.n, p.n)
 	}
-	// Every report so far is the attacker's: the reader's comes when its
-	// peer closes, after the test.
+	// Every report so far is the attacker's, but for the reader's own end
+	// once it has read everything (idle: it does not close), which a slow
+	// run reaches before this.
 	for len(h.reports) > 0 {
 		r := <-h.reports
+		if a := r.RemoteAddr.String(); a[:10] != "127.0.0.2:" {
+			if r.Outcome != Idle {
+				t.Errorf("report %v %v for %s, want only the attacker's, or the reader's idle end", r.Outcome, r.Err, a)
+			}
+			continue
+		}
 		switch {
 		case r.Outcome == Released && errors.Is(r.Err, ErrMaxQueued):
 			released++
 		case r.Outcome == Plain && errors.Is(r.Err, ErrMaxQueued):
 			refused++
-		}
-		if a := r.RemoteAddr.String(); a[:10] != "127.0.0.2:" {
-			t.Errorf("report %v %v for %s, want only the attacker's", r.Outcome, r.Err, a)
 		}
 	}
 	t.Logf("attacker connections: %d released (reset), %d closed plainly at hand-off", released, refused)
