@@ -60,10 +60,10 @@ import (
 // report every alert through a proxy, make the tunnel in Dialer.Dial and
 // leave the environment's proxy variables unset for those hosts.
 type Transport struct {
-	h1 *http.Transport  // HTTP/1.1, every request not over direct TLS, and all of them when stockH2
-	h2 *h2Transport     // HTTP/2 over direct TLS, unless stockH2 (nil then)
-	d1 Dialer           // offers http/1.1 only
-	d2 Dialer           // offers h2 and http/1.1
+	h1 *http.Transport // HTTP/1.1, every request not over direct TLS, and all of them when stockH2
+	h2 *h2Transport    // HTTP/2 over direct TLS, unless stockH2 (nil then)
+	d1 Dialer          // offers http/1.1 only
+	d2 Dialer          // offers h2 and http/1.1
 	// useH2 is false when the caller's Config.NextProtos leaves h2 out.
 	useH2 bool
 
