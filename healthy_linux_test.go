@@ -20,7 +20,7 @@ import (
 )
 
 // healthyTrials is how many requests each client pattern makes per backend.
-const healthyTrials = 20
+const healthyTrials = 10
 
 // A healthyClient makes n successful HTTPS requests to url, all through
 // the client namespace, and closes its connections the way a stock client
