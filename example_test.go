@@ -109,11 +109,12 @@ func ExampleConfig_OnClose() {
 
 	// r.Unacked would say whether the peer acknowledged all we wrote: 0
 	// here on Linux's event loop, -1 (unknown) on the portable backend.
+	// r.Undelivered() is the failure to count: false here on both.
 	r := <-done
-	fmt.Println(r.Outcome, r.Discarded)
+	fmt.Println(r.Outcome, r.Discarded, r.Undelivered())
 	fmt.Println(lc.Stats().Outcomes[linger.PeerClosed])
 	// Output:
-	// peer_closed 14
+	// peer_closed 14 false
 	// 1
 }
 

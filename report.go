@@ -13,13 +13,20 @@ type Outcome uint8
 const (
 	// PeerClosed: the peer closed its side; the socket ended with FIN in
 	// both directions. This is the outcome linger exists for. It is also
-	// the outcome of a connection whose peer had closed and then reset it
-	// by the time it was handed off (typically a client that reset bytes we
-	// sent after its close, such as a TLS close_notify): there was nothing
-	// left to linger for, and nothing went wrong.
+	// the outcome of a connection whose peer closed and then reset bytes we
+	// sent after its close, such as the TLS close_notify that a server
+	// sends when it sees the client's FIN (curl, Go's client and browsers
+	// all close that way): a peer resets only bytes that arrive after its
+	// application closed the socket, so there was no one left to read them,
+	// and nothing went wrong. Such a report can have Unacked above zero; it
+	// is never Undelivered.
 	PeerClosed Outcome = iota
 	// PeerReset: the peer reset the connection, before or after the
-	// hand-off, without closing it first, or the socket failed.
+	// hand-off, without closing it first, or the socket failed (then
+	// Report.Err says how). A client that closes with bytes of ours still
+	// unread in its socket (a TLS close_notify that arrived after the
+	// response it wanted) resets instead of closing: the outcome alone is
+	// not a failure, and a reset with no Err is never Undelivered.
 	PeerReset
 	// Idle: the peer neither sent nor acknowledged anything for
 	// Config.IdleTimeout.
@@ -93,15 +100,51 @@ type Report struct {
 	Held time.Duration
 	// Discarded counts the bytes read from the peer and thrown away.
 	Discarded int64
-	// Unacked counts the bytes we had written that the peer had not yet
-	// acknowledged when the socket was released: 0 means the peer got all of
-	// our last word. It is -1 where this cannot be known (other systems than
-	// Linux, or a plain close).
+	// Unacked counts the bytes of ours (not our FIN) that the peer had not
+	// acknowledged when linger let go of the socket, as SIOCOUTQ read
+	// them: 0 means the peer's kernel got all of our last word. It is -1
+	// where this cannot be known (other systems than Linux, or a plain
+	// close). Above zero it is a fact, not yet a failure: a peer that
+	// closed or reset first and refused the bytes that came after, or a
+	// socket whose bytes the kernel goes on sending after the close, has
+	// lost nothing it wanted. Undelivered says when it is one.
 	Unacked int64
 	// Err is the reason for a Plain outcome, the socket error behind a
 	// PeerReset one, or ErrMaxQueued for a Released one aborted under
 	// Config.MaxQueued; nil otherwise.
 	Err error
+}
+
+// Undelivered reports whether our last word was lost on linger's side of
+// the peer's decision: bytes of ours were unacknowledged when the
+// connection ended (Unacked > 0, known on Linux only), and not because the
+// peer ended it. It is what a dashboard should count as failure:
+// successful traffic, however its clients close, leaves it false.
+//
+// A peer that ends the connection itself is done reading. One that closed
+// (PeerClosed) either shut down only writing, and goes on acknowledging
+// what our kernel sends after our close, or closed its socket, and then
+// its kernel resets the bytes that arrive after, with no one left to read
+// them (Linux counts these in TCPAbortOnData): curl resets a TLS
+// close_notify sent in answer to its FIN that way. One that reset
+// (PeerReset with no Err) had closed with data unread, or aborted: bytes of
+// ours still on their way were refused by a socket that no longer existed,
+// as Go's client does with a close_notify it finds after a response it read
+// whole. The rest count: an idle or capped peer that stopped
+// acknowledging, a socket error (a PeerReset whose Err is ETIMEDOUT, say),
+// a peer reset for its budget, released, aborted under MaxQueued, or cut
+// short by Shutdown.
+func (r Report) Undelivered() bool {
+	if r.Unacked <= 0 {
+		return false
+	}
+	switch r.Outcome {
+	case PeerClosed:
+		return false
+	case PeerReset:
+		return r.Err != nil
+	}
+	return true
 }
 
 // holdBuckets are the upper bounds of Stats.Hold's buckets.
@@ -126,9 +169,9 @@ type Stats struct {
 	Outcomes map[Outcome]uint64 `json:"outcomes"`
 	// Discarded counts the bytes read and thrown away.
 	Discarded uint64 `json:"discarded_bytes"`
-	// Unacked counts connections released while the peer had not yet
-	// acknowledged all we had written (Linux only).
-	Unacked uint64 `json:"unacked"`
+	// Undelivered counts the connections whose peer may not have got our
+	// last word (Report.Undelivered; Linux only): the count to alert on.
+	Undelivered uint64 `json:"undelivered"`
 	// Hold is the distribution of the time connections lingered.
 	Hold Histogram `json:"hold"`
 }
@@ -145,19 +188,19 @@ type Histogram struct {
 
 // counters is the Closer's live form of Stats, guarded by Closer.mu.
 type counters struct {
-	outcomes  [numOutcomes]uint64
-	discarded uint64
-	unacked   uint64
-	hold      [len(holdBuckets)]uint64 // not cumulative
-	holdCount uint64
-	holdSum   time.Duration
+	outcomes    [numOutcomes]uint64
+	discarded   uint64
+	undelivered uint64
+	hold        [len(holdBuckets)]uint64 // not cumulative
+	holdCount   uint64
+	holdSum     time.Duration
 }
 
 func (c *counters) add(r *Report) {
 	c.outcomes[r.Outcome]++
 	c.discarded += uint64(r.Discarded)
-	if r.Unacked > 0 {
-		c.unacked++
+	if r.Undelivered() {
+		c.undelivered++
 	}
 	for i, b := range holdBuckets {
 		if r.Held <= b {
@@ -171,10 +214,10 @@ func (c *counters) add(r *Report) {
 
 func (c *counters) snapshot(lingering int) Stats {
 	s := Stats{
-		Lingering: lingering,
-		Outcomes:  make(map[Outcome]uint64, numOutcomes),
-		Discarded: c.discarded,
-		Unacked:   c.unacked,
+		Lingering:   lingering,
+		Outcomes:    make(map[Outcome]uint64, numOutcomes),
+		Discarded:   c.discarded,
+		Undelivered: c.undelivered,
 		Hold: Histogram{
 			Bounds: holdBuckets[:],
 			Counts: make([]uint64, len(holdBuckets)),

@@ -4,9 +4,10 @@ import "log/slog"
 
 // LogValue makes a Report log as a group of its fields under log/slog:
 // outcome, remote, held, discarded, and unacked and err when they say
-// something (unacked is left out where it cannot be known).
+// something (unacked is left out where it cannot be known), and
+// undelivered=true when the peer may not have got our last word.
 func (r Report) LogValue() slog.Value {
-	attrs := make([]slog.Attr, 0, 6)
+	attrs := make([]slog.Attr, 0, 7)
 	attrs = append(attrs, slog.String("outcome", r.Outcome.String()))
 	if r.RemoteAddr != nil {
 		attrs = append(attrs, slog.String("remote", r.RemoteAddr.String()))
@@ -16,6 +17,9 @@ func (r Report) LogValue() slog.Value {
 		slog.Int64("discarded", r.Discarded))
 	if r.Unacked >= 0 {
 		attrs = append(attrs, slog.Int64("unacked", r.Unacked))
+	}
+	if r.Undelivered() {
+		attrs = append(attrs, slog.Bool("undelivered", true))
 	}
 	if r.Err != nil {
 		attrs = append(attrs, slog.String("err", r.Err.Error()))

@@ -58,15 +58,26 @@ fi
 echo "== go vet"
 go vet ./...
 
+# --- staticcheck, in every module (issue 22). Pinned: 0.8 is the release for
+# Go 1.26; it is built through the module proxy into the run's temporary
+# directory, so nothing is left installed.
+staticcheck_version=v0.8.2
+echo "== staticcheck $staticcheck_version: root, ${nested[*]}"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+GOBIN="$out/bin" go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"
+"$out/bin/staticcheck" ./...
+for m in "${nested[@]}"; do
+	(cd "$m" && "$out/bin/staticcheck" ./...)
+done
+
 echo "== other systems: vet, which compiles every package and its tests (portable backend, Winsock errors)"
 for os in darwin windows freebsd; do
 	GOOS=$os GOARCH=amd64 go vet ./...
 done
 
 echo "== lab, quick, with its check (loopback; as root also an impaired namespace cell)"
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-go run ./cmd/linger lab --quick --check --json "$out/lab.json" --html "$out/lab.html" | tail -n 40
+go run ./cmd/linger lab --quick --check --json "$out/lab.json" --html "$out/lab.html"
 
 echo "== benchmarks, smoke size (BENCHMARKS.md has the full-size commands)"
 go test -run '^$' -bench . -benchtime 1x . | tail -n 3
@@ -81,6 +92,36 @@ echo "== nested modules: ${nested[*]} (caddy's test builds a Caddy: minutes on a
 for m in "${nested[@]}"; do
 	(cd "$m" && go vet ./... && go test -count=1 -timeout 15m ./...)
 done
+
+# --- Install routes, exactly as the README shows them (issue 22), from a
+# fresh clone of this tree's commit: go install from the clone, the
+# README's net/http program in a module of its own that uses the clone by a
+# replace, and Caddy built by xcaddy from the clone. "git clone" of the
+# repository itself is the one step replaced (by a clone of this tree), so
+# that nothing but the module proxy is reached. The xcaddy build costs about
+# 15 s with warm caches, several minutes on empty ones.
+xcaddy_version=v0.4.5
+if git rev-parse --git-dir >/dev/null 2>&1; then
+	echo "== install routes from a fresh clone: go install, a replace in your module, xcaddy $xcaddy_version"
+	git clone -q "$PWD" "$out/linger"
+	(cd "$out/linger" && GOBIN="$out/bin" go install ./cmd/linger)
+	"$out/bin/linger" version
+	mkdir "$out/app"
+	# The README's program: the go block after the "ci: app/main.go" marker.
+	awk '/<!-- ci: app\/main.go -->/ {m = 1; next} m && /^```go$/ {g = 1; next} g && /^```$/ {exit} g' README.md >"$out/app/main.go"
+	(cd "$out/app" && go mod init example.com/app 2>/dev/null &&
+		go mod edit -replace github.com/linger-go/linger=../linger && go mod tidy && go vet . && go build -o /dev/null .)
+	GOBIN="$out/bin" go install "github.com/caddyserver/xcaddy/cmd/xcaddy@$xcaddy_version"
+	# "|off": where the proxy has no version of linger yet, the go command
+	# falls back on the replacement instead of failing (the README says so).
+	proxy=$(go env GOPROXY)
+	(cd "$out/linger" && GOPROXY="${proxy%,direct}|off" "$out/bin/xcaddy" build \
+		--with github.com/linger-go/linger/caddy=./caddy --replace github.com/linger-go/linger=. \
+		--output "$out/caddy" >"$out/xcaddy.log" 2>&1) || { cat "$out/xcaddy.log"; exit 1; }
+	"$out/caddy" list-modules | grep -x caddy.listeners.linger
+else
+	echo "== install routes: skipped, not a git clone (they start from one)"
+fi
 
 for v in "${other_gos[@]}"; do
 	echo "== root module with $v"

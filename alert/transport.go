@@ -60,10 +60,10 @@ import (
 // report every alert through a proxy, make the tunnel in Dialer.Dial and
 // leave the environment's proxy variables unset for those hosts.
 type Transport struct {
-	h1 *http.Transport  // HTTP/1.1, every request not over direct TLS, and all of them when stockH2
-	h2 *http2.Transport // HTTP/2 over direct TLS, unless stockH2
-	d1 Dialer           // offers http/1.1 only
-	d2 Dialer           // offers h2 and http/1.1
+	h1 *http.Transport // HTTP/1.1, every request not over direct TLS, and all of them when stockH2
+	h2 *h2Transport    // HTTP/2 over direct TLS, unless stockH2 (nil then)
+	d1 Dialer          // offers http/1.1 only
+	d2 Dialer          // offers h2 and http/1.1
 	// useH2 is false when the caller's Config.NextProtos leaves h2 out.
 	useH2 bool
 
@@ -224,12 +224,7 @@ func NewTransport(d *Dialer) *Transport {
 	// configuration; direct connections come from dialH1.
 	t.h1.TLSClientConfig = cfg.Clone()
 	t.h1.DialTLSContext = t.dialH1
-	t.h2 = &http2.Transport{
-		DialTLSContext:     t.dialH2,
-		TLSClientConfig:    t.d2.Config,
-		DisableCompression: t.h1.DisableCompression,
-		IdleConnTimeout:    t.h1.IdleConnTimeout,
-	}
+	t.h2 = newH2Transport(t.dialH2, t.d2.Config, t.h1)
 	if stockH2 && t.useH2 {
 		// net/http negotiates HTTP/2 over any connection with a
 		// ConnectionState method: one transport, one pool, HTTP/1.1 by
@@ -514,7 +509,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r = req.WithContext(req.Context())
 		r.Body = hb
 	}
-	resp, err := t.h2.RoundTrip(r)
+	resp, err := t.h2.roundTrip(r)
 	if err != nil && errors.Is(err, errNoH2) {
 		// The HTTP/2 dial found out before the body was sent.
 		t.setProto(authority, protoH1)
@@ -608,7 +603,7 @@ func (t *Transport) CloseIdleConnections() {
 		return
 	}
 	t.h1.CloseIdleConnections()
-	t.h2.CloseIdleConnections()
+	t.h2.closeIdle()
 	t.mu.Lock()
 	spares := t.spare
 	t.spare = make(map[string]*spareConn)

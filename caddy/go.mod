@@ -2,12 +2,10 @@ module github.com/linger-go/linger/caddy
 
 go 1.26.0
 
-replace github.com/linger-go/linger => ../
-
 require (
 	github.com/caddyserver/caddy/v2 v2.11.9
 	github.com/dustin/go-humanize v1.1.0
-	github.com/linger-go/linger v0.0.0-00010101000000-000000000000
+	github.com/linger-go/linger v0.1.0
 	go.uber.org/goleak v1.3.0
 	go.uber.org/zap v1.28.0
 )

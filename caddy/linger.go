@@ -105,6 +105,7 @@ func (w *Wrapper) Provision(ctx caddy.Context) error {
 				zap.Duration("held", r.Held),
 				zap.Int64("discarded", r.Discarded),
 				zap.Int64("unacked", r.Unacked),
+				zap.Bool("undelivered", r.Undelivered()),
 				zap.Error(r.Err))
 		}
 	}

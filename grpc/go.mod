@@ -2,10 +2,8 @@ module github.com/linger-go/linger/grpc
 
 go 1.26.0
 
-replace github.com/linger-go/linger => ../
-
 require (
-	github.com/linger-go/linger v0.0.0-00010101000000-000000000000
+	github.com/linger-go/linger v0.1.0
 	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.85.0
 )

@@ -1,12 +1,19 @@
 // Package lingerprom exports a linger.Closer's counters as Prometheus
 // metrics:
 //
-//	linger_connections_total{outcome}   connections closed, by outcome (counter)
-//	linger_lingering_connections        connections lingering now (gauge)
-//	linger_discarded_bytes_total        bytes read from peers and thrown away (counter)
-//	linger_unacked_connections_total    connections released while the peer had not
-//	                                    acknowledged all we wrote, Linux only (counter)
-//	linger_hold_seconds                 how long connections lingered (histogram)
+//	linger_connections_total{outcome}     connections closed, by outcome (counter)
+//	linger_lingering_connections          connections lingering now (gauge)
+//	linger_discarded_bytes_total          bytes read from peers and thrown away (counter)
+//	linger_undelivered_connections_total  connections whose peer may not have got our
+//	                                      last word, Linux only (counter): the one to alert on
+//	linger_hold_seconds                   how long connections lingered (histogram)
+//
+// Successful traffic leaves linger_undelivered_connections_total at zero
+// however its clients close: curl, which closes and then resets the TLS
+// close_notify that answers its close, ends peer_closed, and Go's client,
+// which can close with a close_notify unread and so reset, ends peer_reset;
+// neither is undelivered. An outcome alone is not a failure; see
+// linger.Report.Undelivered for what the counter counts.
 //
 // It lives in its own module so that linger itself does not depend on the
 // Prometheus client library.
@@ -21,8 +28,8 @@ import (
 // Collector is a prometheus.Collector reading a Closer's Stats at each
 // scrape. Its methods are safe for concurrent use.
 type Collector struct {
-	c                                           *linger.Closer
-	conns, lingering, discarded, unacked, holds *prometheus.Desc
+	c                                               *linger.Closer
+	conns, lingering, discarded, undelivered, holds *prometheus.Desc
 }
 
 // NewCollector returns a Collector for c. constLabels, which may be nil,
@@ -33,18 +40,18 @@ func NewCollector(c *linger.Closer, constLabels prometheus.Labels) *Collector {
 		return prometheus.NewDesc("linger_"+name, help, labels, constLabels)
 	}
 	return &Collector{
-		c:         c,
-		conns:     desc("connections_total", "Connections handed to linger and closed, by how they ended.", "outcome"),
-		lingering: desc("lingering_connections", "Connections lingering now."),
-		discarded: desc("discarded_bytes_total", "Bytes read from lingering connections and thrown away."),
-		unacked:   desc("unacked_connections_total", "Connections released while the peer had not acknowledged all that was written to it (Linux only)."),
-		holds:     desc("hold_seconds", "How long connections lingered."),
+		c:           c,
+		conns:       desc("connections_total", "Connections handed to linger and closed, by how they ended.", "outcome"),
+		lingering:   desc("lingering_connections", "Connections lingering now."),
+		discarded:   desc("discarded_bytes_total", "Bytes read from lingering connections and thrown away."),
+		undelivered: desc("undelivered_connections_total", "Connections whose peer may not have got our last word: bytes of ours unacknowledged when the connection ended, not by the peer closing or resetting it (Linux only)."),
+		holds:       desc("hold_seconds", "How long connections lingered."),
 	}
 }
 
 // Describe sends the descriptors of the Collector's metrics.
 func (x *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{x.conns, x.lingering, x.discarded, x.unacked, x.holds} {
+	for _, d := range []*prometheus.Desc{x.conns, x.lingering, x.discarded, x.undelivered, x.holds} {
 		ch <- d
 	}
 }
@@ -60,7 +67,7 @@ func (x *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(x.lingering, prometheus.GaugeValue, float64(s.Lingering))
 	ch <- prometheus.MustNewConstMetric(x.discarded, prometheus.CounterValue, float64(s.Discarded))
-	ch <- prometheus.MustNewConstMetric(x.unacked, prometheus.CounterValue, float64(s.Unacked))
+	ch <- prometheus.MustNewConstMetric(x.undelivered, prometheus.CounterValue, float64(s.Undelivered))
 	// Stats.Hold is already cumulative, as Prometheus wants its buckets.
 	buckets := make(map[float64]uint64, len(s.Hold.Bounds))
 	for i, b := range s.Hold.Bounds {

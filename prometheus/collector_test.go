@@ -91,9 +91,13 @@ linger_discarded_bytes_total{server="test"} 5
 # HELP linger_lingering_connections Connections lingering now.
 # TYPE linger_lingering_connections gauge
 linger_lingering_connections{server="test"} 0
+# HELP linger_undelivered_connections_total Connections whose peer may not have got our last word: bytes of ours unacknowledged when the connection ended, not by the peer closing or resetting it (Linux only).
+# TYPE linger_undelivered_connections_total counter
+linger_undelivered_connections_total{server="test"} 0
 `
 	if err := testutil.CollectAndCompare(col, strings.NewReader(want),
-		"linger_connections_total", "linger_discarded_bytes_total", "linger_lingering_connections"); err != nil {
+		"linger_connections_total", "linger_discarded_bytes_total", "linger_lingering_connections",
+		"linger_undelivered_connections_total"); err != nil {
 		t.Error(err)
 	}
 

@@ -2,10 +2,8 @@ module github.com/linger-go/linger/prometheus
 
 go 1.26.0
 
-replace github.com/linger-go/linger => ../
-
 require (
-	github.com/linger-go/linger v0.0.0-00010101000000-000000000000
+	github.com/linger-go/linger v0.1.0
 	github.com/prometheus/client_golang v1.24.1
 	github.com/prometheus/client_model v0.6.2
 	go.uber.org/goleak v1.3.0

@@ -7,6 +7,7 @@
 //	linger probe [flags] HOST:PORT  ask a TLS server whether its fatal alerts reach a client still sending
 //	linger serve [flags]          run an example TLS server that rejects client certificates and lingers
 //	linger bench [flags] WHAT     measure the engine's cost
+//	linger version                print the module version and VCS revision (also --version)
 //
 // Run "linger COMMAND -h" for a command's flags.
 package main
@@ -31,12 +32,13 @@ var commands = []command{
 	{"probe", "ask a TLS server whether its fatal alerts reach a client still sending", runProbe},
 	{"serve", "run an example TLS server that rejects client certificates and lingers", runServe},
 	{"bench", "measure the engine's cost", runBench},
+	{"version", "print the module version and VCS revision (also --version)", runVersion},
 }
 
 func usage() {
 	fmt.Fprintf(os.Stderr, "usage: linger COMMAND [flags]\n\ncommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(os.Stderr, "  %-6s %s\n", c.name, c.summary)
+		fmt.Fprintf(os.Stderr, "  %-7s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(os.Stderr, "\nRun \"linger COMMAND -h\" for a command's flags.\n")
 }
@@ -66,6 +68,12 @@ func main() {
 			}
 			return
 		}
+	}
+	if a := os.Args[1]; a == "--version" || a == "-version" {
+		if err := runVersion(ctx, os.Args[2:]); err != nil {
+			os.Exit(2)
+		}
+		return
 	}
 	if a := os.Args[1]; a == "-h" || a == "-help" || a == "--help" || a == "help" {
 		usage()

@@ -43,7 +43,7 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	interval := fs.Duration("interval", probe.DefaultInterval, "pause between trials (at least 1ms: the probe is polite)")
 	watch := fs.Duration("watch", probe.DefaultWatch, "how long to keep sending after the server's FIN, to see whether a reset follows")
 	upload := bytesize.Flag(probe.DefaultUpload)
-	fs.Var(&upload, "upload", "bytes to keep sending after the provocation, such as 64KiB or 1MiB")
+	fs.Var(&upload, "upload", "`size` to keep sending after the provocation, in bytes or such as 64KiB or 1MiB")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of text")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: linger probe [flags] HOST:PORT\n\n"+

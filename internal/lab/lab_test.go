@@ -503,3 +503,26 @@ func TestTableExplains(t *testing.T) {
 		t.Errorf("no note for the go-http row:\n%s", b.String())
 	}
 }
+
+// TestTableFits: the terminal table fits 100 columns, starts with the
+// verdict, and shows the stock net/http clients apart from the others.
+func TestTableFits(t *testing.T) {
+	rep := sampleReport()
+	rep.Cells = append(rep.Cells, rep.Cells[0])
+	rep.Cells[len(rep.Cells)-1].Client = "go-http-h2"
+	var b strings.Builder
+	rep.WriteTable(&b)
+	out := b.String()
+	if !strings.HasPrefix(out, "\nverdict: linger delivered in ") {
+		t.Errorf("the output does not start with the verdict:\n%s", out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if len(line) > 100 && !strings.HasPrefix(line, "verdict:") {
+			t.Errorf("%d columns: %q", len(line), line)
+		}
+	}
+	i, j := strings.Index(out, "go-http-h2"), strings.Index(out, "Stock net/http clients")
+	if i < 0 || j < 0 || i < j {
+		t.Errorf("go-http-h2 is not shown apart, under the stock clients' heading:\n%s", out)
+	}
+}

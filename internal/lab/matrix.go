@@ -70,7 +70,7 @@ var StrategyTitles = map[string]string{
 	"close":  "immediate close (Go's default)",
 	"rst":    "SO_LINGER 0 (abortive close)",
 	"sleep":  "CloseWrite + 500 ms sleep, no reading (net/http's rstAvoidanceDelay)",
-	"linger": "linger: half-close, read and discard until the peer closes (package linger, default bounds)",
+	"linger": "linger: half-close, read and discard until the peer closes (default bounds)",
 }
 
 // Clients are the client programs, in table order.

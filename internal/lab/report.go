@@ -180,9 +180,173 @@ func (r *Report) matrix() ([]matrixRow, []string) {
 	return rows, strategies
 }
 
-// WriteTable writes the report as two Markdown tables: every cell with its
-// evidence, then the summary matrix of success per strategy.
+// stockClients are the clients that hide the alert whatever the server
+// does (goHTTPNote): the table shows their rows apart, and the verdict
+// leaves them out, since no server can make them report it.
+var stockClients = []string{"go-http", "go-http-h2"}
+
+// clientFamily groups a client with its other protocol, for the verdict.
+func clientFamily(client string) string {
+	if f, ok := strings.CutSuffix(client, "-h2"); ok {
+		return f
+	}
+	return client
+}
+
+// WriteTable writes the report for a terminal, every line within 100
+// columns: a one-line verdict first, then the matrix of success per
+// strategy, the stock clients' rows apart, and what it all means. WriteCells
+// writes the evidence of every cell.
 func (r *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "\n%s\n", r.Verdict())
+	rows, strategies := r.matrix()
+	var ours, stock []matrixRow
+	for _, row := range rows {
+		if slices.Contains(stockClients, row.Client) {
+			stock = append(stock, row)
+		} else {
+			ours = append(ours, row)
+		}
+	}
+	fmt.Fprintf(w, "\nSuccess / trials (reached the client, where it differs):\n\n")
+	writeMatrix(w, ours, strategies)
+	if len(stock) > 0 {
+		fmt.Fprintf(w, "\nStock net/http clients, which hide the alert whatever the server does (see below):\n\n")
+		writeMatrix(w, stock, strategies)
+	}
+	var paths []string
+	for _, row := range rows {
+		if row.Network != row.Path && !slices.Contains(paths, row.Network+": "+row.Path) {
+			paths = append(paths, row.Network+": "+row.Path)
+		}
+	}
+	if len(paths) > 0 {
+		fmt.Fprintf(w, "\nNetworks: %s.\n", strings.Join(paths, "; "))
+	}
+	r.writeLegend(w)
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "\n%s", wrap("note: "+n, 100))
+	}
+	fmt.Fprintf(w, "\n\n%d cells in %.0f s on %s/%s, Linux %s, %d CPUs, %s.\n", len(r.Cells), r.Seconds,
+		r.Host.OS, r.Host.Arch, r.Host.Kernel, r.Host.CPUs, r.Host.Go)
+}
+
+// writeMatrix writes rows as an aligned text table, a column per strategy.
+func writeMatrix(w io.Writer, rows []matrixRow, strategies []string) {
+	table := [][]string{append([]string{"network", "scenario", "client"}, strategies...)}
+	for _, row := range rows {
+		line := []string{row.Network, row.Scenario, row.Client}
+		for _, s := range strategies {
+			c := row.Cells[s]
+			switch {
+			case c == nil:
+				line = append(line, "")
+			case c.Reached != nil && *c.Reached != c.Success:
+				line = append(line, fmt.Sprintf("%d/%d (%d)", c.Success, c.Trials, *c.Reached))
+			default:
+				line = append(line, fmt.Sprintf("%d/%d", c.Success, c.Trials))
+			}
+		}
+		table = append(table, line)
+	}
+	width := make([]int, len(table[0]))
+	for _, line := range table {
+		for i, f := range line {
+			width[i] = max(width[i], len(f))
+		}
+	}
+	for _, line := range table {
+		var b strings.Builder
+		for i, f := range line {
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			if i < 3 {
+				fmt.Fprintf(&b, "%-*s", width[i], f)
+			} else {
+				fmt.Fprintf(&b, "%*s", width[i], f)
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+}
+
+// Verdict sums the run up in one line: how often linger delivered the last
+// word against the other strategies over the same cells, and per client
+// family linger's rate against the best other strategy's. The stock
+// net/http clients are left out (see goHTTPNote): no server can make them
+// report the alert.
+func (r *Report) Verdict() string {
+	type tally struct{ ok, n int }
+	by := map[string]*tally{}
+	fam := map[string]map[string]*tally{} // family, strategy
+	var families []string
+	add := func(m map[string]*tally, k string, c *Cell) {
+		if m[k] == nil {
+			m[k] = &tally{}
+		}
+		m[k].ok += c.Success
+		m[k].n += c.Trials
+	}
+	for i := range r.Cells {
+		c := &r.Cells[i]
+		if slices.Contains(stockClients, c.Client) {
+			continue
+		}
+		add(by, c.Strategy, c)
+		f := clientFamily(c.Client)
+		if fam[f] == nil {
+			fam[f] = map[string]*tally{}
+			families = append(families, f)
+		}
+		add(fam[f], c.Strategy, c)
+	}
+	rate := func(t *tally) float64 { return 100 * float64(t.ok) / float64(max(t.n, 1)) }
+	l := by["linger"]
+	if l == nil {
+		return "verdict: no linger cells in this run."
+	}
+	lo, hi := 101.0, -1.0
+	for s, t := range by {
+		if s != "linger" {
+			lo, hi = min(lo, rate(t)), max(hi, rate(t))
+		}
+	}
+	v := fmt.Sprintf("verdict: linger delivered in %.0f%% of %d trials", rate(l), l.n)
+	switch {
+	case hi < 0:
+	case fmt.Sprintf("%.0f", lo) == fmt.Sprintf("%.0f", hi):
+		v += fmt.Sprintf(", the others in %.0f%%", lo)
+	default:
+		v += fmt.Sprintf(", the others in %.0f-%.0f%%", lo, hi)
+	}
+	var fs []string
+	for _, f := range families {
+		lt := fam[f]["linger"]
+		if lt == nil {
+			continue
+		}
+		best := -1.0
+		for s, t := range fam[f] {
+			if s != "linger" {
+				best = max(best, rate(t))
+			}
+		}
+		if best < 0 {
+			fs = append(fs, fmt.Sprintf("%s %.0f", f, rate(lt)))
+		} else {
+			fs = append(fs, fmt.Sprintf("%s %.0f/%.0f", f, rate(lt), best))
+		}
+	}
+	if len(fs) > 0 {
+		v += "; linger/best other: " + strings.Join(fs, ", ")
+	}
+	return v
+}
+
+// WriteCells writes every cell with its evidence, as a wide Markdown table:
+// the server's resets, hold times, bytes discarded and the client's errors.
+func (r *Report) WriteCells(w io.Writer) {
 	fmt.Fprintf(w, "\n| network | scenario | client | server close | success | reached | server RSTs (abort on close) | hold p50 | hold p99 | discarded/trial | client's first error (most common other) |\n")
 	fmt.Fprintf(w, "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for i := range r.Cells {
@@ -196,33 +360,6 @@ func (r *Report) WriteTable(w io.Writer) {
 			fmtMs(c.Hold.P50Ms), fmtMs(c.Hold.P99Ms), bytesize.Format(c.DiscardedBytes/int64(max(c.Trials, 1))),
 			topError(c))
 	}
-	rows, strategies := r.matrix()
-	fmt.Fprintf(w, "\nSuccess / trials (reached the client, where known):\n\n| network | scenario | client |")
-	for _, s := range strategies {
-		fmt.Fprintf(w, " %s |", s)
-	}
-	fmt.Fprintf(w, "\n| --- | --- | --- |%s\n", strings.Repeat(" ---: |", len(strategies)))
-	for _, row := range rows {
-		fmt.Fprintf(w, "| %s | %s | %s |", row.Path, row.Scenario, row.Client)
-		for _, s := range strategies {
-			c := row.Cells[s]
-			switch {
-			case c == nil:
-				fmt.Fprintf(w, " |")
-			case c.Reached != nil && *c.Reached != c.Success:
-				fmt.Fprintf(w, " %d/%d (%d) |", c.Success, c.Trials, *c.Reached)
-			default:
-				fmt.Fprintf(w, " %d/%d |", c.Success, c.Trials)
-			}
-		}
-		fmt.Fprintln(w)
-	}
-	r.writeLegend(w)
-	for _, n := range r.Notes {
-		fmt.Fprintf(w, "\nnote: %s", n)
-	}
-	fmt.Fprintf(w, "\n\n%d cells in %.0f s on %s/%s, Linux %s, %d CPUs, %s.\n", len(r.Cells), r.Seconds,
-		r.Host.OS, r.Host.Arch, r.Host.Kernel, r.Host.CPUs, r.Host.Go)
 }
 
 // goHTTPNote explains the stock net/http client's row wherever it is shown.
@@ -246,7 +383,8 @@ func (r *Report) writeLegend(w io.Writer) {
 		if !slices.ContainsFunc(r.Cells, func(c Cell) bool { return c.Scenario == sc.ID }) {
 			continue
 		}
-		fmt.Fprintf(w, "  %-10s %s\n", sc.ID, sc.Success)
+		// Continuation lines indented under the text, within 100 columns.
+		fmt.Fprintf(w, "  %-10s %s\n", sc.ID, strings.ReplaceAll(wrap(sc.Success, 100-13), "\n", "\n"+strings.Repeat(" ", 13)))
 		goHTTP = goHTTP || sc.rejects && slices.ContainsFunc(r.Cells, func(c Cell) bool {
 			return c.Scenario == sc.ID && c.Client == "go-http"
 		})

@@ -174,7 +174,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 			rep.Cells = append(rep.Cells, cell)
 			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "%s[%3d/%d] %s\n", clearLine(o.Live), pos.done, pos.total, cellLine(&cell))
+				// On a terminal the line is redrawn in place, cleared
+				// once the run ends; elsewhere (a log, CI) a line a cell.
+				if o.Live {
+					fmt.Fprintf(o.Progress, "\r\033[K[%3d/%d] %s", pos.done, pos.total, cellLine(&cell))
+				} else {
+					fmt.Fprintf(o.Progress, "[%3d/%d] %s\n", pos.done, pos.total, cellLine(&cell))
+				}
 			}
 		}
 		// Also on error and on Ctrl-C: namespaces, devices, rules and the
@@ -183,6 +189,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if err != nil {
 			return rep.finish(start), err
 		}
+	}
+	if o.Live && o.Progress != nil {
+		fmt.Fprint(o.Progress, "\r\033[K")
 	}
 	return rep.finish(start), ctx.Err()
 }
@@ -299,13 +308,6 @@ func netnsUnavailable() string {
 	}
 	if os.Geteuid() != 0 {
 		return "network namespaces need root"
-	}
-	return ""
-}
-
-func clearLine(live bool) string {
-	if live {
-		return "\r\033[K"
 	}
 	return ""
 }
