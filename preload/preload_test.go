@@ -31,13 +31,14 @@ func TestMain(m *testing.M) {
 }
 
 // builds are the two libraries every behaviour runs against: the one
-// shipped and the one built with -fsanitize=address,undefined.
+// shipped and the one built with -fsanitize=address,undefined. Each gives
+// the LD_PRELOAD value that loads it.
 var builds = []struct {
-	name     string
-	sanitize bool
+	name    string
+	preload func(t *testing.T) string
 }{
-	{"plain", false},
-	{"asan", true},
+	{"plain", func(t *testing.T) string { return testbed.LibLinger(t) }},
+	{"asan", func(t *testing.T) string { return testbed.PreloadASan(t) }},
 }
 
 // The test server's sizes: the request it reads, the last word it writes,
@@ -58,7 +59,7 @@ var serverBin struct {
 // buildServer compiles testdata/server.c once per test binary.
 func buildServer(t *testing.T) string {
 	t.Helper()
-	testbed.BuildPreload(t, false) // skips without make or cc
+	testbed.LibLinger(t) // skips if the library does not build
 	serverBin.once.Do(func() {
 		dir, err := os.MkdirTemp("", "liblinger-test")
 		if err != nil {
@@ -380,6 +381,7 @@ var cases = []struct {
 	{name: "close", mode: "close", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "dup2-preclose", mode: "dup2", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "close_range", mode: "close_range", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
+	{name: "syscall-close", mode: "syscall", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "fclose", mode: "fclose", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "threads", mode: "close", threads: 8, conns: 64, delivered: true, outcome: "peer_closed"},
 	{name: "eintr", mode: "eintr", threads: 2, conns: 16, delivered: true, outcome: "peer_closed"},
@@ -416,8 +418,7 @@ var cases = []struct {
 func TestPreload(t *testing.T) {
 	for _, b := range builds {
 		t.Run(b.name, func(t *testing.T) {
-			lib := testbed.BuildPreload(t, b.sanitize)
-			preload := testbed.PreloadEnv(t, lib, b.sanitize)
+			preload := b.preload(t)
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
 					s := startServer(t, preload, tc.mode, tc.threads, tc.env...)
@@ -448,6 +449,12 @@ func TestPreload(t *testing.T) {
 						}
 					}
 					if tc.stderrHas != "" {
+						// A forked child says it in its own time (forking an
+						// ASan process copies large mappings).
+						deadline := time.Now().Add(5 * time.Second)
+						for strings.Count(s.stderr.String(), tc.stderrHas) < tc.conns && time.Now().Before(deadline) {
+							time.Sleep(20 * time.Millisecond)
+						}
 						if got := strings.Count(s.stderr.String(), tc.stderrHas); got != tc.conns {
 							t.Errorf("server's stderr has %q %d times, want %d:\n%s", tc.stderrHas, got, tc.conns, s.stderr)
 						}
@@ -552,7 +559,7 @@ func TestStockResets(t *testing.T) {
 // stderr naming it and the default used, and that the library still
 // lingers with the defaults.
 func TestBadConfig(t *testing.T) {
-	lib := testbed.BuildPreload(t, false)
+	lib := testbed.LibLinger(t)
 	env := []string{
 		"LINGER_IDLE_TIMEOUT=soon",
 		"LINGER_MAX_HOLD=-3s",
@@ -600,7 +607,7 @@ func TestBadConfig(t *testing.T) {
 // TestSummary checks LINGER_LOG_SUMMARY: counters per outcome instead of a
 // line per connection, written at exit.
 func TestSummary(t *testing.T) {
-	lib := testbed.BuildPreload(t, false)
+	lib := testbed.LibLinger(t)
 	s := startServer(t, lib, "close", 1, "LINGER_LOG_SUMMARY=60")
 	res := drive(t, s.port, 3, cooperative)
 	checkDelivery(t, res, -1, true, false)

@@ -22,6 +22,7 @@
  *   nofile       fills the descriptor table before the close, so that
  *                the library's duplicate fails (EMFILE)
  *   shared       dup(2) the socket, close both (a shared socket: plain)
+ *   syscall      syscall(SYS_close, fd), as libuv (Node.js) closes
  *   eintr        close(2), with SIGALRM every millisecond interrupting the
  *                program's system calls (no SA_RESTART)
  *   listfds      (internal) see exec
@@ -138,6 +139,8 @@ static void serve(int fd)
 		struct linger l = {1, 0};
 		setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
 		r = close(fd);
+	} else if (strcmp(mode, "syscall") == 0) {
+		r = (int)syscall(SYS_close, fd);
 	} else if (strcmp(mode, "shared") == 0) {
 		int d = dup(fd);
 		close(fd);
