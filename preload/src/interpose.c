@@ -234,9 +234,9 @@ __attribute__((constructor)) static void lg_init(void)
 	}
 	marks = p;
 	owner = getpid();
-	lg_log_open();
-	pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 	__atomic_store_n(&nmarks, n, __ATOMIC_RELEASE);
+	lg_log_open(); /* after nmarks: its descriptor is marked ours */
+	pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 out:
 	errno = saved;
 }
@@ -441,12 +441,28 @@ static int do_close_range(unsigned int first, unsigned int last, int flags)
 	if (nmarks == 0 || (flags & (CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) || first > last)
 		return sys_close_range(first, last, flags);
 	int h = __atomic_load_n(&high_water, __ATOMIC_ACQUIRE);
-	unsigned scan_end = (unsigned)h < last ? (unsigned)h : last; /* h == -1: nothing marked */
-	if (h < 0 || first > (unsigned)h)
+	if (h < 0 || first > (unsigned)h) /* nothing marked in the range */
 		return sys_close_range(first, last, flags);
 	int saved = errno, rc = 0, err = 0;
+	/* First the lingering closes, one by one: each makes a duplicate of
+	 * the library's, possibly inside the range. */
+	unsigned end = (unsigned)h < last ? (unsigned)h : last;
+	for (unsigned fd = first; fd <= end; fd++) {
+		uint8_t m = __atomic_load_n(&marks[fd], __ATOMIC_RELAXED);
+		if ((m & (LG_M_ACCEPTED | LG_M_SHARED | LG_M_OURS)) != LG_M_ACCEPTED)
+			continue;
+		m = lg_mark_take((int)fd);
+		if ((m & (LG_M_ACCEPTED | LG_M_SHARED)) == LG_M_ACCEPTED) {
+			int one = (int)fd;
+			takeover(one, m, release_close, &one);
+		}
+	}
+	/* Then the rest of the range, around the library's descriptors as
+	 * they are now. */
+	h = __atomic_load_n(&high_water, __ATOMIC_ACQUIRE);
+	end = (unsigned)h < last ? (unsigned)h : last;
 	unsigned from = first;
-	for (unsigned fd = first; fd <= scan_end; fd++) {
+	for (unsigned fd = first; fd <= end; fd++) {
 		uint8_t m = __atomic_load_n(&marks[fd], __ATOMIC_RELAXED);
 		if (m == 0)
 			continue;
@@ -456,11 +472,7 @@ static int do_close_range(unsigned int first, unsigned int last, int flags)
 			from = fd + 1;
 			continue;
 		}
-		m = lg_mark_take((int)fd);
-		if ((m & (LG_M_ACCEPTED | LG_M_SHARED)) == LG_M_ACCEPTED) {
-			int one = (int)fd;
-			takeover(one, m, release_close, &one);
-		}
+		lg_mark_set((int)fd, 0); /* closed below */
 	}
 	if (from <= last && sys_close_range(from, last, flags) < 0 && !err)
 		rc = -1, err = errno;
