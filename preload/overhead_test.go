@@ -62,7 +62,7 @@ func syscalls(t *testing.T, preload string, args ...string) map[string]int {
 // regular file and of a pipe, which it must leave alone: the system calls
 // it adds per close (strace -c, the difference between 2000 and 1000
 // closes, so that the library's start-up calls cancel), which must be
-// none, and the nanoseconds it adds (closebench, stock and preloaded
+// none (under 0.01), and the nanoseconds it adds (closebench, stock and preloaded
 // alternately in the same run, fastest of 3x40 rounds of 1000 each), which must be
 // small. go test -run TestCloseOverhead -v ./preload/ prints the table.
 func TestCloseOverhead(t *testing.T) {
@@ -85,7 +85,10 @@ func TestCloseOverhead(t *testing.T) {
 			}
 			added := per["preloaded"] - per["stock"]
 			t.Logf("%s: system calls per close, with its open: stock %.3f, preloaded %.3f: %.3f added", kind, per["stock"], per["preloaded"], added)
-			if added != 0 {
+			// Not exactly 0: a run may make one system call more or less
+			// than another (malloc growing its heap); one per close would
+			// be 1.
+			if added > 0.01 || added < -0.01 {
 				t.Errorf("%s: the library adds %.3f system calls per close, want 0", kind, added)
 			}
 		}

@@ -375,8 +375,10 @@ var cases = []struct {
 	cut bool
 	// mixed: every connection has a LINGER_LOG line, with outcomes that
 	// the case checks itself.
-	mixed   bool
-	outcome string // every LINGER_LOG line's; "" and not mixed: no lines
+	mixed bool
+	// released: at least this many were released under a cap.
+	released int
+	outcome  string // every LINGER_LOG line's; "" and not mixed: no lines
 	// plainEnd: the close found nothing to linger for and was plain,
 	// without a duplicate or the loop (held 0).
 	plainEnd  bool
@@ -390,11 +392,13 @@ var cases = []struct {
 	{name: "syscall-close", mode: "syscall", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "ipv6", mode: "close", threads: 1, conns: 8, ipv6: true, delivered: true, outcome: "peer_closed"},
 	{name: "ipv6-per-prefix", mode: "close", threads: 4, conns: 8, ipv6: true, client: holdOpen,
-		env: []string{"LINGER_MAX_CONNS_PER_IP=1", "LINGER_IDLE_TIMEOUT=5s"}, cut: true, mixed: true},
+		env: []string{"LINGER_MAX_CONNS_PER_IP=1", "LINGER_IDLE_TIMEOUT=5s"}, cut: true, mixed: true, released: 4},
 	{name: "fclose", mode: "fclose", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "threads", mode: "close", threads: 8, conns: 64, delivered: true, outcome: "peer_closed"},
+	{name: "stress-evictions", mode: "close", threads: 8, conns: 200, env: []string{"LINGER_MAX_CONNS=16"},
+		cut: true, mixed: true, released: 1},
 	{name: "eintr", mode: "eintr", threads: 2, conns: 16, delivered: true, outcome: "peer_closed"},
-	{name: "peer-closed-first", mode: "close", threads: 1, conns: 4, client: halfClose, delivered: true,
+	{name: "peer-closed-first", mode: "waitfin", threads: 1, conns: 4, client: halfClose, delivered: true,
 		outcome: "peer_closed", plainEnd: true},
 	{name: "fork", mode: "fork", threads: 1, conns: 6, delivered: true, outcome: "peer_closed",
 		stderrHas: "child sockets 1\n"},
@@ -413,9 +417,9 @@ var cases = []struct {
 	{name: "hard_cap", mode: "close", threads: 1, conns: 4, client: trickle,
 		env: []string{"LINGER_MAX_HOLD=300ms"}, cut: true, outcome: "hard_cap"},
 	{name: "max_conns", mode: "close", threads: 4, conns: 8, client: holdOpen,
-		env: []string{"LINGER_MAX_CONNS=1", "LINGER_IDLE_TIMEOUT=5s"}, cut: true, mixed: true},
+		env: []string{"LINGER_MAX_CONNS=1", "LINGER_IDLE_TIMEOUT=5s"}, cut: true, mixed: true, released: 4},
 	{name: "max_conns_per_ip", mode: "close", threads: 4, conns: 8, client: holdOpen,
-		env: []string{"LINGER_MAX_CONNS_PER_IP=1", "LINGER_IDLE_TIMEOUT=5s"}, cut: true, mixed: true},
+		env: []string{"LINGER_MAX_CONNS_PER_IP=1", "LINGER_IDLE_TIMEOUT=5s"}, cut: true, mixed: true, released: 4},
 }
 
 // TestPreload runs each case against both builds of the library: the
@@ -457,8 +461,8 @@ func TestPreload(t *testing.T) {
 						for _, r := range recs {
 							counts[r.Outcome]++
 						}
-						if counts["released"] < tc.conns/2 {
-							t.Errorf("outcomes %v: want at least %d released under the cap", counts, tc.conns/2)
+						if counts["released"] < tc.released {
+							t.Errorf("outcomes %v: want at least %d released under the cap", counts, tc.released)
 						}
 					}
 					if tc.stderrHas != "" {
@@ -679,7 +683,24 @@ func TestOutbound(t *testing.T) {
 			if tc.lingers {
 				want = n
 			}
-			recs := s.records(t, want)
+			// A connect that the listener's backlog took just before it
+			// closed is reset there and logged without a peer: not one of
+			// the four.
+			var recs []record
+			if want == 0 {
+				time.Sleep(200 * time.Millisecond) // for lines that should not come
+			}
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				recs = recs[:0]
+				for _, r := range s.records(t, 0) {
+					if r.Peer != "" {
+						recs = append(recs, r)
+					}
+				}
+				if len(recs) >= want || time.Now().After(deadline) {
+					break
+				}
+			}
 			s.stop(t)
 			if len(recs) != want {
 				t.Errorf("LINGER_LOG has %d lines, want %d: %+v", len(recs), want, recs)

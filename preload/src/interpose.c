@@ -295,6 +295,11 @@ static int takeover(int fd, uint8_t m, int (*release)(void *), void *arg)
 	int saved = errno;
 	if (getpid() != owner)
 		return release(arg);
+	/* No cancellation inside: the hand-off takes the loop's lock and
+	 * writes the log, and a thread cancelled there would leave the lock
+	 * held and the duplicate unowned. */
+	int cancel;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	struct lg_handoff h;
 	lg_prepare(fd, m, &h);
 	errno = saved;
@@ -304,6 +309,7 @@ static int takeover(int fd, uint8_t m, int (*release)(void *), void *arg)
 		lg_abandon(&h, -1, 0); /* it was not open after all */
 	else
 		lg_complete(&h);
+	pthread_setcancelstate(cancel, NULL);
 	errno = saved;
 	return r;
 }

@@ -417,7 +417,7 @@ static int start_thread(void)
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 64 << 10);
+	pthread_attr_setstacksize(&attr, 256 << 10); /* virtual; ASan's frames are larger */
 	ep = e;
 	evfd = v;
 	pthread_t t;
