@@ -80,43 +80,37 @@ func buildServer(t *testing.T) string {
 type server struct {
 	cmd    *exec.Cmd
 	port   int
-	stderr *syncBuffer
+	stderr string // the file its stderr goes to
 	log    string // LINGER_LOG's path
 	exited chan struct{}
 	err    error
 }
 
-// syncBuffer is a bytes.Buffer that the process's stderr copier and the
-// test read and write at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// stderrText is what the server wrote on stderr so far: a file, which its
+// children write too.
+func (s *server) stderrText() string {
+	b, _ := os.ReadFile(s.stderr)
+	return string(b)
 }
 
 // preload is what LD_PRELOAD says, empty for the stock server.
 func startServer(t *testing.T, preload, mode string, threads int, env ...string) *server {
 	t.Helper()
 	bin := buildServer(t)
-	s := &server{stderr: &syncBuffer{}, log: filepath.Join(t.TempDir(), "linger.jsonl"), exited: make(chan struct{})}
+	dir := t.TempDir()
+	s := &server{stderr: filepath.Join(dir, "stderr"), log: filepath.Join(dir, "linger.jsonl"), exited: make(chan struct{})}
+	errf, err := os.Create(s.stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close() // the child has its own
 	s.cmd = exec.Command(bin, mode, strconv.Itoa(respSize), strconv.Itoa(reqSize), strconv.Itoa(threads))
 	s.cmd.Env = append(os.Environ(), "LINGER_LOG="+s.log, "ASAN_OPTIONS=detect_leaks=1:exitcode=66")
 	if preload != "" {
 		s.cmd.Env = append(s.cmd.Env, "LD_PRELOAD="+preload)
 	}
 	s.cmd.Env = append(s.cmd.Env, env...)
-	s.cmd.Stderr = s.stderr
+	s.cmd.Stderr = errf
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +125,7 @@ func startServer(t *testing.T, preload, mode string, threads int, env ...string)
 	t.Cleanup(func() { s.stop(t) })
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if _, serr := fmt.Sscanf(line, "PORT %d", &s.port); err != nil || serr != nil {
-		t.Fatalf("server did not say its port (%q, %v); stderr:\n%s", line, err, s.stderr)
+		t.Fatalf("server did not say its port (%q, %v); stderr:\n%s", line, err, s.stderrText())
 	}
 	// What LD_PRELOAD names must be loaded, or the case tests nothing.
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", s.cmd.Process.Pid))
@@ -165,15 +159,15 @@ func (s *server) stop(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		s.cmd.Process.Kill()
 		<-s.exited
-		t.Errorf("server did not exit on SIGTERM; stderr:\n%s", s.stderr)
+		t.Errorf("server did not exit on SIGTERM; stderr:\n%s", s.stderrText())
 		return
 	}
 	if s.err != nil {
-		t.Errorf("server: %v; stderr:\n%s", s.err, s.stderr)
+		t.Errorf("server: %v; stderr:\n%s", s.err, s.stderrText())
 	}
 	for _, bad := range []string{"Sanitizer", "runtime error", "second close", "changed errno", "close:"} {
-		if strings.Contains(s.stderr.String(), bad) {
-			t.Errorf("server's stderr says %q:\n%s", bad, s.stderr)
+		if strings.Contains(s.stderrText(), bad) {
+			t.Errorf("server's stderr says %q:\n%s", bad, s.stderrText())
 		}
 	}
 }
@@ -469,11 +463,11 @@ func TestPreload(t *testing.T) {
 						// A forked child says it in its own time (forking an
 						// ASan process copies large mappings).
 						deadline := time.Now().Add(5 * time.Second)
-						for strings.Count(s.stderr.String(), tc.stderrHas) < tc.conns && time.Now().Before(deadline) {
+						for strings.Count(s.stderrText(), tc.stderrHas) < tc.conns && time.Now().Before(deadline) {
 							time.Sleep(20 * time.Millisecond)
 						}
-						if got := strings.Count(s.stderr.String(), tc.stderrHas); got != tc.conns {
-							t.Errorf("server's stderr has %q %d times, want %d:\n%s", tc.stderrHas, got, tc.conns, s.stderr)
+						if got := strings.Count(s.stderrText(), tc.stderrHas); got != tc.conns {
+							t.Errorf("server's stderr has %q %d times, want %d:\n%s", tc.stderrHas, got, tc.conns, s.stderrText())
 						}
 					}
 					checkFDs(t, s, fds0, socks0)
@@ -604,7 +598,7 @@ func TestBadConfig(t *testing.T) {
 	checkDelivery(t, res, -1, true, false)
 	checkRecords(t, s.records(t, 2), res, 2, "peer_closed", "", false)
 	s.stop(t)
-	lines := strings.Split(strings.TrimSpace(s.stderr.String()), "\n")
+	lines := strings.Split(strings.TrimSpace(s.stderrText()), "\n")
 	var warnings []string
 	for _, l := range lines {
 		if strings.HasPrefix(l, "liblinger: ") {
@@ -615,8 +609,8 @@ func TestBadConfig(t *testing.T) {
 		t.Errorf("%d warnings, want %d:\n%s", len(warnings), len(want), strings.Join(warnings, "\n"))
 	}
 	for _, w := range want {
-		if c := strings.Count(s.stderr.String(), "liblinger: "+w); c != 1 {
-			t.Errorf("stderr has %q %d times, want once:\n%s", w, c, s.stderr)
+		if c := strings.Count(s.stderrText(), "liblinger: "+w); c != 1 {
+			t.Errorf("stderr has %q %d times, want once:\n%s", w, c, s.stderrText())
 		}
 	}
 }
