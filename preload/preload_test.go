@@ -710,3 +710,38 @@ func TestOutbound(t *testing.T) {
 		})
 	}
 }
+
+// TestExitWhileLingering stops the server while its sockets linger, against
+// both builds: it exits cleanly (no sanitizer report, LeakSanitizer
+// included), its lingering sockets close with the process as they would
+// have without the library, and the summary at exit counts them.
+func TestExitWhileLingering(t *testing.T) {
+	for _, b := range builds {
+		t.Run(b.name, func(t *testing.T) {
+			s := startServer(t, b.preload(t), "close", 1, "LINGER_LOG_SUMMARY=60")
+			_, socks0 := s.sockets(t)
+			const n = 3
+			done := make(chan []result)
+			go func() { done <- drive(t, "127.0.0.1", s.port, n, holdOpen) }()
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				if _, socks := s.sockets(t); socks == socks0+n {
+					break
+				} else if time.Now().After(deadline) {
+					t.Fatalf("%d sockets, want %d lingering besides the listener", socks, n)
+				}
+			}
+			s.stop(t)
+			<-done
+			data, err := os.ReadFile(s.log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sum struct {
+				Lingering int `json:"lingering"`
+			}
+			if err := json.Unmarshal(bytes.TrimSpace(data), &sum); err != nil || sum.Lingering != n {
+				t.Errorf("summary at exit %q (%v): want %d lingering", data, err, n)
+			}
+		})
+	}
+}
