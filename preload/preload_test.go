@@ -383,6 +383,8 @@ var cases = []struct {
 	{name: "close", mode: "close", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "dup2-preclose", mode: "dup2", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "close_range", mode: "close_range", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
+	{name: "epoll-registered", mode: "epoll", threads: 1, conns: 4, delivered: true, outcome: "peer_closed",
+		stderrHas: "stale epoll events 0\n"},
 	{name: "syscall-close", mode: "syscall", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "ipv6", mode: "close", threads: 1, conns: 8, ipv6: true, delivered: true, outcome: "peer_closed"},
 	{name: "ipv6-per-prefix", mode: "close", threads: 4, conns: 8, ipv6: true, client: holdOpen,
