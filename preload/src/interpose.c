@@ -191,7 +191,7 @@ static void after_fork_parent(void)
 }
 
 /* after_fork_child: the child has copies of the library's duplicates and of
- * its epoll and eventfd descriptors, but not its thread. It closes them. A
+ * its epoll descriptor, but not its thread. It closes them. A
  * close here drops only the child's reference to each lingering socket: the
  * kernel ends a socket when its last descriptor goes, and the parent's
  * duplicate still holds it, so nothing leaves on the wire and the parent's
