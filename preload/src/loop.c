@@ -48,6 +48,7 @@ struct entry {
 	int64_t start, last_active, deadline;
 	int64_t discarded;
 	int64_t queued; /* SIOCOUTQ at the last look */
+	int outq_unknown; /* SIOCOUTQ failed at the hand-off */
 	struct entry *prev, *next;   /* every entry, oldest first */
 	struct entry *pprev, *pnext; /* the peer's, oldest first */
 	struct peer *peer;
@@ -247,8 +248,14 @@ static int64_t outq(int fd)
  * RST: our FIN is already out and the kernel finishes on its own. */
 static void finish(struct entry *e, enum lg_outcome o, const char *err, int abort)
 {
-	int64_t q = outq(e->fd);
-	int64_t unacked = q < 0 ? -1 : lg_unsent(q);
+	/* Since the shutdown nothing more is queued, so SIOCOUTQ only falls:
+	 * a socket whose last reading left nothing of ours but the FIN
+	 * unacknowledged needs no new one. */
+	int64_t unacked = 0;
+	if (e->outq_unknown || lg_unsent(e->queued) > 0) {
+		int64_t q = outq(e->fd);
+		unacked = q < 0 ? -1 : lg_unsent(q);
+	}
 	/* Deregister explicitly: epoll forgets a socket only when its last
 	 * descriptor closes, and the program might hold another. */
 	epoll_ctl(ep, EPOLL_CTL_DEL, e->fd, NULL);
@@ -327,6 +334,7 @@ static void expire(int64_t now)
 			}
 			qbytes += q - e->queued;
 			e->queued = q;
+			e->outq_unknown = 0;
 		}
 		int64_t d = e->last_active + lg_cfg.idle_ns;
 		e->deadline = d < hard ? d : hard;
@@ -450,8 +458,10 @@ void lg_loop_add(int fd, const struct lg_handoff *h, int64_t queued)
 	}
 	while (nall >= lg_cfg.max_conns && all_head != NULL)
 		finish(all_head, LG_RELEASED, NULL, 0);
-	if (queued < 0)
-		queued = 0;
+	if (queued < 0) {
+		queued = 0; /* unknown: counted as none against LINGER_MAX_QUEUED */
+		e->outq_unknown = 1;
+	}
 	while (queued > 0 && qbytes + queued > lg_cfg.max_queued) {
 		struct entry *o = all_head;
 		while (o != NULL && o->queued == 0)
