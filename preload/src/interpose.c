@@ -319,8 +319,13 @@ static int takeover(int fd, uint8_t m, int (*release)(void *), void *arg)
 	errno = saved;
 	int r = release(arg);
 	saved = errno;
-	if (r < 0 && errno == EBADF)
-		lg_abandon(&h, -1, 0); /* it was not open after all */
+	if (r < 0 && REAL(fcntl)(fd, F_GETFD) >= 0)
+		/* Still the program's: a dup2 whose old descriptor was bad.
+		 * (Its epoll registration, if any, is gone: lg_prepare had to
+		 * remove it while the number was the socket's.) */
+		lg_abandon(&h, fd, m);
+	else if (r < 0 && saved == EBADF)
+		lg_abandon(&h, -1, 0); /* closed by another thread meanwhile */
 	else
 		lg_complete(&h);
 	pthread_setcancelstate(cancel, NULL);
