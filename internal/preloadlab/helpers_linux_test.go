@@ -109,8 +109,6 @@ func countsText(m map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
-
-
 // startServer starts a real server for the test, or skips it when its
 // program is missing, and stops it when the test ends.
 func startServer(t *testing.T, cfg testbed.RealServerConfig) *testbed.RealServer {

@@ -110,7 +110,9 @@ func TestJavaMatrix(t *testing.T) {
 	printMatrix(t, trials, cells)
 }
 
-func tlsName(v uint16) string { return map[uint16]string{tls.VersionTLS12: "1.2", tls.VersionTLS13: "1.3"}[v] }
+func tlsName(v uint16) string {
+	return map[uint16]string{tls.VersionTLS12: "1.2", tls.VersionTLS13: "1.3"}[v]
+}
 
 // checkCells holds the preloaded server to the "done when", and
 // reports the stock premise.
