@@ -162,7 +162,7 @@ func runJavaCell(t *testing.T, files pki.Files, body string, pair *netns.Pair, n
 		tg.command, tg.dial = pair.Client.Command, pair.Client.DialContext
 	}
 	if server == "preloaded" {
-		cfg.Env = preloadEnv(t, dir)
+		cfg.Env = testbed.PreloadEnv(t, dir)
 	}
 	s := startServer(t, cfg)
 	tg.host, tg.port, _ = net.SplitHostPort(s.Addr)
@@ -208,7 +208,7 @@ func runJavaCell(t *testing.T, files pki.Files, body string, pair *netns.Pair, n
 	if server == "preloaded" {
 		// The library's own account, for the table.
 		time.Sleep(100 * time.Millisecond)
-		log := outcomes(dir)
+		log := testbed.PreloadOutcomes(dir)
 		if len(cells) > 0 {
 			cells[0].libLog = log
 		}

@@ -1,0 +1,84 @@
+package testbed
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+)
+
+var preloadLib struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// LibLinger returns the path of liblinger.so: $LINGER_PRELOAD_LIB if set,
+// else the repository's preload/ built once per test binary with make. It
+// skips t when there is no preload/ in this tree or it does not build.
+func LibLinger(t interface {
+	Helper()
+	Skipf(format string, args ...any)
+}) string {
+	t.Helper()
+	preloadLib.once.Do(func() {
+		if p := os.Getenv("LINGER_PRELOAD_LIB"); p != "" {
+			preloadLib.path, preloadLib.err = filepath.Abs(p)
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		dir := filepath.Join(filepath.Dir(file), "..", "..", "preload")
+		if _, err := os.Stat(filepath.Join(dir, "Makefile")); err != nil {
+			preloadLib.err = errors.New("no preload/Makefile in this tree")
+			return
+		}
+		if out, err := exec.Command("make", "-s", "-C", dir).CombinedOutput(); err != nil {
+			preloadLib.err = fmt.Errorf("make -C %s: %w: %s", dir, err, out)
+			return
+		}
+		preloadLib.path = filepath.Join(dir, "build", "liblinger.so")
+	})
+	if preloadLib.err != nil {
+		t.Skipf("skipping the preloaded server: %v", preloadLib.err)
+	}
+	return preloadLib.path
+}
+
+// PreloadEnv is the environment (RealServerConfig.Env) that runs a server
+// under liblinger.so with its per-connection log in dir/linger.log, and
+// extra LINGER_* settings.
+func PreloadEnv(t interface {
+	Helper()
+	Skipf(format string, args ...any)
+}, dir string, extra ...string) []string {
+	t.Helper()
+	return append([]string{"LD_PRELOAD=" + LibLinger(t), "LINGER_LOG=" + filepath.Join(dir, "linger.log")}, extra...)
+}
+
+// PreloadOutcomes counts the lines of the log PreloadEnv asks for by their
+// outcome ("?" for a line without one): what the library says it did with
+// each connection it took over.
+func PreloadOutcomes(dir string) map[string]int {
+	m := map[string]int{}
+	f, err := os.Open(filepath.Join(dir, "linger.log"))
+	if err != nil {
+		return m
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var l struct {
+			Outcome string `json:"outcome"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Outcome == "" {
+			l.Outcome = "?"
+		}
+		m[l.Outcome]++
+	}
+	return m
+}
