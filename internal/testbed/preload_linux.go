@@ -37,7 +37,7 @@ func LibLinger(t interface {
 			preloadLib.err = errors.New("no preload/Makefile in this tree")
 			return
 		}
-		if out, err := exec.Command("make", "-s", "-C", dir).CombinedOutput(); err != nil {
+		if out, err := exec.Command("make", "-s", "-C", dir, "build/liblinger.so").CombinedOutput(); err != nil {
 			preloadLib.err = fmt.Errorf("make -C %s: %w: %s", dir, err, out)
 			return
 		}

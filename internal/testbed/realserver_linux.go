@@ -81,6 +81,11 @@ type RealServerConfig struct {
 	// Dial reaches the server, to know when it listens; nil means a
 	// net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Workers, for nginx, runs a master process and that many forked
+	// workers (as Debian's nginx runs) instead of one process; 0 is one
+	// process. Apache always runs its event MPM: a parent and forked
+	// children.
+	Workers int
 	// Env is extra environment for the server's process, KEY=VALUE,
 	// after this process's and the kind's own: LD_PRELOAD of liblinger.so
 	// and its LINGER_* settings. Helper programs (javac) do not get it.
@@ -280,9 +285,14 @@ func writeServerConfig(cfg RealServerConfig, addr string) (args, env []string, e
 			verify = fmt.Sprintf("ssl_client_certificate %s;\n\t\tssl_verify_client on;\n\t\tssl_verify_depth 1;", f.CA)
 		}
 		// One process, in the foreground: nothing to reap but the
-		// process itself, and no user switch.
+		// process itself, and no user switch. With Workers, a master
+		// and its workers, as root so that they can read dir.
+		procs := "master_process off;"
+		if cfg.Workers > 0 {
+			procs = fmt.Sprintf("master_process on;\nworker_processes %d;\nuser root;", cfg.Workers)
+		}
 		conf := fmt.Sprintf(`daemon off;
-master_process off;
+%[7]s
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
 events { worker_connections 256; }
@@ -302,7 +312,7 @@ http {
 		location / { return 200 "ok\n"; }
 	}
 }
-`, dir, addr, f.ServerCert, f.ServerKey, protocols, verify)
+`, dir, addr, f.ServerCert, f.ServerKey, protocols, verify, procs)
 		p, err := write("nginx.conf", conf)
 		return []string{"-p", dir, "-c", p, "-e", filepath.Join(dir, "error.log")}, nil, err
 	case "haproxy":
