@@ -1,0 +1,544 @@
+/*
+ * The interposed libc calls, and the mark of every descriptor number.
+ *
+ * The marks are one byte per descriptor number in an anonymous mapping sized
+ * from RLIMIT_NOFILE's hard limit when the library loads (capped at 2^24).
+ * A byte array rather than a bitmap: each number needs a few flags (accepted,
+ * SO_LINGER seen, shared, ours), and bytes are updated with plain atomic
+ * stores, where bits in a shared word would need read-modify-write cycles
+ * between threads accepting and closing neighbouring numbers. The mapping is
+ * MAP_NORESERVE and untouched pages are never backed, so a process with a
+ * million-descriptor limit and a hundred sockets pays for one page. A close
+ * of an unmarked number costs a bounds check and one byte load: no system
+ * call, no lock. A lock-free hash table would save the virtual space and
+ * cost a probe per close; the space is free, the probe is not.
+ *
+ * Numbers above the table (a hard limit raised after load) are never
+ * marked: their close is plain.
+ */
+#define _GNU_SOURCE
+#include "linger.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static uint8_t *marks;
+static size_t nmarks;
+/* The highest number ever marked, so that fork and close_range scan only
+ * that far. */
+static int high_water = -1;
+/* Where the library's own descriptors go (F_DUPFD's lower bound), so that
+ * they do not take the low numbers a program expects to get next: half the
+ * soft RLIMIT_NOFILE, at most 1024 (FD_SETSIZE, where select() ends). */
+static int own_base;
+
+static int (*real_close)(int);
+static int (*real_accept)(int, struct sockaddr *, socklen_t *);
+static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
+static int (*real_dup)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+static int (*real_fcntl)(int, int, ...);
+static int (*real_close_range)(unsigned int, unsigned int, int);
+static int (*real_fclose)(FILE *);
+static int (*real_setsockopt)(int, int, int, const void *, socklen_t);
+static int (*real_socket)(int, int, int);
+static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
+
+/* resolve looks the real calls up. It runs from the constructor, and again
+ * from any wrapper called before the constructor (another library's
+ * constructor may close or accept first); the stores are idempotent. */
+static void resolve(void)
+{
+#define R(name) *(void **)&real_##name = dlsym(RTLD_NEXT, #name)
+	R(close);
+	R(accept);
+	R(accept4);
+	R(dup);
+	R(dup2);
+	R(dup3);
+	R(fcntl);
+	R(close_range);
+	R(fclose);
+	R(setsockopt);
+	R(socket);
+	R(connect);
+	R(sendmsg);
+#undef R
+}
+#define REAL(name) (__builtin_expect(real_##name == NULL, 0) ? (resolve(), real_##name) : real_##name)
+
+uint8_t lg_mark_get(int fd)
+{
+	if (fd < 0 || (size_t)fd >= nmarks)
+		return 0;
+	return __atomic_load_n(&marks[fd], __ATOMIC_ACQUIRE);
+}
+
+static void raise_high_water(int fd)
+{
+	int h = __atomic_load_n(&high_water, __ATOMIC_RELAXED);
+	while (fd > h && !__atomic_compare_exchange_n(&high_water, &h, fd, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
+void lg_mark_set(int fd, uint8_t m)
+{
+	if (fd < 0 || (size_t)fd >= nmarks)
+		return;
+	if (m != 0)
+		raise_high_water(fd);
+	__atomic_store_n(&marks[fd], m, __ATOMIC_RELEASE);
+}
+
+void lg_mark_or(int fd, uint8_t m)
+{
+	if (fd < 0 || (size_t)fd >= nmarks)
+		return;
+	raise_high_water(fd);
+	__atomic_fetch_or(&marks[fd], m, __ATOMIC_ACQ_REL);
+}
+
+static void mark_and(int fd, uint8_t m)
+{
+	if (fd >= 0 && (size_t)fd < nmarks)
+		__atomic_fetch_and(&marks[fd], m, __ATOMIC_ACQ_REL);
+}
+
+/* lg_mark_take clears fd's mark and returns what it was: of two threads
+ * closing the same number at once, one takes the mark. */
+uint8_t lg_mark_take(int fd)
+{
+	if (fd < 0 || (size_t)fd >= nmarks)
+		return 0;
+	return __atomic_exchange_n(&marks[fd], 0, __ATOMIC_ACQ_REL);
+}
+
+int lg_real_close(int fd) { return REAL(close)(fd); }
+
+/* lg_high_fd moves a descriptor of the library's to own_base or above
+ * (close-on-exec), closes the original, and marks it ours. If there is no
+ * room up there, it stays where it is. */
+int lg_high_fd(int fd)
+{
+	if (fd >= own_base)
+		goto mark;
+	int h = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, own_base);
+	if (h >= 0) {
+		REAL(close)(fd);
+		fd = h;
+	}
+mark:
+	lg_mark_set(fd, LG_M_OURS);
+	return fd;
+}
+
+/* lg_dup_own duplicates a socket for the library: close-on-exec, so that a
+ * program started while it lingers does not inherit it (and keep it open),
+ * at own_base or above if there is room. */
+int lg_dup_own(int fd)
+{
+	int d = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, own_base);
+	if (d < 0 && (errno == EMFILE || errno == EINVAL))
+		d = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 0);
+	if (d >= 0)
+		lg_mark_set(d, LG_M_OURS);
+	return d;
+}
+
+static void before_fork(void) { lg_loop_lock(); }
+
+/* after_fork_parent: every socket marked at the fork now has copies in the
+ * child. A lingering close of one would shut the connection down for the
+ * child too (shutdown acts on the socket, not on a descriptor), so from now
+ * on the parent's close of it is plain: it only drops a reference, and
+ * sends nothing while the child holds one. */
+static void share_all(void)
+{
+	int h = __atomic_load_n(&high_water, __ATOMIC_RELAXED);
+	for (int fd = 0; fd <= h && (size_t)fd < nmarks; fd++)
+		if (__atomic_load_n(&marks[fd], __ATOMIC_RELAXED) & LG_M_ACCEPTED)
+			lg_mark_or(fd, LG_M_SHARED);
+}
+
+static void after_fork_parent(void)
+{
+	share_all();
+	lg_loop_unlock();
+}
+
+/* after_fork_child: the child has copies of the library's duplicates and of
+ * its epoll and eventfd descriptors, but not its thread. It closes them. A
+ * close here drops only the child's reference to each lingering socket: the
+ * kernel ends a socket when its last descriptor goes, and the parent's
+ * duplicate still holds it, so nothing leaves on the wire and the parent's
+ * lingering goes on undisturbed. A shutdown, which acts on the socket
+ * itself, must not happen here, and does not. The child starts its own
+ * thread when it first hands a socket off. Its inherited accepted sockets
+ * are the parent's too (share_all), so they close plainly. */
+static void after_fork_child(void)
+{
+	int h = __atomic_load_n(&high_water, __ATOMIC_RELAXED);
+	lg_loop_after_fork_child(); /* forgets the entries, reinitialises the lock */
+	lg_log_after_fork_child();
+	for (int fd = 0; fd <= h && (size_t)fd < nmarks; fd++) {
+		uint8_t m = __atomic_load_n(&marks[fd], __ATOMIC_RELAXED);
+		if (m == LG_M_OURS && !lg_log_is_fd(fd)) {
+			marks[fd] = 0;
+			REAL(close)(fd);
+		}
+	}
+	share_all();
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		own_base = rl.rlim_cur / 2 < 1024 ? (int)(rl.rlim_cur / 2) : 1024;
+}
+
+__attribute__((constructor)) static void lg_init(void)
+{
+	int saved = errno;
+	resolve();
+	lg_config_load();
+	if (lg_cfg.disabled)
+		goto out;
+	struct rlimit rl;
+	size_t n = 1 << 20;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < n)
+			n = rl.rlim_max < 1024 ? 1024 : rl.rlim_max;
+		else if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max > n)
+			n = rl.rlim_max > (1u << 24) ? (1u << 24) : rl.rlim_max;
+		own_base = rl.rlim_cur / 2 < 1024 ? (int)(rl.rlim_cur / 2) : 1024;
+	}
+	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		lg_warn("cannot map the descriptor table (%zu bytes); lingering is off", n);
+		goto out;
+	}
+	marks = p;
+	lg_log_open();
+	pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+	__atomic_store_n(&nmarks, n, __ATOMIC_RELEASE);
+out:
+	errno = saved;
+}
+
+__attribute__((destructor)) static void lg_fini(void)
+{
+	int saved = errno;
+	if (nmarks > 0)
+		lg_log_summary();
+	errno = saved;
+}
+
+/* on_accept marks fd, just accepted on listener l, if it is a TCP socket.
+ * The listener's own byte remembers which kind it gives, so that only its
+ * first accept asks the kernel (SO_PROTOCOL); an accepted socket also
+ * inherits the listener's SO_LINGER. */
+static void on_accept(int l, int fd)
+{
+	if (fd < 0 || (size_t)fd >= nmarks)
+		return;
+	int saved = errno;
+	uint8_t lm = lg_mark_get(l);
+	if (!(lm & (LG_M_LTCP | LG_M_LOTHER))) {
+		int proto = 0;
+		socklen_t len = sizeof proto;
+		int tcp = getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto == IPPROTO_TCP;
+		lm |= tcp ? LG_M_LTCP : LG_M_LOTHER;
+		lg_mark_or(l, tcp ? LG_M_LTCP : LG_M_LOTHER);
+	}
+	if (lm & LG_M_LTCP)
+		lg_mark_set(fd, LG_M_ACCEPTED | (lm & (LG_M_LINGER0 | LG_M_LINGERPOS)));
+	else
+		lg_mark_set(fd, 0);
+	errno = saved;
+}
+
+LG_EXPORT int accept(int s, struct sockaddr *addr, socklen_t *len)
+{
+	int fd = REAL(accept)(s, addr, len);
+	on_accept(s, fd);
+	return fd;
+}
+
+LG_EXPORT int accept4(int s, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	int fd = REAL(accept4)(s, addr, len, flags);
+	on_accept(s, fd);
+	return fd;
+}
+
+/* takeover closes a marked socket with release, the caller's way of letting
+ * its descriptor go, and hands the socket to the loop. It returns
+ * release's result with release's errno. */
+static int takeover(int fd, uint8_t m, int (*release)(void *), void *arg)
+{
+	int saved = errno;
+	struct lg_handoff h;
+	lg_prepare(fd, m, &h);
+	errno = saved;
+	int r = release(arg);
+	saved = errno;
+	if (r < 0 && errno == EBADF)
+		lg_abandon(&h, -1, 0); /* it was not open after all */
+	else
+		lg_complete(&h);
+	errno = saved;
+	return r;
+}
+
+static int release_close(void *arg) { return REAL(close)(*(int *)arg); }
+
+LG_EXPORT int close(int fd)
+{
+	if (fd >= 0 && (size_t)fd < nmarks) {
+		uint8_t m = __atomic_load_n(&marks[fd], __ATOMIC_RELAXED);
+		if (__builtin_expect(m != 0, 0)) {
+			if (m & LG_M_OURS) {
+				/* Not the program's: without the library this number
+				 * would not be open. */
+				errno = EBADF;
+				return -1;
+			}
+			m = lg_mark_take(fd);
+			if ((m & (LG_M_ACCEPTED | LG_M_SHARED)) == LG_M_ACCEPTED)
+				return takeover(fd, m, release_close, &fd);
+		}
+	}
+	return REAL(close)(fd);
+}
+
+struct dup_args {
+	int oldfd, newfd, flags, three;
+};
+
+static int release_dup(void *arg)
+{
+	struct dup_args *a = arg;
+	return a->three ? REAL(dup3)(a->oldfd, a->newfd, a->flags) : REAL(dup2)(a->oldfd, a->newfd);
+}
+
+/* dup_onto handles dup2 and dup3 onto newfd, which closes what newfd was:
+ * the JDK's NIO closes a socket by first dup2'ing a half-closed socketpair
+ * end onto it ("pre-close"), so this is a close. A duplicate of oldfd's
+ * marked socket shares it. */
+static int dup_onto(struct dup_args *a)
+{
+	uint8_t m = lg_mark_get(a->newfd);
+	int r;
+	if (a->oldfd != a->newfd && m != 0) {
+		if (m & LG_M_OURS)
+			lg_loop_release_fd(a->newfd); /* the number is the program's to take */
+		m = lg_mark_take(a->newfd);
+		if ((m & (LG_M_ACCEPTED | LG_M_SHARED)) == LG_M_ACCEPTED)
+			r = takeover(a->newfd, m, release_dup, a);
+		else if ((r = release_dup(a)) < 0)
+			lg_mark_set(a->newfd, m & ~LG_M_OURS);
+	} else {
+		r = release_dup(a);
+	}
+	if (r >= 0 && a->oldfd != a->newfd) {
+		uint8_t om = lg_mark_get(a->oldfd);
+		if (om & LG_M_ACCEPTED) {
+			lg_mark_or(a->oldfd, LG_M_SHARED);
+			lg_mark_set(r, om | LG_M_SHARED);
+		}
+	}
+	return r;
+}
+
+LG_EXPORT int dup2(int oldfd, int newfd)
+{
+	struct dup_args a = {oldfd, newfd, 0, 0};
+	return dup_onto(&a);
+}
+
+LG_EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+	struct dup_args a = {oldfd, newfd, flags, 1};
+	return dup_onto(&a);
+}
+
+/* share marks a new descriptor of a marked socket, and the old one, shared:
+ * closing one of them must not shut the socket down under the other. */
+static void share(int oldfd, int newfd)
+{
+	if (newfd < 0)
+		return;
+	uint8_t m = lg_mark_get(oldfd);
+	if (m & LG_M_ACCEPTED) {
+		int saved = errno;
+		lg_mark_or(oldfd, LG_M_SHARED);
+		lg_mark_set(newfd, (m & ~LG_M_OURS) | LG_M_SHARED);
+		errno = saved;
+	} else {
+		lg_mark_set(newfd, 0);
+	}
+}
+
+LG_EXPORT int dup(int fd)
+{
+	int r = REAL(dup)(fd);
+	share(fd, r);
+	return r;
+}
+
+LG_EXPORT int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	va_start(ap, cmd);
+	/* Every fcntl command takes at most one argument, an int or a
+	 * pointer; on the ABIs glibc supports both travel in the same
+	 * register, as glibc's own fcntl assumes. */
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	int r = REAL(fcntl)(fd, cmd, arg);
+	if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+		share(fd, r);
+	return r;
+}
+
+LG_EXPORT int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
+
+static int sys_close_range(unsigned first, unsigned last, int flags)
+{
+	if (real_close_range == NULL)
+		resolve();
+	if (real_close_range != NULL)
+		return real_close_range(first, last, flags);
+	return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+/* close_range closes every number in [first, last]: each marked socket in
+ * it goes through the lingering close, and the library's own descriptors
+ * in it are skipped (the program does not own them). With
+ * CLOSE_RANGE_CLOEXEC nothing closes now; with CLOSE_RANGE_UNSHARE the
+ * caller first gets a private descriptor table, where a close only drops a
+ * reference, so both pass through. */
+LG_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
+{
+	if (nmarks == 0 || (flags & (CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) || first > last)
+		return sys_close_range(first, last, flags);
+	int h = __atomic_load_n(&high_water, __ATOMIC_ACQUIRE);
+	unsigned scan_end = (unsigned)h < last ? (unsigned)h : last; /* h == -1: nothing marked */
+	if (h < 0 || first > (unsigned)h)
+		return sys_close_range(first, last, flags);
+	int saved = errno, rc = 0, err = 0;
+	unsigned from = first;
+	for (unsigned fd = first; fd <= scan_end; fd++) {
+		uint8_t m = __atomic_load_n(&marks[fd], __ATOMIC_RELAXED);
+		if (m == 0)
+			continue;
+		if (m & LG_M_OURS) {
+			if (fd > from && sys_close_range(from, fd - 1, flags) < 0 && !err)
+				rc = -1, err = errno;
+			from = fd + 1;
+			continue;
+		}
+		m = lg_mark_take((int)fd);
+		if ((m & (LG_M_ACCEPTED | LG_M_SHARED)) == LG_M_ACCEPTED) {
+			int one = (int)fd;
+			takeover(one, m, release_close, &one);
+		}
+	}
+	if (from <= last && sys_close_range(from, last, flags) < 0 && !err)
+		rc = -1, err = errno;
+	errno = err ? err : saved;
+	return rc;
+}
+
+/* fclose of a stream on a marked socket: the stream's buffered bytes are
+ * flushed by fclose itself, before its close, and the shutdown comes after
+ * (lg_complete), so the FIN follows them. glibc's fclose closes the
+ * descriptor internally, not through close(). */
+static int release_fclose(void *arg) { return REAL(fclose)(arg); }
+
+LG_EXPORT int fclose(FILE *fp)
+{
+	if (nmarks > 0 && fp != NULL) {
+		int fd = fileno(fp);
+		uint8_t m = lg_mark_get(fd);
+		if (m & LG_M_ACCEPTED) {
+			m = lg_mark_take(fd);
+			if ((m & (LG_M_ACCEPTED | LG_M_SHARED)) == LG_M_ACCEPTED)
+				return takeover(fd, m, release_fclose, fp);
+		}
+	}
+	return REAL(fclose)(fp);
+}
+
+/* setsockopt remembers SO_LINGER: a zero timeout asks close for a reset,
+ * which is honoured unless LINGER_SO_LINGER=ignore, and a positive one
+ * would make the loop's own close block, so the hand-off turns it off. */
+LG_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	int r = REAL(setsockopt)(fd, level, name, val, len);
+	if (r == 0 && nmarks > 0 && level == SOL_SOCKET && name == SO_LINGER && len >= sizeof(struct linger)) {
+		const struct linger *l = val;
+		mark_and(fd, (uint8_t) ~(LG_M_LINGER0 | LG_M_LINGERPOS));
+		if (l->l_onoff)
+			lg_mark_or(fd, l->l_linger == 0 ? LG_M_LINGER0 : LG_M_LINGERPOS);
+	}
+	return r;
+}
+
+/* socket clears whatever mark a number freed behind the library's back (a
+ * raw close system call, io_uring) left, so that a new outbound socket is
+ * never taken for an accepted one. */
+LG_EXPORT int socket(int domain, int type, int protocol)
+{
+	int fd = REAL(socket)(domain, type, protocol);
+	if (fd >= 0 && (size_t)fd < nmarks && marks[fd] != 0)
+		lg_mark_set(fd, 0);
+	return fd;
+}
+
+/* connect marks outbound TCP connections with LINGER_OUTBOUND=1. */
+LG_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	int r = REAL(connect)(fd, addr, len);
+	if (lg_cfg.outbound && nmarks > 0 && addr != NULL &&
+	    (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) &&
+	    (r == 0 || errno == EINPROGRESS)) {
+		int saved = errno, proto = 0;
+		socklen_t pl = sizeof proto;
+		if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &pl) == 0 && proto == IPPROTO_TCP)
+			lg_mark_or(fd, LG_M_ACCEPTED);
+		errno = saved;
+	}
+	return r;
+}
+
+/* sendmsg: a marked socket passed to another process (SCM_RIGHTS) is shared
+ * from then on. */
+LG_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	ssize_t r = REAL(sendmsg)(fd, msg, flags);
+	if (r >= 0 && nmarks > 0 && msg != NULL && msg->msg_controllen > 0) {
+		for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg); c != NULL;
+		     c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			const unsigned char *d = CMSG_DATA(c);
+			for (size_t i = 0; i < n; i++) {
+				int s;
+				__builtin_memcpy(&s, d + i * sizeof(int), sizeof s);
+				if (lg_mark_get(s) & LG_M_ACCEPTED)
+					lg_mark_or(s, LG_M_SHARED);
+			}
+		}
+	}
+	return r;
+}

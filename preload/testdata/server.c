@@ -1,0 +1,267 @@
+/*
+ * A TCP server for liblinger's tests, with the ways real servers close a
+ * connection. It listens on 127.0.0.1 (an ephemeral port, printed on stdout
+ * as "PORT n"), and for every connection reads the request (REQ bytes),
+ * writes the last word (RESP bytes), and closes while the client is still
+ * uploading, so that bytes are unread at the close. It runs until SIGTERM,
+ * then exits normally (so that destructors and LeakSanitizer run).
+ *
+ *   server MODE RESP REQ THREADS
+ *
+ * MODE says how the connection is closed:
+ *   close        close(2)
+ *   dup2         the JDK NIO pre-close: dup2 a half-closed socketpair end
+ *                over the socket, then close(2)
+ *   close_range  close_range(fd, fd, 0)
+ *   fclose       the answer written through a fully buffered FILE, fclose
+ *   solinger0    SO_LINGER with a zero timeout, then close(2)
+ *   fork         close(2), then fork a child that lists its sockets on
+ *                stderr ("child sockets N") and stays a while
+ *   exec         close(2), then posix_spawn this program as "listfds",
+ *                which lists its sockets on stderr ("exec sockets N")
+ *   nofile       fills the descriptor table before the close, so that
+ *                the library's duplicate fails (EMFILE)
+ *   shared       dup(2) the socket, close both (a shared socket: plain)
+ *   listfds      (internal) see exec
+ * THREADS threads accept and serve at once.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static const char *mode;
+static size_t resp, req;
+static int lfd, marker = -1;
+static volatile sig_atomic_t stop;
+static char *self;
+
+static int count_sockets(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (d == NULL)
+		return -1;
+	int n = 0;
+	struct dirent *e;
+	char path[300], link[64];
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+		ssize_t k = readlink(path, link, sizeof link - 1);
+		if (k > 0) {
+			link[k] = 0;
+			if (strncmp(link, "socket:", 7) == 0)
+				n++;
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+static int read_full(int fd, size_t n)
+{
+	char buf[4096];
+	while (n > 0) {
+		ssize_t k = read(fd, buf, n < sizeof buf ? n : sizeof buf);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = write(fd, p, n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		p += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static char *answer;
+
+static void serve(int fd)
+{
+	if (read_full(fd, req) != 0) {
+		close(fd);
+		return;
+	}
+	if (strcmp(mode, "fclose") == 0) {
+		FILE *f = fdopen(fd, "w");
+		if (f == NULL) {
+			close(fd);
+			return;
+		}
+		setvbuf(f, NULL, _IOFBF, resp + 1);
+		fwrite(answer, 1, resp, f); /* all of it still in the buffer */
+		if (fclose(f) != 0)
+			perror("fclose");
+		return;
+	}
+	write_full(fd, answer, resp);
+	int r = 0;
+	if (strcmp(mode, "dup2") == 0) {
+		if (dup2(marker, fd) < 0)
+			perror("dup2");
+		r = close(fd);
+	} else if (strcmp(mode, "close_range") == 0) {
+		r = close_range((unsigned)fd, (unsigned)fd, 0);
+	} else if (strcmp(mode, "solinger0") == 0) {
+		struct linger l = {1, 0};
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+		r = close(fd);
+	} else if (strcmp(mode, "shared") == 0) {
+		int d = dup(fd);
+		close(fd);
+		r = close(d);
+	} else if (strcmp(mode, "nofile") == 0) {
+		int fill[4096], n = 0;
+		while (n < 4096 && (fill[n] = open("/dev/null", O_RDONLY)) >= 0)
+			n++;
+		errno = 0;
+		r = close(fd);
+		if (r != 0 || errno != 0)
+			fprintf(stderr, "close: %d errno %d\n", r, errno);
+		while (n > 0)
+			close(fill[--n]);
+	} else {
+		errno = 0;
+		r = close(fd);
+		/* The real close's result and an untouched errno. */
+		if (errno != 0)
+			fprintf(stderr, "close changed errno to %d\n", errno);
+	}
+	if (r != 0)
+		fprintf(stderr, "close: %s\n", strerror(errno));
+	/* A second close of the same number is the program's own bug, and
+	 * must fail as it would without the library. */
+	if (close(fd) == 0 || errno != EBADF)
+		fprintf(stderr, "second close did not fail with EBADF\n");
+	if (strcmp(mode, "fork") == 0) {
+		pid_t p = fork();
+		if (p == 0) {
+			fprintf(stderr, "child sockets %d\n", count_sockets());
+			usleep(300 * 1000);
+			_exit(0);
+		}
+	} else if (strcmp(mode, "exec") == 0) {
+		char *argv[] = {self, "listfds", "0", "0", "1", NULL};
+		pid_t p;
+		int e = posix_spawn(&p, self, NULL, NULL, argv, environ);
+		if (e != 0)
+			fprintf(stderr, "posix_spawn: %s\n", strerror(e));
+		else
+			waitpid(p, NULL, 0);
+	}
+}
+
+static void *worker(void *arg)
+{
+	(void)arg;
+	while (!stop) {
+		int fd = accept(lfd, NULL, NULL);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (!stop)
+				perror("accept");
+			break;
+		}
+		serve(fd);
+	}
+	return NULL;
+}
+
+static void on_term(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 5) {
+		fprintf(stderr, "usage: server MODE RESP REQ THREADS\n");
+		return 2;
+	}
+	self = argv[0];
+	mode = argv[1];
+	resp = strtoul(argv[2], NULL, 10);
+	req = strtoul(argv[3], NULL, 10);
+	int threads = atoi(argv[4]);
+	if (strcmp(mode, "listfds") == 0) {
+		fprintf(stderr, "exec sockets %d\n", count_sockets());
+		return 0;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGCHLD, SIG_IGN); /* children reap themselves */
+	struct sigaction sa = {0};
+	sa.sa_handler = on_term; /* no SA_RESTART: accept returns EINTR */
+	sigaction(SIGTERM, &sa, NULL);
+	answer = malloc(resp + 1);
+	for (size_t i = 0; i < resp; i++)
+		answer[i] = (char)('a' + i % 26);
+	if (strcmp(mode, "dup2") == 0) {
+		int sp[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0)
+			return 1;
+		shutdown(sp[0], SHUT_RDWR);
+		close(sp[1]);
+		marker = sp[0];
+	}
+	if (strcmp(mode, "nofile") == 0) {
+		struct rlimit rl = {64, 64};
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(lfd, 1024) != 0) {
+		perror("listen");
+		return 1;
+	}
+	socklen_t al = sizeof a;
+	getsockname(lfd, (struct sockaddr *)&a, &al);
+	printf("PORT %d\n", ntohs(a.sin_port));
+	fflush(stdout);
+	pthread_t t[64];
+	if (threads < 1 || threads > 64)
+		threads = 1;
+	for (int i = 1; i < threads; i++) {
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old); /* SIGTERM goes to main */
+		pthread_create(&t[i], NULL, worker, NULL);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	worker(NULL);
+	/* exit, not return from the workers: the others are still in accept. */
+	fprintf(stderr, "sockets at exit %d\n", count_sockets());
+	fflush(stderr);
+	exit(0);
+}
