@@ -78,9 +78,11 @@ func TestJavaMatrix(t *testing.T) {
 		network string
 		version uint16
 	}
-	plans := []plan{{"loopback", tls.VersionTLS13}, {"loopback", tls.VersionTLS12}, {"lossy", tls.VersionTLS13}}
+	// In CI, TLS 1.3 only: the version in which the rejection comes
+	// after the client has started its upload.
+	plans := []plan{{"loopback", tls.VersionTLS13}, {"lossy", tls.VersionTLS13}}
 	if *matrixFlag {
-		plans = append(plans, plan{"lossy", tls.VersionTLS12})
+		plans = append(plans, plan{"loopback", tls.VersionTLS12}, plan{"lossy", tls.VersionTLS12})
 	}
 	var pair *netns.Pair
 	var mu sync.Mutex

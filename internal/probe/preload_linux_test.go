@@ -23,9 +23,13 @@ type preloadVariant struct {
 
 // preloadVariants are the ways each server runs. HAProxy sets SO_LINGER 0
 // on purpose when bytes remain unread, which the library honours by
-// default; LINGER_SO_LINGER=ignore lingers anyway.
+// default; LINGER_SO_LINGER=ignore lingers anyway. The stock runs are only
+// measured (-table): TestRealServers checks the stock servers.
 func preloadVariants(kind string) []preloadVariant {
-	vs := []preloadVariant{{name: "stock"}, {name: "preloaded", preload: true}}
+	vs := []preloadVariant{{name: "preloaded", preload: true}}
+	if *tableFlag {
+		vs = append([]preloadVariant{{name: "stock"}}, vs...)
+	}
 	if kind == "haproxy" {
 		vs = append(vs, preloadVariant{name: "preloaded, SO_LINGER ignored", preload: true, env: []string{"LINGER_SO_LINGER=ignore"}})
 	}
@@ -57,7 +61,10 @@ func mustDeliver(kind string, v preloadVariant, mode probe.Mode) bool {
 // under liblinger.so: the probe's verdict and the RSTs a capture on
 // loopback counts, which must agree trial by trial. Preloaded, each must be
 // DELIVERED (or ANSWERED OVER HTTP) with no RST on the wire, except where
-// mustDeliver says why not. It prints the cells as a table.
+// mustDeliver says why not. It prints the cells as a table. With -table
+// (and -trials) it also runs each server stock, and the OpenJDK server:
+//
+//	go test ./internal/probe -run TestPreloadedServers -v -args -table -trials 20
 func TestPreloadedServers(t *testing.T) {
 	testbed.RequireRoot(t, "the preloaded real servers (packet capture on loopback)")
 	checkFDs(t)
@@ -73,6 +80,11 @@ func TestPreloadedServers(t *testing.T) {
 	var mu sync.Mutex
 	var rows []string
 	for _, kind := range preloadKinds {
+		if kind == "java" && !*tableFlag {
+			// A JVM takes seconds to start; preloadlab's TestJavaMatrix
+			// checks the preloaded OpenJDK server in CI.
+			continue
+		}
 		for _, mode := range modes {
 			for _, v := range preloadVariants(kind) {
 				t.Run(kind+"/"+string(mode)+"/"+v.name, func(t *testing.T) {
