@@ -1,13 +1,9 @@
 package preloadlab
 
 import (
-	"errors"
 	"sort"
 	"strconv"
 	"strings"
-	"testing"
-
-	"github.com/linger-go/linger/internal/testbed"
 )
 
 // countsText lists counts as "a 3, b 1", largest first.
@@ -32,26 +28,4 @@ func countsText(m map[string]int) string {
 		return "none"
 	}
 	return strings.Join(parts, ", ")
-}
-
-// startServer starts a real server for the test, or skips it when its
-// program is missing, and stops it when the test ends.
-func startServer(t *testing.T, cfg testbed.RealServerConfig) *testbed.RealServer {
-	t.Helper()
-	if cfg.Dir == "" {
-		cfg.Dir = t.TempDir()
-	}
-	s, stop, err := testbed.StartRealServer(cfg)
-	if errors.Is(err, testbed.ErrNoBinary) {
-		t.Skipf("skipping %s: %v (./test.sh installs it as root)", cfg.Kind, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("stopping %s: %v", cfg.Kind, err)
-		}
-	})
-	return s
 }

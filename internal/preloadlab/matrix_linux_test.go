@@ -166,7 +166,7 @@ func runJavaCell(t *testing.T, files pki.Files, body string, pair *netns.Pair, n
 	if server == "preloaded" {
 		cfg.Env = testbed.ServerPreloadEnv(t, dir)
 	}
-	s := startServer(t, cfg)
+	s := testbed.RunRealServer(t, cfg)
 	tg.host, tg.port, _ = net.SplitHostPort(s.Addr)
 	port, _ := strconv.Atoi(tg.port)
 	var cells []*matrixCell
@@ -183,7 +183,11 @@ func runJavaCell(t *testing.T, files pki.Files, body string, pair *netns.Pair, n
 		if pair != nil && network == "lossy" {
 			before, _ = pair.Server.Counters()
 		}
-		capture := startCapture(t, pair, network, port)
+		var do func(func() error) error
+		if network == "lossy" {
+			do = pair.Server.Do
+		}
+		capture := testbed.CaptureServerRSTs(t, do, port)
 		for i := 0; i < trials; i++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 			v := cl.run(ctx, tg)
@@ -225,32 +229,6 @@ func short(s string) string {
 		s = s[:70] + "…"
 	}
 	return s
-}
-
-// startCapture counts the RSTs the server sends from port: on loopback, or
-// on every interface of the server's namespace.
-func startCapture(t *testing.T, pair *netns.Pair, network string, port int) func() map[int]int {
-	t.Helper()
-	var c *testbed.RSTCapture
-	var err error
-	if network == "lossy" {
-		err = pair.Server.Do(func() error {
-			c, err = testbed.CaptureRSTs("", port)
-			return err
-		})
-	} else {
-		c, err = testbed.CaptureRSTs("lo", port)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func() map[int]int {
-		m := c.RSTs()
-		if err := c.Close(); err != nil {
-			t.Errorf("capture: %v", err)
-		}
-		return m
-	}
 }
 
 // printMatrix prints the cells as a Markdown table on standard output.

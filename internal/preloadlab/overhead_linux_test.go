@@ -55,8 +55,8 @@ func TestOverhead(t *testing.T) {
 	}
 	libDir := t.TempDir()
 	servers := map[string]*testbed.RealServer{
-		"stock": startServer(t, testbed.RealServerConfig{Kind: "nginx", Files: files, Host: "127.0.0.1"}),
-		"preloaded": startServer(t, testbed.RealServerConfig{Kind: "nginx", Files: files, Dir: libDir, Host: "127.0.0.1",
+		"stock": testbed.RunRealServer(t, testbed.RealServerConfig{Kind: "nginx", Files: files, Host: "127.0.0.1"}),
+		"preloaded": testbed.RunRealServer(t, testbed.RealServerConfig{Kind: "nginx", Files: files, Dir: libDir, Host: "127.0.0.1",
 			// Counters once a second, not a line per connection: the
 			// cost measured is the library's, not its log's.
 			Env: testbed.ServerPreloadEnv(t, libDir, "LINGER_LOG_SUMMARY=1")}),

@@ -238,26 +238,10 @@ func tableServer(t *testing.T, server string, c tableCell, pair *netns.Pair, fil
 // network.
 func startCapture(t *testing.T, network string, pair *netns.Pair, port int) func() map[int]int {
 	t.Helper()
-	var c *testbed.RSTCapture
-	var err error
 	if network == "impaired" {
-		err = pair.Server.Do(func() error {
-			c, err = testbed.CaptureRSTs("", port)
-			return err
-		})
-	} else {
-		c, err = testbed.CaptureRSTs("lo", port)
+		return testbed.CaptureServerRSTs(t, pair.Server.Do, port)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func() map[int]int {
-		m := c.RSTs()
-		if err := c.Close(); err != nil {
-			t.Errorf("capture: %v", err)
-		}
-		return m
-	}
+	return testbed.CaptureServerRSTs(t, nil, port)
 }
 
 // runOldProbe runs an older linger binary's probe with --json and returns
