@@ -233,8 +233,8 @@ func short(s string) string {
 
 // printMatrix prints the cells as a Markdown table on standard output.
 func printMatrix(t *testing.T, trials int, cells []*matrixCell) {
-	fmt.Fprintf(os.Stdout, "\nOpenJDK needClientAuth rejecting an untrusted client that uploads %d KiB, %d trials a cell; %s = veth, %s\n\n",
-		uploadBytes>>10, trials, "lossy", lossyPath)
+	fmt.Fprintf(os.Stdout, "\nOpenJDK needClientAuth rejecting an untrusted client that uploads %d KiB, %d trials a cell; lossy: %s\n\n",
+		uploadBytes>>10, trials, lossyPath)
 	fmt.Println("| network | TLS | server | client | alert reported | connections reset (RSTs) | first errors |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- |")
 	for _, c := range cells {
