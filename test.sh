@@ -101,6 +101,21 @@ for v in "${other_gos[@]}"; do
 	GOTOOLCHAIN=$v go test -count=1 -timeout 10m . ./alert/
 done
 
+# liblinger (preload/), the lingering close preloaded into servers not
+# written in Go: its tests (go test ./preload/, in the run below, ~20 s) build
+# the plain and the sanitizer library with make and a C test server with cc,
+# and count system calls with strace. Built here first so that a compiler
+# error shows on its own.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+	for p in build-essential strace; do
+		if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
+			DEBIAN_FRONTEND=noninteractive apt_get install -y -qq --no-install-recommends "$p"
+		fi
+	done
+fi
+echo "== liblinger: make -C preload"
+make -s -C preload
+
 echo "== tests"
 go test -count=1 -timeout 10m ./...
 

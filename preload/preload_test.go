@@ -31,13 +31,14 @@ func TestMain(m *testing.M) {
 }
 
 // builds are the two libraries every behaviour runs against: the one
-// shipped and the one built with -fsanitize=address,undefined.
+// shipped and the one built with -fsanitize=address,undefined. Each gives
+// the LD_PRELOAD value that loads it.
 var builds = []struct {
-	name     string
-	sanitize bool
+	name    string
+	preload func(t *testing.T) string
 }{
-	{"plain", false},
-	{"asan", true},
+	{"plain", func(t *testing.T) string { return testbed.LibLinger(t) }},
+	{"asan", func(t *testing.T) string { return testbed.PreloadASan(t) }},
 }
 
 // The test server's sizes: the request it reads, the last word it writes,
@@ -58,7 +59,7 @@ var serverBin struct {
 // buildServer compiles testdata/server.c once per test binary.
 func buildServer(t *testing.T) string {
 	t.Helper()
-	testbed.BuildPreload(t, false) // skips without make or cc
+	testbed.LibLinger(t) // skips if the library does not build
 	serverBin.once.Do(func() {
 		dir, err := os.MkdirTemp("", "liblinger-test")
 		if err != nil {
@@ -262,22 +263,27 @@ type result struct {
 // drive runs n clients at once against port with behaviour c: each sends
 // the request, uploads uploadSize bytes while it reads, and reads until
 // EOF.
-func drive(t *testing.T, port, n int, c client) []result {
+func drive(t *testing.T, host string, port, n int, c client) []result {
 	t.Helper()
 	res := make([]result, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { res[i] = dial(port, c) })
+		wg.Go(func() { res[i] = dial(host, port, c) })
 	}
 	wg.Wait()
 	return res
 }
 
-func dial(port int, c client) result {
-	conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 5*time.Second)
+func dial(host string, port int, c client) result {
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), 5*time.Second)
 	if err != nil {
 		return result{err: err}
 	}
+	return talk(conn, c)
+}
+
+// talk is a client's side of one connection, dialled or accepted.
+func talk(conn net.Conn, c client) result {
 	defer conn.Close()
 	r := result{local: conn.LocalAddr().String()}
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
@@ -374,12 +380,17 @@ var cases = []struct {
 	// plainEnd: the close found nothing to linger for and was plain,
 	// without a duplicate or the loop (held 0).
 	plainEnd  bool
+	ipv6      bool   // the server listens on ::1
 	errHas    string // in every line's err
 	stderrHas string // in the server's stderr, once per connection
 }{
 	{name: "close", mode: "close", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "dup2-preclose", mode: "dup2", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "close_range", mode: "close_range", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
+	{name: "syscall-close", mode: "syscall", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
+	{name: "ipv6", mode: "close", threads: 1, conns: 8, ipv6: true, delivered: true, outcome: "peer_closed"},
+	{name: "ipv6-per-prefix", mode: "close", threads: 4, conns: 8, ipv6: true, client: holdOpen,
+		env: []string{"LINGER_MAX_CONNS_PER_IP=1", "LINGER_IDLE_TIMEOUT=5s"}, cut: true, mixed: true},
 	{name: "fclose", mode: "fclose", threads: 1, conns: 8, delivered: true, outcome: "peer_closed"},
 	{name: "threads", mode: "close", threads: 8, conns: 64, delivered: true, outcome: "peer_closed"},
 	{name: "eintr", mode: "eintr", threads: 2, conns: 16, delivered: true, outcome: "peer_closed"},
@@ -416,14 +427,17 @@ var cases = []struct {
 func TestPreload(t *testing.T) {
 	for _, b := range builds {
 		t.Run(b.name, func(t *testing.T) {
-			lib := testbed.BuildPreload(t, b.sanitize)
-			preload := testbed.PreloadEnv(t, lib, b.sanitize)
+			preload := b.preload(t)
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
-					s := startServer(t, preload, tc.mode, tc.threads, tc.env...)
+					env, host := tc.env, "127.0.0.1"
+					if tc.ipv6 {
+						env, host = append([]string{"SERVER_IPV6=1"}, env...), "::1"
+					}
+					s := startServer(t, preload, tc.mode, tc.threads, env...)
 					fds0, socks0 := s.sockets(t)
 					capt := capture(t, s.port)
-					res := drive(t, s.port, tc.conns, tc.client)
+					res := drive(t, host, s.port, tc.conns, tc.client)
 					wantLines := tc.conns
 					if tc.outcome == "" && !tc.mixed {
 						wantLines = 0
@@ -448,6 +462,12 @@ func TestPreload(t *testing.T) {
 						}
 					}
 					if tc.stderrHas != "" {
+						// A forked child says it in its own time (forking an
+						// ASan process copies large mappings).
+						deadline := time.Now().Add(5 * time.Second)
+						for strings.Count(s.stderr.String(), tc.stderrHas) < tc.conns && time.Now().Before(deadline) {
+							time.Sleep(20 * time.Millisecond)
+						}
 						if got := strings.Count(s.stderr.String(), tc.stderrHas); got != tc.conns {
 							t.Errorf("server's stderr has %q %d times, want %d:\n%s", tc.stderrHas, got, tc.conns, s.stderr)
 						}
@@ -534,7 +554,7 @@ func checkFDs(t *testing.T, s *server, fds0, socks0 int) {
 func TestStockResets(t *testing.T) {
 	s := startServer(t, "", "close", 1)
 	capt := capture(t, s.port)
-	res := drive(t, s.port, 8, cooperative)
+	res := drive(t, "127.0.0.1", s.port, 8, cooperative)
 	n := rsts(t, capt)
 	clean := 0
 	for _, r := range res {
@@ -552,7 +572,7 @@ func TestStockResets(t *testing.T) {
 // stderr naming it and the default used, and that the library still
 // lingers with the defaults.
 func TestBadConfig(t *testing.T) {
-	lib := testbed.BuildPreload(t, false)
+	lib := testbed.LibLinger(t)
 	env := []string{
 		"LINGER_IDLE_TIMEOUT=soon",
 		"LINGER_MAX_HOLD=-3s",
@@ -576,7 +596,7 @@ func TestBadConfig(t *testing.T) {
 		`LINGER_IDLE_TIMOUT is not a variable of liblinger; ignored`,
 	}
 	s := startServer(t, lib, "close", 1, env...)
-	res := drive(t, s.port, 2, cooperative)
+	res := drive(t, "127.0.0.1", s.port, 2, cooperative)
 	checkDelivery(t, res, -1, true, false)
 	checkRecords(t, s.records(t, 2), res, 2, "peer_closed", "", false)
 	s.stop(t)
@@ -600,9 +620,9 @@ func TestBadConfig(t *testing.T) {
 // TestSummary checks LINGER_LOG_SUMMARY: counters per outcome instead of a
 // line per connection, written at exit.
 func TestSummary(t *testing.T) {
-	lib := testbed.BuildPreload(t, false)
+	lib := testbed.LibLinger(t)
 	s := startServer(t, lib, "close", 1, "LINGER_LOG_SUMMARY=60")
-	res := drive(t, s.port, 3, cooperative)
+	res := drive(t, "127.0.0.1", s.port, 3, cooperative)
 	checkDelivery(t, res, -1, true, false)
 	time.Sleep(100 * time.Millisecond) // the last peer's FIN reaches the loop
 	s.stop(t)
@@ -621,5 +641,57 @@ func TestSummary(t *testing.T) {
 	}
 	if last.Outcomes["peer_closed"] != 3 || last.Lingering != 0 || last.Discarded < 3*uploadSize/2 {
 		t.Errorf("summary at exit: %s, want 3 peer_closed, none lingering", lines[len(lines)-1])
+	}
+}
+
+// TestOutbound checks that connections the program made itself are left
+// alone, and linger with LINGER_OUTBOUND=1: the test server connects to a
+// Go listener here, which uploads while the server answers and closes.
+func TestOutbound(t *testing.T) {
+	lib := testbed.LibLinger(t)
+	for _, tc := range []struct {
+		name    string
+		env     []string
+		lingers bool
+	}{
+		{"default", nil, false},
+		{"LINGER_OUTBOUND=1", []string{"LINGER_OUTBOUND=1"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			port := ln.Addr().(*net.TCPAddr).Port
+			s := startServer(t, lib, "outbound", 1, append([]string{"OUTBOUND_PORT=" + strconv.Itoa(port)}, tc.env...)...)
+			const n = 4
+			res := make([]result, n)
+			for i := range res {
+				conn, err := ln.Accept()
+				if err != nil {
+					t.Fatal(err)
+				}
+				res[i] = talk(conn, cooperative)
+			}
+			ln.Close() // the server's next connects fail until it stops
+			want := 0
+			if tc.lingers {
+				want = n
+			}
+			recs := s.records(t, want)
+			s.stop(t)
+			if len(recs) != want {
+				t.Errorf("LINGER_LOG has %d lines, want %d: %+v", len(recs), want, recs)
+			}
+			for _, r := range recs {
+				if r.Outcome != "peer_closed" || r.Peer != ln.Addr().String() {
+					t.Errorf("LINGER_LOG: %+v, want peer_closed from %s", r, ln.Addr())
+				}
+			}
+			if tc.lingers {
+				checkDelivery(t, res, -1, true, false)
+			}
+		})
 	}
 }

@@ -1,98 +1,84 @@
 package testbed
 
 import (
-	"bytes"
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
-	"syscall"
 )
 
-// PreloadTB is the part of testing.TB that BuildPreload needs.
-type PreloadTB interface {
+var preloadLib struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// LibLinger returns the path of liblinger.so: $LINGER_PRELOAD_LIB if set,
+// else the repository's preload/ built once per test binary with make. It
+// skips t when there is no preload/ in this tree or it does not build.
+func LibLinger(t interface {
 	Helper()
 	Skipf(format string, args ...any)
-	Fatalf(format string, args ...any)
-}
-
-// PreloadDir is the repository's preload directory, where liblinger's C
-// sources and Makefile are.
-func PreloadDir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "preload")
-}
-
-var preloadBuild struct {
-	sync.Mutex
-	done bool
-	err  error
-	out  []byte
-}
-
-// BuildPreload builds liblinger with `make -C preload`, once per test
-// binary, and returns the absolute path of preload/build/liblinger.so, or
-// of preload/build/liblinger-asan.so (-fsanitize=address,undefined) if
-// sanitize is set; LD_PRELOAD needs PreloadEnv's value for the latter. It
-// skips t if make or a C compiler is missing. Test binaries of several
-// packages may build at once: an flock on preload/build.lock makes them
-// take turns, and make leaves an up-to-date build alone.
-func BuildPreload(t PreloadTB, sanitize bool) string {
+}) string {
 	t.Helper()
-	for _, tool := range []string{"make", "cc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("skipping: liblinger needs %s to build (apt-get install build-essential)", tool)
+	preloadLib.once.Do(func() {
+		if p := os.Getenv("LINGER_PRELOAD_LIB"); p != "" {
+			preloadLib.path, preloadLib.err = filepath.Abs(p)
+			return
 		}
+		_, file, _, _ := runtime.Caller(0)
+		dir := filepath.Join(filepath.Dir(file), "..", "..", "preload")
+		if _, err := os.Stat(filepath.Join(dir, "Makefile")); err != nil {
+			preloadLib.err = errors.New("no preload/Makefile in this tree")
+			return
+		}
+		if out, err := exec.Command("make", "-s", "-C", dir, "build/liblinger.so").CombinedOutput(); err != nil {
+			preloadLib.err = fmt.Errorf("make -C %s: %w: %s", dir, err, out)
+			return
+		}
+		preloadLib.path = filepath.Join(dir, "build", "liblinger.so")
+	})
+	if preloadLib.err != nil {
+		t.Skipf("skipping the preloaded server: %v", preloadLib.err)
 	}
-	dir := PreloadDir()
-	preloadBuild.Lock()
-	defer preloadBuild.Unlock()
-	if !preloadBuild.done {
-		preloadBuild.done = true
-		preloadBuild.out, preloadBuild.err = buildLocked(dir)
-	}
-	if preloadBuild.err != nil {
-		t.Fatalf("make -C %s: %v\n%s", dir, preloadBuild.err, preloadBuild.out)
-	}
-	name := "liblinger.so"
-	if sanitize {
-		name = "liblinger-asan.so"
-	}
-	lib, err := filepath.Abs(filepath.Join(dir, "build", name))
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	return lib
+	return preloadLib.path
 }
 
-func buildLocked(dir string) ([]byte, error) {
-	lock, err := os.OpenFile(filepath.Join(dir, "build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return nil, err
-	}
-	return exec.Command("make", "-s", "-C", dir).CombinedOutput()
-}
-
-// PreloadEnv returns the LD_PRELOAD value that loads lib. For the
-// sanitizer build, the ASan runtime must be the first library loaded
-// (ASan refuses to run otherwise), so it comes first, as
-// `cc -print-file-name=libasan.so` names it; t is skipped if the compiler
-// has none.
-func PreloadEnv(t PreloadTB, lib string, sanitize bool) string {
+// PreloadEnv is the environment (RealServerConfig.Env) that runs a server
+// under liblinger.so with its per-connection log in dir/linger.log, and
+// extra LINGER_* settings.
+func PreloadEnv(t interface {
+	Helper()
+	Skipf(format string, args ...any)
+}, dir string, extra ...string) []string {
 	t.Helper()
-	if !sanitize {
-		return lib
+	return append([]string{"LD_PRELOAD=" + LibLinger(t), "LINGER_LOG=" + filepath.Join(dir, "linger.log")}, extra...)
+}
+
+// PreloadOutcomes counts the lines of the log PreloadEnv asks for by their
+// outcome ("?" for a line without one): what the library says it did with
+// each connection it took over.
+func PreloadOutcomes(dir string) map[string]int {
+	m := map[string]int{}
+	f, err := os.Open(filepath.Join(dir, "linger.log"))
+	if err != nil {
+		return m
 	}
-	out, err := exec.Command("cc", "-print-file-name=libasan.so").Output()
-	asan := string(bytes.TrimSpace(out))
-	if err != nil || !strings.HasPrefix(asan, "/") {
-		t.Skipf("skipping the sanitizer build: the C compiler has no libasan.so (%v)", err)
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var l struct {
+			Outcome string `json:"outcome"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Outcome == "" {
+			l.Outcome = "?"
+		}
+		m[l.Outcome]++
 	}
-	return asan + " " + lib
+	return m
 }

@@ -40,6 +40,10 @@ static int high_water = -1;
  * they do not take the low numbers a program expects to get next: half the
  * soft RLIMIT_NOFILE, at most 1024 (FD_SETSIZE, where select() ends). */
 static int own_base;
+/* The process the library's state belongs to: a vfork child, which runs in
+ * its parent's memory without the fork handlers, has another pid and
+ * closes plainly (its close only drops its reference to the socket). */
+static pid_t owner;
 
 static int (*real_close)(int);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
@@ -54,6 +58,7 @@ static int (*real_setsockopt)(int, int, int, const void *, socklen_t);
 static int (*real_socket)(int, int, int);
 static int (*real_connect)(int, const struct sockaddr *, socklen_t);
 static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
+static long (*real_syscall)(long, ...);
 
 /* resolve looks the real calls up. It runs from the constructor, and again
  * from any wrapper called before the constructor (another library's
@@ -74,6 +79,7 @@ static void resolve(void)
 	R(socket);
 	R(connect);
 	R(sendmsg);
+	R(syscall);
 #undef R
 }
 #define REAL(name) (__builtin_expect(real_##name == NULL, 0) ? (resolve(), real_##name) : real_##name)
@@ -193,12 +199,13 @@ static void after_fork_child(void)
 	lg_log_after_fork_child();
 	for (int fd = 0; fd <= h && (size_t)fd < nmarks; fd++) {
 		uint8_t m = __atomic_load_n(&marks[fd], __ATOMIC_RELAXED);
-		if (m == LG_M_OURS && !lg_log_is_fd(fd)) {
+		if ((m & LG_M_OURS) && !lg_log_is_fd(fd)) {
 			marks[fd] = 0;
 			REAL(close)(fd);
 		}
 	}
 	share_all();
+	owner = getpid();
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
 		own_base = rl.rlim_cur / 2 < 1024 ? (int)(rl.rlim_cur / 2) : 1024;
@@ -226,9 +233,10 @@ __attribute__((constructor)) static void lg_init(void)
 		goto out;
 	}
 	marks = p;
-	lg_log_open();
-	pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+	owner = getpid();
 	__atomic_store_n(&nmarks, n, __ATOMIC_RELEASE);
+	lg_log_open(); /* after nmarks: its descriptor is marked ours */
+	pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 out:
 	errno = saved;
 }
@@ -265,14 +273,14 @@ static void on_accept(int l, int fd)
 	errno = saved;
 }
 
-LG_EXPORT int accept(int s, struct sockaddr *addr, socklen_t *len)
+static int do_accept(int s, struct sockaddr *addr, socklen_t *len)
 {
 	int fd = REAL(accept)(s, addr, len);
 	on_accept(s, fd);
 	return fd;
 }
 
-LG_EXPORT int accept4(int s, struct sockaddr *addr, socklen_t *len, int flags)
+static int do_accept4(int s, struct sockaddr *addr, socklen_t *len, int flags)
 {
 	int fd = REAL(accept4)(s, addr, len, flags);
 	on_accept(s, fd);
@@ -285,6 +293,8 @@ LG_EXPORT int accept4(int s, struct sockaddr *addr, socklen_t *len, int flags)
 static int takeover(int fd, uint8_t m, int (*release)(void *), void *arg)
 {
 	int saved = errno;
+	if (getpid() != owner)
+		return release(arg);
 	struct lg_handoff h;
 	lg_prepare(fd, m, &h);
 	errno = saved;
@@ -300,7 +310,7 @@ static int takeover(int fd, uint8_t m, int (*release)(void *), void *arg)
 
 static int release_close(void *arg) { return REAL(close)(*(int *)arg); }
 
-LG_EXPORT int close(int fd)
+static int do_close(int fd)
 {
 	if (fd >= 0 && (size_t)fd < nmarks) {
 		uint8_t m = __atomic_load_n(&marks[fd], __ATOMIC_RELAXED);
@@ -358,13 +368,13 @@ static int dup_onto(struct dup_args *a)
 	return r;
 }
 
-LG_EXPORT int dup2(int oldfd, int newfd)
+static int do_dup2(int oldfd, int newfd)
 {
 	struct dup_args a = {oldfd, newfd, 0, 0};
 	return dup_onto(&a);
 }
 
-LG_EXPORT int dup3(int oldfd, int newfd, int flags)
+static int do_dup3(int oldfd, int newfd, int flags)
 {
 	struct dup_args a = {oldfd, newfd, flags, 1};
 	return dup_onto(&a);
@@ -417,7 +427,7 @@ static int sys_close_range(unsigned first, unsigned last, int flags)
 		resolve();
 	if (real_close_range != NULL)
 		return real_close_range(first, last, flags);
-	return (int)syscall(SYS_close_range, first, last, flags);
+	return (int)REAL(syscall)(SYS_close_range, first, last, flags);
 }
 
 /* close_range closes every number in [first, last]: each marked socket in
@@ -426,17 +436,33 @@ static int sys_close_range(unsigned first, unsigned last, int flags)
  * CLOSE_RANGE_CLOEXEC nothing closes now; with CLOSE_RANGE_UNSHARE the
  * caller first gets a private descriptor table, where a close only drops a
  * reference, so both pass through. */
-LG_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
+static int do_close_range(unsigned int first, unsigned int last, int flags)
 {
 	if (nmarks == 0 || (flags & (CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) || first > last)
 		return sys_close_range(first, last, flags);
 	int h = __atomic_load_n(&high_water, __ATOMIC_ACQUIRE);
-	unsigned scan_end = (unsigned)h < last ? (unsigned)h : last; /* h == -1: nothing marked */
-	if (h < 0 || first > (unsigned)h)
+	if (h < 0 || first > (unsigned)h) /* nothing marked in the range */
 		return sys_close_range(first, last, flags);
 	int saved = errno, rc = 0, err = 0;
+	/* First the lingering closes, one by one: each makes a duplicate of
+	 * the library's, possibly inside the range. */
+	unsigned end = (unsigned)h < last ? (unsigned)h : last;
+	for (unsigned fd = first; fd <= end; fd++) {
+		uint8_t m = __atomic_load_n(&marks[fd], __ATOMIC_RELAXED);
+		if ((m & (LG_M_ACCEPTED | LG_M_SHARED | LG_M_OURS)) != LG_M_ACCEPTED)
+			continue;
+		m = lg_mark_take((int)fd);
+		if ((m & (LG_M_ACCEPTED | LG_M_SHARED)) == LG_M_ACCEPTED) {
+			int one = (int)fd;
+			takeover(one, m, release_close, &one);
+		}
+	}
+	/* Then the rest of the range, around the library's descriptors as
+	 * they are now. */
+	h = __atomic_load_n(&high_water, __ATOMIC_ACQUIRE);
+	end = (unsigned)h < last ? (unsigned)h : last;
 	unsigned from = first;
-	for (unsigned fd = first; fd <= scan_end; fd++) {
+	for (unsigned fd = first; fd <= end; fd++) {
 		uint8_t m = __atomic_load_n(&marks[fd], __ATOMIC_RELAXED);
 		if (m == 0)
 			continue;
@@ -446,11 +472,7 @@ LG_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 			from = fd + 1;
 			continue;
 		}
-		m = lg_mark_take((int)fd);
-		if ((m & (LG_M_ACCEPTED | LG_M_SHARED)) == LG_M_ACCEPTED) {
-			int one = (int)fd;
-			takeover(one, m, release_close, &one);
-		}
+		lg_mark_set((int)fd, 0); /* closed below */
 	}
 	if (from <= last && sys_close_range(from, last, flags) < 0 && !err)
 		rc = -1, err = errno;
@@ -541,4 +563,53 @@ LG_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 		}
 	}
 	return r;
+}
+
+LG_EXPORT int close(int fd) { return do_close(fd); }
+
+LG_EXPORT int accept(int s, struct sockaddr *addr, socklen_t *len) { return do_accept(s, addr, len); }
+
+LG_EXPORT int accept4(int s, struct sockaddr *addr, socklen_t *len, int flags) { return do_accept4(s, addr, len, flags); }
+
+LG_EXPORT int dup2(int oldfd, int newfd) { return do_dup2(oldfd, newfd); }
+
+LG_EXPORT int dup3(int oldfd, int newfd, int flags) { return do_dup3(oldfd, newfd, flags); }
+
+LG_EXPORT int close_range(unsigned int first, unsigned int last, int flags) { return do_close_range(first, last, flags); }
+
+/*
+ * syscall(2): libuv (Node.js) closes with syscall(SYS_close, fd), to avoid
+ * close's cancellation point, so the calls that close or accept a socket
+ * are routed through their interposed forms when made this way too; their
+ * return values and errno follow syscall(2)'s (-1 and errno on failure),
+ * which are close's. Every other number passes through with its six
+ * arguments, as glibc's own syscall() takes them from the registers and
+ * the stack whether the caller passed them or not.
+ */
+LG_EXPORT long syscall(long nr, ...)
+{
+	va_list ap;
+	va_start(ap, nr);
+	long a = va_arg(ap, long), b = va_arg(ap, long), c = va_arg(ap, long);
+	long d = va_arg(ap, long), e = va_arg(ap, long), f = va_arg(ap, long);
+	va_end(ap);
+	switch (nr) {
+	case SYS_close:
+		return do_close((int)a);
+	case SYS_close_range:
+		return do_close_range((unsigned)a, (unsigned)b, (int)c);
+#ifdef SYS_dup2
+	case SYS_dup2:
+		return do_dup2((int)a, (int)b);
+#endif
+	case SYS_dup3:
+		return do_dup3((int)a, (int)b, (int)c);
+#ifdef SYS_accept
+	case SYS_accept:
+		return do_accept((int)a, (struct sockaddr *)b, (socklen_t *)c);
+#endif
+	case SYS_accept4:
+		return do_accept4((int)a, (struct sockaddr *)b, (socklen_t *)c, (int)d);
+	}
+	return REAL(syscall)(nr, a, b, c, d, e, f);
 }

@@ -12,7 +12,8 @@
  *   close        close(2)
  *   dup2         the JDK NIO pre-close: dup2 a half-closed socketpair end
  *                over the socket, then close(2)
- *   close_range  close_range(fd, fd, 0)
+ *   close_range  close_range(fd, ~0U, 0): every number from the socket's up,
+ *                the library's own included (which it must keep)
  *   fclose       the answer written through a fully buffered FILE, fclose
  *   solinger0    SO_LINGER with a zero timeout, then close(2)
  *   fork         close(2), then fork a child that lists its sockets on
@@ -22,10 +23,14 @@
  *   nofile       fills the descriptor table before the close, so that
  *                the library's duplicate fails (EMFILE)
  *   shared       dup(2) the socket, close both (a shared socket: plain)
+ *   syscall      syscall(SYS_close, fd), as libuv (Node.js) closes
  *   eintr        close(2), with SIGALRM every millisecond interrupting the
  *                program's system calls (no SA_RESTART)
  *   listfds      (internal) see exec
- * THREADS threads accept and serve at once.
+ *   outbound     connects to 127.0.0.1:$OUTBOUND_PORT instead of accepting,
+ *                again and again, and serves each connection as "close"
+ * THREADS threads accept and serve at once. With SERVER_IPV6=1 the server
+ * listens on ::1.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -133,11 +138,13 @@ static void serve(int fd)
 			perror("dup2");
 		r = close(fd);
 	} else if (strcmp(mode, "close_range") == 0) {
-		r = close_range((unsigned)fd, (unsigned)fd, 0);
+		r = close_range((unsigned)fd, ~0U, 0);
 	} else if (strcmp(mode, "solinger0") == 0) {
 		struct linger l = {1, 0};
 		setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
 		r = close(fd);
+	} else if (strcmp(mode, "syscall") == 0) {
+		r = (int)syscall(SYS_close, fd);
 	} else if (strcmp(mode, "shared") == 0) {
 		int d = dup(fd);
 		close(fd);
@@ -209,6 +216,29 @@ static void on_term(int sig)
 	stop = 1;
 }
 
+/* outbound is the server as a client: it connects, and then serves the
+ * connection as "close" does, until SIGTERM. */
+static int outbound(void)
+{
+	const char *p = getenv("OUTBOUND_PORT");
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	a.sin_port = htons((uint16_t)(p ? atoi(p) : 0));
+	mode = "close";
+	printf("PORT 0\n");
+	fflush(stdout);
+	while (!stop) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+			close(fd);
+			usleep(10 * 1000);
+			continue;
+		}
+		serve(fd);
+	}
+	fprintf(stderr, "sockets at exit %d\n", count_sockets());
+	exit(0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 5) {
@@ -252,17 +282,22 @@ int main(int argc, char **argv)
 		struct rlimit rl = {64, 64};
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (strcmp(mode, "outbound") == 0)
+		return outbound();
+	int v6 = getenv("SERVER_IPV6") != NULL;
+	lfd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int one = 1;
 	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	if (bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(lfd, 1024) != 0) {
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	struct sockaddr *addr = v6 ? (struct sockaddr *)&a6 : (struct sockaddr *)&a;
+	socklen_t al = v6 ? sizeof a6 : sizeof a;
+	if (bind(lfd, addr, al) != 0 || listen(lfd, 1024) != 0) {
 		perror("listen");
 		return 1;
 	}
-	socklen_t al = sizeof a;
-	getsockname(lfd, (struct sockaddr *)&a, &al);
-	printf("PORT %d\n", ntohs(a.sin_port));
+	getsockname(lfd, addr, &al);
+	printf("PORT %d\n", ntohs(v6 ? a6.sin6_port : a.sin_port));
 	fflush(stdout);
 	pthread_t t[64];
 	if (threads < 1 || threads > 64)

@@ -1,0 +1,123 @@
+//go:build linux
+
+package preload_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/linger-go/linger/internal/testbed"
+)
+
+// buildC compiles one of testdata's C programs into the test's temporary
+// directory.
+func buildC(t *testing.T, name string) string {
+	t.Helper()
+	testbed.LibLinger(t) // skips if there is no compiler to build the library
+	bin := filepath.Join(t.TempDir(), name)
+	if out, err := exec.Command("cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", bin,
+		filepath.Join("testdata", name+".c")).CombinedOutput(); err != nil {
+		t.Fatalf("cc testdata/%s.c: %v\n%s", name, err, out)
+	}
+	return bin
+}
+
+// syscalls runs the program under strace -f -c and returns the calls it
+// counted, by system call.
+func syscalls(t *testing.T, preload string, args ...string) map[string]int {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "strace")
+	cmd := exec.Command("strace", append([]string{"-f", "-c", "-o", out}, args...)...)
+	cmd.Env = os.Environ()
+	if preload != "" {
+		cmd.Env = append(cmd.Env, "LD_PRELOAD="+preload)
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("strace %v: %v\n%s", args, err, b)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]int{}
+	for _, l := range strings.Split(string(data), "\n") {
+		// % time, seconds, usecs/call, calls, [errors,] syscall
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			continue
+		}
+		if n, err := strconv.Atoi(f[3]); err == nil {
+			calls[f[len(f)-1]] = n
+		}
+	}
+	return calls
+}
+
+// TestCloseOverhead measures what the library adds to a close(2) of a
+// regular file and of a pipe, which it must leave alone: the system calls
+// it adds per close (strace -c, the difference between 2000 and 1000
+// closes, so that the library's start-up calls cancel), which must be
+// none, and the nanoseconds it adds (closebench, stock and preloaded
+// alternately in the same run, fastest of 3x40 rounds of 1000 each), which must be
+// small. go test -run TestCloseOverhead -v ./preload/ prints the table.
+func TestCloseOverhead(t *testing.T) {
+	lib := testbed.LibLinger(t)
+	bench := buildC(t, "closebench")
+	kinds := []string{"file", "pipe"}
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Logf("strace not installed: system calls per close not counted")
+	} else {
+		for _, kind := range kinds {
+			per := map[string]float64{}
+			for _, p := range []string{"", lib} {
+				small := syscalls(t, p, bench, kind, "1000", "1")
+				large := syscalls(t, p, bench, kind, "2000", "1")
+				name := map[bool]string{false: "stock", true: "preloaded"}[p != ""]
+				per[name] = float64(large["total"]-small["total"]) / 1000
+				if large["close"]-small["close"] != 1000 {
+					t.Errorf("%s %s: %d closes more for 1000 more descriptors, want 1000", kind, name, large["close"]-small["close"])
+				}
+			}
+			added := per["preloaded"] - per["stock"]
+			t.Logf("%s: system calls per close, with its open: stock %.3f, preloaded %.3f: %.3f added", kind, per["stock"], per["preloaded"], added)
+			if added != 0 {
+				t.Errorf("%s: the library adds %.3f system calls per close, want 0", kind, added)
+			}
+		}
+	}
+	for _, kind := range kinds {
+		best := map[bool]float64{}
+		for range 3 {
+			for _, pre := range []bool{false, true} {
+				cmd := exec.Command(bench, kind, "1000", "40")
+				cmd.Env = os.Environ()
+				if pre {
+					cmd.Env = append(cmd.Env, "LD_PRELOAD="+lib)
+				}
+				out, err := cmd.Output()
+				if err != nil {
+					t.Fatalf("closebench: %v", err)
+				}
+				var k string
+				var lo, med float64
+				if _, err := fmt.Sscanf(string(out), "%s min_ns %g median_ns %g", &k, &lo, &med); err != nil {
+					t.Fatalf("closebench said %q: %v", out, err)
+				}
+				if b, ok := best[pre]; !ok || lo < b {
+					best[pre] = lo
+				}
+			}
+		}
+		t.Logf("%s: ns per close, fastest round: stock %.0f, preloaded %.0f: %.2fx, %+.0f ns (a shared, loaded machine)",
+			kind, best[false], best[true], best[true]/best[false], best[true]-best[false])
+		// One byte load and a branch; the margin is for the machine's noise.
+		if best[true] > 1.5*best[false]+100 {
+			t.Errorf("%s: a close costs %.0f ns preloaded against %.0f stock", kind, best[true], best[false])
+		}
+	}
+}
