@@ -164,7 +164,7 @@ func runJavaCell(t *testing.T, files pki.Files, body string, pair *netns.Pair, n
 		tg.command, tg.dial = pair.Client.Command, pair.Client.DialContext
 	}
 	if server == "preloaded" {
-		cfg.Env = testbed.ServerPreloadEnv(t, dir)
+		cfg.Env = testbed.PreloadEnv(t, dir)
 	}
 	s := testbed.RunRealServer(t, cfg)
 	tg.host, tg.port, _ = net.SplitHostPort(s.Addr)

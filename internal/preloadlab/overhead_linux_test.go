@@ -59,7 +59,7 @@ func TestOverhead(t *testing.T) {
 		"preloaded": testbed.RunRealServer(t, testbed.RealServerConfig{Kind: "nginx", Files: files, Dir: libDir, Host: "127.0.0.1",
 			// Counters once a second, not a line per connection: the
 			// cost measured is the library's, not its log's.
-			Env: testbed.ServerPreloadEnv(t, libDir, "LINGER_LOG_SUMMARY=1")}),
+			Env: testbed.PreloadEnv(t, libDir, "LINGER_LOG_SUMMARY=1")}),
 	}
 	type run struct {
 		client, server string

@@ -56,7 +56,7 @@ func testReload(t *testing.T, kind string, reload syscall.Signal) {
 	}
 	// A long idle bound, so that the sockets are still lingering when
 	// the server reloads.
-	env := testbed.ServerPreloadEnv(t, dir, "LINGER_IDLE_TIMEOUT=30s")
+	env := testbed.PreloadEnv(t, dir, "LINGER_IDLE_TIMEOUT=30s")
 	s := testbed.RunRealServer(t, testbed.RealServerConfig{Kind: kind, Files: files, Dir: dir, Host: "127.0.0.1",
 		Version: tls.VersionTLS13, Workers: 3, Env: env})
 	_, portText, _ := net.SplitHostPort(s.Addr)

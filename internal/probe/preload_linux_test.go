@@ -92,7 +92,7 @@ func TestPreloadedServers(t *testing.T) {
 					cfg := testbed.RealServerConfig{Kind: kind, Files: files, Dir: dir, Host: "127.0.0.1",
 						Version: tls.VersionTLS13, RequireCert: mode == probe.ModeClientCert}
 					if v.preload {
-						cfg.Env = testbed.ServerPreloadEnv(t, dir, v.env...)
+						cfg.Env = testbed.PreloadEnv(t, dir, v.env...)
 					}
 					srv := startReal(t, cfg)
 					rsts := captureRSTs(t, srv.Addr)
