@@ -130,7 +130,7 @@ func checkCells(t *testing.T, server string, p struct {
 		missed += c.trials - c.alerts
 		if server == "preloaded" {
 			if c.alerts != c.trials {
-				t.Errorf("%s: the alert reported in %d of %d trials (first errors: %s)", c.client, c.alerts, c.trials, countsText(c.firsts))
+				t.Errorf("%s: the alert reported in %d of %d trials (first errors: %s)", c.client, c.alerts, c.trials, testbed.CountsText(c.firsts))
 			}
 			if c.resetConns != 0 || c.kernelRsts > 0 {
 				t.Errorf("%s: %d connections reset on the wire (%d RSTs; kernel OutRsts %d)", c.client, c.resetConns, c.rsts, c.kernelRsts)
@@ -243,11 +243,11 @@ func printMatrix(t *testing.T, trials int, cells []*matrixCell) {
 		if c.kernelRsts >= 0 {
 			resets += fmt.Sprintf("; kernel OutRsts %d", c.kernelRsts)
 		}
-		fmt.Printf("| %s | %s | %s | %s | %d/%d | %s | %s |\n", c.network, c.tls, c.server, c.client, c.alerts, c.trials, resets, countsText(c.firsts))
+		fmt.Printf("| %s | %s | %s | %s | %d/%d | %s | %s |\n", c.network, c.tls, c.server, c.client, c.alerts, c.trials, resets, testbed.CountsText(c.firsts))
 	}
 	for _, c := range cells {
 		if c.libLog != nil {
-			fmt.Printf("\nliblinger.so's log, %s TLS %s: %s", c.network, c.tls, countsText(c.libLog))
+			fmt.Printf("\nliblinger.so's log, %s TLS %s: %s", c.network, c.tls, testbed.CountsText(c.libLog))
 		}
 	}
 	fmt.Println()

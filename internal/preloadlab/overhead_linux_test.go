@@ -131,7 +131,7 @@ func TestOverhead(t *testing.T) {
 			t.Logf("%s: a target is not met (see the table)", cl.name)
 		}
 	}
-	fmt.Printf("\nliblinger.so's log (the preloaded nginx): %s\n", countsText(testbed.PreloadOutcomes(libDir)))
+	fmt.Printf("\nliblinger.so's log (the preloaded nginx): %s\n", testbed.CountsText(testbed.PreloadOutcomes(libDir)))
 }
 
 func median(v []float64) float64 {

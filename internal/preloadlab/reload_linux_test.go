@@ -163,7 +163,7 @@ func testReload(t *testing.T, kind string, reload syscall.Signal) {
 	if b, _ := os.ReadFile(dir + "/error.log"); strings.Contains(string(b), "signal") {
 		t.Errorf("the error log mentions a signal:\n%s", b)
 	}
-	t.Logf("liblinger.so's log: %s", countsText(testbed.PreloadOutcomes(dir)))
+	t.Logf("liblinger.so's log: %s", testbed.CountsText(testbed.PreloadOutcomes(dir)))
 }
 
 // request sends one GET with Connection: close and reads the answer,

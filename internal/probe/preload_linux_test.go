@@ -104,7 +104,7 @@ func TestPreloadedServers(t *testing.T) {
 					wire := countTrialPorts(rep, got)
 					lib := ""
 					if v.preload {
-						lib = countsString(testbed.PreloadOutcomes(dir))
+						lib = testbed.CountsText(testbed.PreloadOutcomes(dir))
 					}
 					mu.Lock()
 					rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %d/%d | %s |", srv.Version, mode, v.name,

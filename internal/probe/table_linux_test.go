@@ -264,7 +264,7 @@ func runOldProbe(t *testing.T, command func(context.Context, string, ...string) 
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("old probe: %v: %s", err, out)
 	}
-	return strings.ToUpper(strings.ReplaceAll(rep.Verdict.Status, "_", " ")) + ": " + countsString(rep.Counts)
+	return strings.ToUpper(strings.ReplaceAll(rep.Verdict.Status, "_", " ")) + ": " + testbed.CountsText(rep.Counts)
 }
 
 func summarizeReport(r *probe.Report) string {
@@ -272,7 +272,7 @@ func summarizeReport(r *probe.Report) string {
 	for o, n := range r.Counts {
 		counts[string(o)] = n
 	}
-	s := strings.ToUpper(strings.ReplaceAll(string(r.Verdict.Status), "_", " ")) + ": " + countsString(counts)
+	s := strings.ToUpper(strings.ReplaceAll(string(r.Verdict.Status), "_", " ")) + ": " + testbed.CountsText(counts)
 	if len(r.HTTP) > 0 {
 		var hs []string
 		for h := range r.HTTP {
@@ -282,27 +282,6 @@ func summarizeReport(r *probe.Report) string {
 		s += " (" + strings.Join(hs, ", ") + ")"
 	}
 	return s
-}
-
-// countsString lists the outcomes that happened, most frequent first.
-func countsString(m map[string]int) string {
-	var names []string
-	for k, v := range m {
-		if v > 0 {
-			names = append(names, k)
-		}
-	}
-	sort.Slice(names, func(i, j int) bool {
-		if m[names[i]] != m[names[j]] {
-			return m[names[i]] > m[names[j]]
-		}
-		return names[i] < names[j]
-	})
-	var parts []string
-	for _, n := range names {
-		parts = append(parts, fmt.Sprintf("%s %d", n, m[n]))
-	}
-	return strings.Join(parts, ", ")
 }
 
 func countPorts(rsts map[int]int) int {
