@@ -100,6 +100,9 @@ func TestJavaMatrix(t *testing.T) {
 			})
 		}
 		for _, server := range []string{"stock", "preloaded"} {
+			if server == "stock" && p.network == "lossy" && !*matrixFlag {
+				continue // in CI the premise is reported on loopback
+			}
 			name := fmt.Sprintf("%s/TLS%s/%s", p.network, tlsName(p.version), server)
 			t.Run(name, func(t *testing.T) {
 				cs := runJavaCell(t, files, body, pair, p.network, p.version, server, trials)
