@@ -7,9 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/linger-go/linger/internal/testbed"
 )
@@ -62,7 +65,7 @@ func syscalls(t *testing.T, preload string, args ...string) map[string]int {
 // regular file and of a pipe, which it must leave alone: the system calls
 // it adds per close (strace -c, the difference between 2000 and 1000
 // closes, so that the library's start-up calls cancel), which must be
-// none, and the nanoseconds it adds (closebench, stock and preloaded
+// none (under 0.01), and the nanoseconds it adds (closebench, stock and preloaded
 // alternately in the same run, fastest of 3x40 rounds of 1000 each), which must be
 // small. go test -run TestCloseOverhead -v ./preload/ prints the table.
 func TestCloseOverhead(t *testing.T) {
@@ -85,7 +88,10 @@ func TestCloseOverhead(t *testing.T) {
 			}
 			added := per["preloaded"] - per["stock"]
 			t.Logf("%s: system calls per close, with its open: stock %.3f, preloaded %.3f: %.3f added", kind, per["stock"], per["preloaded"], added)
-			if added != 0 {
+			// Not exactly 0: a run may make one system call more or less
+			// than another (malloc growing its heap); one per close would
+			// be 1.
+			if added > 0.01 || added < -0.01 {
 				t.Errorf("%s: the library adds %.3f system calls per close, want 0", kind, added)
 			}
 		}
@@ -119,5 +125,95 @@ func TestCloseOverhead(t *testing.T) {
 		if best[true] > 1.5*best[false]+100 {
 			t.Errorf("%s: a close costs %.0f ns preloaded against %.0f stock", kind, best[true], best[false])
 		}
+	}
+}
+
+// TestHandoffSyscalls counts the system calls a lingering close adds per
+// connection, in the closing thread and the library's together: the test
+// server under strace -f -c, stock and preloaded, serving connections one
+// at a time from clients that upload 1 MiB and close after the answer.
+// go test -run TestHandoffSyscalls -v ./preload/ prints the table.
+func TestHandoffSyscalls(t *testing.T) {
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Skip("skipping: strace not installed")
+	}
+	lib := testbed.LibLinger(t)
+	bin := buildServer(t)
+	const n = 100
+	per := map[string]map[string]float64{}
+	for _, pre := range []string{"", lib} {
+		name := map[bool]string{false: "stock", true: "preloaded"}[pre != ""]
+		out := filepath.Join(t.TempDir(), "strace")
+		cmd := exec.Command("strace", "-f", "-c", "-o", out, bin, "close", strconv.Itoa(respSize), strconv.Itoa(reqSize), "1")
+		cmd.Env = os.Environ()
+		if pre != "" {
+			cmd.Env = append(cmd.Env, "LD_PRELOAD="+pre)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var port int
+		if _, err := fmt.Fscanf(stdout, "PORT %d\n", &port); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("server under strace: %v", err)
+		}
+		for range n {
+			if r := dial("127.0.0.1", port, cooperative); pre != "" && (r.err != nil || r.got != respSize) {
+				t.Errorf("preloaded: read %d bytes, then %v", r.got, r.err)
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // the last peer's FIN reaches the loop
+		// SIGTERM to the server, strace's child, which exits; strace then
+		// writes its table.
+		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		if f := strings.Fields(string(kids)); len(f) > 0 {
+			if pid, err := strconv.Atoi(f[0]); err == nil {
+				syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("strace: %v", err)
+		}
+		data, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		per[name] = map[string]float64{}
+		for _, l := range strings.Split(string(data), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 5 {
+				continue
+			}
+			if c, err := strconv.Atoi(f[3]); err == nil {
+				per[name][f[len(f)-1]] = float64(c) / n
+			}
+		}
+	}
+	// The reads, the waits for them and the lock's futex grow with the
+	// upload that the loop discards (1 MiB, 256 KiB a read at most); the
+	// rest is the hand-off's own, once per connection.
+	drain := map[string]bool{"recvfrom": true, "epoll_wait": true, "futex": true}
+	var rows []string
+	fixed := 0.0
+	for call, v := range per["preloaded"] {
+		d := v - per["stock"][call]
+		if d >= 0.5 && call != "total" {
+			rows = append(rows, fmt.Sprintf("%s %+.2f", call, d))
+		}
+		if call != "total" && !drain[call] {
+			fixed += d
+		}
+	}
+	sort.Strings(rows)
+	added := per["preloaded"]["total"] - per["stock"]["total"]
+	t.Logf("system calls per connection: stock %.1f, preloaded %.1f: %+.1f, of which %.1f are the hand-off's own and the rest draining (%s)",
+		per["stock"]["total"], per["preloaded"]["total"], added, fixed, strings.Join(rows, ", "))
+	if fixed > 10.5 {
+		t.Errorf("a hand-off adds %.1f system calls besides draining, want at most 10", fixed)
 	}
 }

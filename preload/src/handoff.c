@@ -151,6 +151,13 @@ void lg_prepare(int fd, uint8_t mark, struct lg_handoff *h)
 		h->err = errno == EMFILE ? "dup: EMFILE (RLIMIT_NOFILE reached)" : "dup failed";
 		return;
 	}
+	if (lg_epoll_forget(fd, mark) != 0) {
+		lg_mark_set(d, 0);
+		lg_real_close(d);
+		h->outcome = LG_PLAIN;
+		h->err = "in several epoll sets of the program";
+		return;
+	}
 	if (mark & (LG_M_LINGER0 | LG_M_LINGERPOS)) {
 		/* Lingering replaces SO_LINGER: a positive timeout would block
 		 * the loop's close until the send queue drained, and a zero one

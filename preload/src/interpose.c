@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -33,6 +34,10 @@
 
 static uint8_t *marks;
 static size_t nmarks;
+/* The epoll set each marked socket was added to by the program, plus one;
+ * -1 for more than one. A table beside the marks, read only for numbers
+ * whose mark says LG_M_EPOLL (see epoll_ctl). */
+static int *epoll_of;
 /* The highest number ever marked, so that fork and close_range scan only
  * that far. */
 static int high_water = -1;
@@ -59,6 +64,7 @@ static int (*real_socket)(int, int, int);
 static int (*real_connect)(int, const struct sockaddr *, socklen_t);
 static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
 static long (*real_syscall)(long, ...);
+static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
 
 /* resolve looks the real calls up. It runs from the constructor, and again
  * from any wrapper called before the constructor (another library's
@@ -80,6 +86,7 @@ static void resolve(void)
 	R(connect);
 	R(sendmsg);
 	R(syscall);
+	R(epoll_ctl);
 #undef R
 }
 #define REAL(name) (__builtin_expect(real_##name == NULL, 0) ? (resolve(), real_##name) : real_##name)
@@ -184,7 +191,7 @@ static void after_fork_parent(void)
 }
 
 /* after_fork_child: the child has copies of the library's duplicates and of
- * its epoll and eventfd descriptors, but not its thread. It closes them. A
+ * its epoll descriptor, but not its thread. It closes them. A
  * close here drops only the child's reference to each lingering socket: the
  * kernel ends a socket when its last descriptor goes, and the parent's
  * duplicate still holds it, so nothing leaves on the wire and the parent's
@@ -232,7 +239,14 @@ __attribute__((constructor)) static void lg_init(void)
 		lg_warn("cannot map the descriptor table (%zu bytes); lingering is off", n);
 		goto out;
 	}
+	void *q = mmap(NULL, n * sizeof(int), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (q == MAP_FAILED) {
+		munmap(p, n);
+		lg_warn("cannot map the descriptor table (%zu bytes); lingering is off", n * sizeof(int));
+		goto out;
+	}
 	marks = p;
+	epoll_of = q;
 	owner = getpid();
 	__atomic_store_n(&nmarks, n, __ATOMIC_RELEASE);
 	lg_log_open(); /* after nmarks: its descriptor is marked ours */
@@ -295,6 +309,11 @@ static int takeover(int fd, uint8_t m, int (*release)(void *), void *arg)
 	int saved = errno;
 	if (getpid() != owner)
 		return release(arg);
+	/* No cancellation inside: the hand-off takes the loop's lock and
+	 * writes the log, and a thread cancelled there would leave the lock
+	 * held and the duplicate unowned. */
+	int cancel;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	struct lg_handoff h;
 	lg_prepare(fd, m, &h);
 	errno = saved;
@@ -304,6 +323,7 @@ static int takeover(int fd, uint8_t m, int (*release)(void *), void *arg)
 		lg_abandon(&h, -1, 0); /* it was not open after all */
 	else
 		lg_complete(&h);
+	pthread_setcancelstate(cancel, NULL);
 	errno = saved;
 	return r;
 }
@@ -586,6 +606,8 @@ LG_EXPORT int close_range(unsigned int first, unsigned int last, int flags) { re
  * arguments, as glibc's own syscall() takes them from the registers and
  * the stack whether the caller passed them or not.
  */
+static int do_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
+
 LG_EXPORT long syscall(long nr, ...)
 {
 	va_list ap;
@@ -610,6 +632,56 @@ LG_EXPORT long syscall(long nr, ...)
 #endif
 	case SYS_accept4:
 		return do_accept4((int)a, (struct sockaddr *)b, (socklen_t *)c, (int)d);
+	case SYS_epoll_ctl:
+		return do_epoll_ctl((int)a, (int)b, (int)c, (struct epoll_event *)d);
 	}
 	return REAL(syscall)(nr, a, b, c, d, e, f);
+}
+
+/*
+ * epoll_ctl remembers which of the program's epoll sets each accepted socket
+ * is in. epoll forgets a socket only when its last descriptor closes, and
+ * the library's duplicate keeps it open: without this, the program's set
+ * would go on reporting the lingering socket's events with the program's
+ * own data for it, a pointer to a connection it has freed (nginx closes
+ * without EPOLL_CTL_DEL and relies on exactly that). lg_epoll_forget
+ * removes the registration while the program's descriptor, which keys it,
+ * is still open.
+ */
+static int do_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	int r = REAL(epoll_ctl)(epfd, op, fd, ev);
+	if (r != 0 || fd < 0 || (size_t)fd >= nmarks)
+		return r;
+	uint8_t m = __atomic_load_n(&marks[fd], __ATOMIC_RELAXED);
+	if (!(m & LG_M_ACCEPTED))
+		return r;
+	if (op == EPOLL_CTL_ADD) {
+		if (!(m & LG_M_EPOLL))
+			__atomic_store_n(&epoll_of[fd], epfd + 1, __ATOMIC_RELAXED);
+		else if (__atomic_load_n(&epoll_of[fd], __ATOMIC_RELAXED) != epfd + 1)
+			__atomic_store_n(&epoll_of[fd], -1, __ATOMIC_RELAXED);
+		lg_mark_or(fd, LG_M_EPOLL);
+	} else if (op == EPOLL_CTL_DEL && (m & LG_M_EPOLL) &&
+	           __atomic_load_n(&epoll_of[fd], __ATOMIC_RELAXED) == epfd + 1) {
+		mark_and(fd, (uint8_t)~LG_M_EPOLL);
+	}
+	return r;
+}
+
+LG_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) { return do_epoll_ctl(epfd, op, fd, ev); }
+
+int lg_epoll_forget(int fd, uint8_t mark)
+{
+	if (!(mark & LG_M_EPOLL))
+		return 0;
+	int e = __atomic_load_n(&epoll_of[fd], __ATOMIC_RELAXED);
+	if (e <= 0)
+		return -1; /* in several sets: which ones is not known */
+	int saved = errno;
+	/* ENOENT or EBADF if the program already took it out or closed the
+	 * set: nothing to forget. */
+	REAL(epoll_ctl)(e - 1, EPOLL_CTL_DEL, fd, NULL);
+	errno = saved;
+	return 0;
 }

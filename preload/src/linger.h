@@ -67,6 +67,7 @@ enum {
 	LG_M_OURS = 16,      /* the library's own: a duplicate, epoll, log */
 	LG_M_LTCP = 32,      /* a listener known to give TCP sockets */
 	LG_M_LOTHER = 64,    /* a listener known to give other sockets */
+	LG_M_EPOLL = 128,    /* registered in the program's epoll set(s) */
 };
 uint8_t lg_mark_get(int fd);
 void lg_mark_set(int fd, uint8_t m);
@@ -75,6 +76,7 @@ uint8_t lg_mark_take(int fd);
 int lg_real_close(int fd);
 int lg_high_fd(int fd); /* moves fd to the library's range, marks it ours */
 int lg_dup_own(int fd); /* F_DUPFD_CLOEXEC into the library's range, marked ours */
+int lg_epoll_forget(int fd, uint8_t mark); /* 0, or -1 if the socket cannot be taken */
 
 /* Clock: CLOCK_MONOTONIC in nanoseconds. */
 int64_t lg_now(void);

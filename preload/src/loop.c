@@ -15,7 +15,7 @@
  * the thread frees before its next epoll_wait, when no fetched event is
  * left. The thread blocks every signal, so that the program's signals go
  * to its own threads, and it never ends: a process keeps it once it has
- * lingered (it sleeps without a timeout while nothing lingers).
+ * lingered (waking once per idle timeout while nothing lingers).
  *
  * When the process exits, its lingering sockets close as they would have
  * without the library at that moment: the kernel closes the duplicates,
@@ -32,7 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -49,6 +48,7 @@ struct entry {
 	int64_t start, last_active, deadline;
 	int64_t discarded;
 	int64_t queued; /* SIOCOUTQ at the last look */
+	int outq_unknown; /* SIOCOUTQ failed at the hand-off */
 	struct entry *prev, *next;   /* every entry, oldest first */
 	struct entry *pprev, *pnext; /* the peer's, oldest first */
 	struct peer *peer;
@@ -64,9 +64,8 @@ struct peer {
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static int ep = -1, evfd = -1;
+static int ep = -1;
 static int started;
-static int sleeping_forever;
 static struct entry *all_head, *all_tail;
 static int nall;
 static struct entry **heap;
@@ -249,8 +248,14 @@ static int64_t outq(int fd)
  * RST: our FIN is already out and the kernel finishes on its own. */
 static void finish(struct entry *e, enum lg_outcome o, const char *err, int abort)
 {
-	int64_t q = outq(e->fd);
-	int64_t unacked = q < 0 ? -1 : lg_unsent(q);
+	/* Since the shutdown nothing more is queued, so SIOCOUTQ only falls:
+	 * a socket whose last reading left nothing of ours but the FIN
+	 * unacknowledged needs no new one. */
+	int64_t unacked = 0;
+	if (e->outq_unknown || lg_unsent(e->queued) > 0) {
+		int64_t q = outq(e->fd);
+		unacked = q < 0 ? -1 : lg_unsent(q);
+	}
 	/* Deregister explicitly: epoll forgets a socket only when its last
 	 * descriptor closes, and the program might hold another. */
 	epoll_ctl(ep, EPOLL_CTL_DEL, e->fd, NULL);
@@ -329,6 +334,7 @@ static void expire(int64_t now)
 			}
 			qbytes += q - e->queued;
 			e->queued = q;
+			e->outq_unknown = 0;
 		}
 		int64_t d = e->last_active + lg_cfg.idle_ns;
 		e->deadline = d < hard ? d : hard;
@@ -358,15 +364,17 @@ static void *run(void *arg)
 			lg_log_summary();
 			next_summary = now + lg_cfg.summary_ns;
 		}
-		int64_t until = -1;
-		if (nheap > 0)
-			until = heap[0]->deadline - now;
-		if (lg_cfg.summary_ns > 0 && (until < 0 || next_summary - now < until))
+		/* With nothing to time, the thread still wakes after the idle
+		 * timeout: a socket handed off meanwhile has no earlier deadline
+		 * (its own is its hand-off plus the idle timeout), so it needs no
+		 * wake-up of its own, which would cost the closing thread a
+		 * system call and the loop a context switch per hand-off. */
+		int64_t until = nheap > 0 ? heap[0]->deadline - now : lg_cfg.idle_ns;
+		if (lg_cfg.summary_ns > 0 && next_summary - now < until)
 			until = next_summary - now;
-		int timeout = until < 0 ? -1 : (int)((until + 999999) / 1000000);
-		if (until > (int64_t)1 << 40)
-			timeout = 1 << 20;
-		sleeping_forever = timeout < 0;
+		if (until < 0)
+			until = 0;
+		int timeout = until > (int64_t)1 << 40 ? 1 << 20 : (int)((until + 999999) / 1000000);
 		int epfd = ep;
 		pthread_mutex_unlock(&mu);
 
@@ -377,13 +385,6 @@ static void *run(void *arg)
 			continue;
 		}
 		for (int i = 0; i < n; i++) {
-			if (evs[i].data.ptr == NULL) {
-				uint64_t v;
-				if (read(evfd, &v, sizeof v) < 0) {
-					/* EAGAIN: another wake-up took it */
-				}
-				continue;
-			}
 			pthread_mutex_lock(&mu);
 			struct entry *e = evs[i].data.ptr;
 			if (!e->released)
@@ -394,49 +395,34 @@ static void *run(void *arg)
 	return NULL;
 }
 
-/* start_thread creates the epoll set, the eventfd that wakes the thread
- * when it sleeps without a timeout, and the thread; mu is held. */
+/* start_thread creates the epoll set and the thread; mu is held. */
 static int start_thread(void)
 {
 	int e = epoll_create1(EPOLL_CLOEXEC);
 	if (e < 0)
 		return -1;
-	int v = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (v < 0) {
-		lg_real_close(e);
-		return -1;
-	}
 	e = lg_high_fd(e);
-	v = lg_high_fd(v);
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-	if (epoll_ctl(e, EPOLL_CTL_ADD, v, &ev) != 0)
-		goto fail;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 64 << 10);
+	pthread_attr_setstacksize(&attr, 256 << 10); /* virtual; ASan's frames are larger */
 	ep = e;
-	evfd = v;
 	pthread_t t;
 	int err = pthread_create(&t, &attr, run, NULL);
 	pthread_attr_destroy(&attr);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err != 0) {
-		ep = evfd = -1;
-		goto fail;
+		ep = -1;
+		lg_mark_set(e, 0);
+		lg_real_close(e);
+		return -1;
 	}
 	started = 1;
 	next_summary = lg_now() + lg_cfg.summary_ns;
 	return 0;
-fail:
-	lg_mark_set(e, 0);
-	lg_mark_set(v, 0);
-	lg_real_close(e);
-	lg_real_close(v);
-	return -1;
 }
 
 static void plain_dup(int fd, const struct lg_handoff *h, const char *why)
@@ -472,8 +458,10 @@ void lg_loop_add(int fd, const struct lg_handoff *h, int64_t queued)
 	}
 	while (nall >= lg_cfg.max_conns && all_head != NULL)
 		finish(all_head, LG_RELEASED, NULL, 0);
-	if (queued < 0)
-		queued = 0;
+	if (queued < 0) {
+		queued = 0; /* unknown: counted as none against LINGER_MAX_QUEUED */
+		e->outq_unknown = 1;
+	}
 	while (queued > 0 && qbytes + queued > lg_cfg.max_queued) {
 		struct entry *o = all_head;
 		while (o != NULL && o->queued == 0)
@@ -518,34 +506,21 @@ void lg_loop_add(int fd, const struct lg_handoff *h, int64_t queued)
 	}
 	e->queued = queued;
 	qbytes += queued;
-	if (sleeping_forever) {
-		/* Every other deadline is earlier than this one, so only a
-		 * thread that waits for nothing needs to be told. */
-		uint64_t one = 1;
-		sleeping_forever = 0;
-		if (write(evfd, &one, sizeof one) < 0) {
-			/* EAGAIN: a wake-up is already pending */
-		}
-	}
 	pthread_mutex_unlock(&mu);
 }
 
 /* lg_loop_release_fd makes the library's descriptor numbered fd free for
  * the program, which is about to dup2 onto it: a lingering socket there is
- * released; the epoll set or eventfd moves to another number (the thread
- * picks up the new number at its next wait; the registration of the
- * eventfd stays, since epoll keys it by the open file). */
+ * released; the epoll set moves to another number (the thread picks up the
+ * new number at its next wait). */
 void lg_loop_release_fd(int fd)
 {
 	pthread_mutex_lock(&mu);
-	if (fd == ep || fd == evfd) {
+	if (fd == ep) {
 		int n = lg_dup_own(fd);
 		if (n >= 0) {
 			lg_mark_set(fd, 0);
-			if (fd == ep)
-				ep = n;
-			else
-				evfd = n;
+			ep = n;
 		}
 	} else if (lg_log_is_fd(fd)) {
 		lg_log_move_fd();
@@ -586,7 +561,6 @@ void lg_loop_after_fork_child(void)
 	all_head = all_tail = NULL;
 	nall = 0;
 	qbytes = 0;
-	ep = evfd = -1;
+	ep = -1;
 	started = 0;
-	sleeping_forever = 0;
 }

@@ -24,6 +24,10 @@
  *                the library's duplicate fails (EMFILE)
  *   shared       dup(2) the socket, close both (a shared socket: plain)
  *   syscall      syscall(SYS_close, fd), as libuv (Node.js) closes
+ *   epoll        the socket in an epoll set, closed without EPOLL_CTL_DEL (as
+ *                nginx does); the set must then report nothing for it:
+ *                "stale epoll events N" on stderr
+ *   waitfin      waits for the client's FIN before answering, then close(2)
  *   eintr        close(2), with SIGALRM every millisecond interrupting the
  *                program's system calls (no SA_RESTART)
  *   listfds      (internal) see exec
@@ -38,12 +42,14 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/socket.h>
@@ -131,6 +137,17 @@ static void serve(int fd)
 			perror("fclose");
 		return;
 	}
+	if (strcmp(mode, "waitfin") == 0) {
+		struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+		poll(&p, 1, 5000);
+	}
+	int ep = -1;
+	if (strcmp(mode, "epoll") == 0) {
+		ep = epoll_create1(EPOLL_CLOEXEC);
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = 0xdead};
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+			perror("epoll_ctl");
+	}
 	write_full(fd, answer, resp);
 	int r = 0;
 	if (strcmp(mode, "dup2") == 0) {
@@ -170,9 +187,17 @@ static void serve(int fd)
 		fprintf(stderr, "close: %s\n", strerror(errno));
 	/* A second close of the same number is the program's own bug, and
 	 * must fail as it would without the library (with one thread only:
-	 * with more, another's accept may have taken the number). */
-	if (nthreads == 1 && (close(fd) == 0 || errno != EBADF))
+	 * with more, another's accept may have taken the number; and only
+	 * if the number is still free, since the ASan runtime, starting the
+	 * library's thread, may open a file on it meanwhile). */
+	if (nthreads == 1 && fcntl(fd, F_GETFD) < 0 && (close(fd) == 0 || errno != EBADF))
 		fprintf(stderr, "second close did not fail with EBADF\n");
+	if (ep >= 0) {
+		struct epoll_event evs[8];
+		int n = epoll_wait(ep, evs, 8, 100);
+		fprintf(stderr, "stale epoll events %d\n", n);
+		close(ep);
+	}
 	if (strcmp(mode, "fork") == 0) {
 		pid_t p = fork();
 		if (p == 0) {
