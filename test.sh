@@ -23,6 +23,16 @@ nested=(caddy grpc prometheus)
 # asks for 1.26, the oldest supported, so the newest is the one to add.
 other_gos=(go1.27.4)
 
+# Issue 21, the servers people run under the preloaded liblinger.so
+# (internal/preloadlab, internal/probe's TestPreloadedServers, internal/testbed's
+# platform servers; about 90 s of `go test ./...`): gnutls-cli as a client, and
+# an OpenJDK with javac, Node.js and Python 3 as servers, each installed only
+# when the machine has none of its own.
+pkgs+=(gnutls-bin)
+command -v javac >/dev/null || pkgs+=(default-jdk-headless)
+command -v node >/dev/null || pkgs+=(nodejs)
+command -v python3 >/dev/null || pkgs+=(python3)
+
 # apt_get runs apt-get, waiting while another package manager (an unattended
 # upgrade, a concurrent install) holds the dpkg or lists lock: up to 5
 # minutes in all, saying so, then failing with apt-get's own message.

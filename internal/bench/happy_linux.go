@@ -411,6 +411,15 @@ func parseWrk(r *HappyResult, out []byte) error {
 	return nil
 }
 
+// ParseWrk reads wrk --latency's summary into a HappyResult's Requests,
+// Errors, PerSec, P50 and P99, for the measurements that run wrk against
+// servers other than happy's (internal/preloadlab's preloaded nginx).
+func ParseWrk(out []byte) (HappyResult, error) {
+	var r HappyResult
+	err := parseWrk(&r, out)
+	return r, err
+}
+
 // parseWrkDuration parses wrk's 1.23ms, 456.78us, 2.00s.
 func parseWrkDuration(s string) (time.Duration, error) {
 	for _, u := range []struct {

@@ -238,26 +238,10 @@ func tableServer(t *testing.T, server string, c tableCell, pair *netns.Pair, fil
 // network.
 func startCapture(t *testing.T, network string, pair *netns.Pair, port int) func() map[int]int {
 	t.Helper()
-	var c *testbed.RSTCapture
-	var err error
 	if network == "impaired" {
-		err = pair.Server.Do(func() error {
-			c, err = testbed.CaptureRSTs("", port)
-			return err
-		})
-	} else {
-		c, err = testbed.CaptureRSTs("lo", port)
+		return testbed.CaptureServerRSTs(t, pair.Server.Do, port)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func() map[int]int {
-		m := c.RSTs()
-		if err := c.Close(); err != nil {
-			t.Errorf("capture: %v", err)
-		}
-		return m
-	}
+	return testbed.CaptureServerRSTs(t, nil, port)
 }
 
 // runOldProbe runs an older linger binary's probe with --json and returns
@@ -280,7 +264,7 @@ func runOldProbe(t *testing.T, command func(context.Context, string, ...string) 
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("old probe: %v: %s", err, out)
 	}
-	return strings.ToUpper(strings.ReplaceAll(rep.Verdict.Status, "_", " ")) + ": " + countsString(rep.Counts)
+	return strings.ToUpper(strings.ReplaceAll(rep.Verdict.Status, "_", " ")) + ": " + testbed.CountsText(rep.Counts)
 }
 
 func summarizeReport(r *probe.Report) string {
@@ -288,7 +272,7 @@ func summarizeReport(r *probe.Report) string {
 	for o, n := range r.Counts {
 		counts[string(o)] = n
 	}
-	s := strings.ToUpper(strings.ReplaceAll(string(r.Verdict.Status), "_", " ")) + ": " + countsString(counts)
+	s := strings.ToUpper(strings.ReplaceAll(string(r.Verdict.Status), "_", " ")) + ": " + testbed.CountsText(counts)
 	if len(r.HTTP) > 0 {
 		var hs []string
 		for h := range r.HTTP {
@@ -298,27 +282,6 @@ func summarizeReport(r *probe.Report) string {
 		s += " (" + strings.Join(hs, ", ") + ")"
 	}
 	return s
-}
-
-// countsString lists the outcomes that happened, most frequent first.
-func countsString(m map[string]int) string {
-	var names []string
-	for k, v := range m {
-		if v > 0 {
-			names = append(names, k)
-		}
-	}
-	sort.Slice(names, func(i, j int) bool {
-		if m[names[i]] != m[names[j]] {
-			return m[names[i]] > m[names[j]]
-		}
-		return names[i] < names[j]
-	})
-	var parts []string
-	for _, n := range names {
-		parts = append(parts, fmt.Sprintf("%s %d", n, m[n]))
-	}
-	return strings.Join(parts, ", ")
 }
 
 func countPorts(rsts map[int]int) int {

@@ -1,6 +1,7 @@
 // Package testbed holds what only linger's tests import: counting and
 // waiting for descriptors, skipping without root, real TLS servers (Go's,
-// and nginx, HAProxy, Apache and Caddy as installed), a process-wide PKI,
+// nginx, HAProxy, Apache and Caddy as installed, and small OpenJDK, Node,
+// Python and openssl servers), a process-wide PKI,
 // and a capture that counts the resets on the wire. The shipped command
 // does not link it; what the command shares with the tests lives in
 // internal/pki and internal/netns.

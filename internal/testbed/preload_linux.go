@@ -60,9 +60,10 @@ func PreloadEnv(t interface {
 	return append([]string{"LD_PRELOAD=" + LibLinger(t), "LINGER_LOG=" + filepath.Join(dir, "linger.log")}, extra...)
 }
 
-// PreloadOutcomes counts the lines of the log PreloadEnv asks for by their
-// outcome ("?" for a line without one): what the library says it did with
-// each connection it took over.
+// PreloadOutcomes counts the connections the library says it released, by
+// outcome, from the log PreloadEnv asks for: its line per
+// connection, or, with LINGER_LOG_SUMMARY, the last summary line of each
+// process ("?" counts lines it cannot read).
 func PreloadOutcomes(dir string) map[string]int {
 	m := map[string]int{}
 	f, err := os.Open(filepath.Join(dir, "linger.log"))
@@ -70,15 +71,29 @@ func PreloadOutcomes(dir string) map[string]int {
 		return m
 	}
 	defer f.Close()
+	summaries := map[int]map[string]int{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var l struct {
-			Outcome string `json:"outcome"`
+			PID      int            `json:"pid"`
+			Outcome  string         `json:"outcome"`
+			Outcomes map[string]int `json:"outcomes"`
 		}
-		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Outcome == "" {
-			l.Outcome = "?"
+		switch {
+		case json.Unmarshal(sc.Bytes(), &l) != nil:
+			m["?"]++
+		case l.Outcomes != nil:
+			summaries[l.PID] = l.Outcomes
+		case l.Outcome != "":
+			m[l.Outcome]++
+		default:
+			m["?"]++
 		}
-		m[l.Outcome]++
+	}
+	for _, s := range summaries {
+		for k, v := range s {
+			m[k] += v
+		}
 	}
 	return m
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,23 +21,36 @@ import (
 	"github.com/linger-go/linger/internal/pki"
 )
 
+// serverSources are the small servers the "java", "node" and "python"
+// kinds run: a TLS server written against each platform's own library, as
+// a team would write it, with no lingering of its own.
+//
+//go:embed servers/LingerTLSServer.java servers/server.js servers/server.py
+var serverSources embed.FS
+
 // A RealServer is a TLS server people run (nginx, HAProxy, Apache, Caddy),
-// started by StartRealServer from a configuration it writes, so that tests
-// and measurements can ask how it closes.
+// or one written in a few lines on a platform's own TLS library (OpenJDK's
+// SSLServerSocket, Node's https, Python's ssl, openssl s_server), started
+// by StartRealServer from a configuration it writes, so that tests and
+// measurements can ask how it closes.
 type RealServer struct {
-	// Kind is what runs: "nginx", "haproxy", "apache" or "caddy".
+	// Kind is what runs: one of RealServerKinds.
 	Kind string
 	// Addr is the HOST:PORT it listens on.
 	Addr string
 	// Version is the server's own version line.
 	Version string
+	// PID is the server's process (nginx's and Apache's master), for
+	// counting its sockets and signalling it.
+	PID int
 }
 
 // RealServerKinds lists the servers StartRealServer knows, and Binaries the
 // program each one runs.
 var (
-	RealServerKinds = []string{"nginx", "haproxy", "apache", "caddy"}
-	Binaries        = map[string]string{"nginx": "nginx", "haproxy": "haproxy", "apache": "apache2", "caddy": "caddy"}
+	RealServerKinds = []string{"nginx", "haproxy", "apache", "caddy", "java", "node", "python", "openssl"}
+	Binaries        = map[string]string{"nginx": "nginx", "haproxy": "haproxy", "apache": "apache2", "caddy": "caddy",
+		"java": "java", "node": "node", "python": "python3", "openssl": "openssl"}
 )
 
 // RealServerConfig says how to run a real server.
@@ -67,6 +81,15 @@ type RealServerConfig struct {
 	// Dial reaches the server, to know when it listens; nil means a
 	// net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Workers, for nginx, runs a master process and that many forked
+	// workers (as Debian's nginx runs) instead of one process; 0 is one
+	// process. Apache always runs its event MPM: a parent and forked
+	// children.
+	Workers int
+	// Env is extra environment for the server's process, KEY=VALUE,
+	// after this process's and the kind's own: LD_PRELOAD of liblinger.so
+	// and its LINGER_* settings. Helper programs (javac) do not get it.
+	Env []string
 }
 
 // ErrNoBinary is returned by StartRealServer when the server's program is
@@ -90,6 +113,13 @@ func StartRealServer(cfg RealServerConfig) (*RealServer, func() error, error) {
 	path, err := exec.LookPath(bin)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s: %w", ErrNoBinary, bin, err)
+	}
+	if cfg.Kind == "java" {
+		// The server is compiled at start; a JRE without a compiler
+		// cannot run it.
+		if _, err := exec.LookPath("javac"); err != nil {
+			return nil, nil, fmt.Errorf("%w: javac: %w", ErrNoBinary, err)
+		}
 	}
 	if cfg.Command == nil {
 		cfg.Command = exec.CommandContext
@@ -120,12 +150,13 @@ func StartRealServer(cfg RealServerConfig) (*RealServer, func() error, error) {
 	// The process's own context is never cancelled: stop ends it with
 	// signals to its group.
 	cmd := cfg.Command(context.Background(), path, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), env...), cfg.Env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, nil, fmt.Errorf("testbed: starting %s: %w", cfg.Kind, err)
 	}
+	s.PID = cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	var waitErr error
@@ -205,12 +236,17 @@ var versionLine = map[string]*regexp.Regexp{
 	"apache":  regexp.MustCompile(`Apache/\S+`),
 	// caddy build-info's module line: "caddy version" says "unknown"
 	// for a binary built with go install.
-	"caddy": regexp.MustCompile(`caddyserver/caddy/v2\s+v2\.\S+`),
+	"caddy":   regexp.MustCompile(`caddyserver/caddy/v2\s+v2\.\S+`),
+	"java":    regexp.MustCompile(`openjdk version "[^"]+"`),
+	"node":    regexp.MustCompile(`v\d+\.\S+`),
+	"python":  regexp.MustCompile(`Python \S+`),
+	"openssl": regexp.MustCompile(`OpenSSL \S+`),
 }
 
 // serverVersion asks the program for its version.
 func serverVersion(kind, path string) (string, error) {
-	flag := map[string]string{"nginx": "-v", "haproxy": "-v", "apache": "-v", "caddy": "build-info"}[kind]
+	flag := map[string]string{"nginx": "-v", "haproxy": "-v", "apache": "-v", "caddy": "build-info",
+		"java": "-version", "node": "-v", "python": "--version", "openssl": "version"}[kind]
 	out, err := exec.Command(path, flag).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("testbed: %s %s: %w: %s", path, flag, err, out)
@@ -219,8 +255,13 @@ func serverVersion(kind, path string) (string, error) {
 	if v == "" {
 		return "", fmt.Errorf("testbed: %s %s: no version in %q", path, flag, out)
 	}
-	if kind == "caddy" {
+	switch kind {
+	case "caddy":
 		v = "Caddy " + strings.Fields(v)[1]
+	case "java":
+		v = "OpenJDK " + strings.Trim(strings.Fields(v)[2], `"`)
+	case "node":
+		v = "Node.js " + v
 	}
 	return strings.Replace(v, " version ", " ", 1), nil
 }
@@ -244,9 +285,14 @@ func writeServerConfig(cfg RealServerConfig, addr string) (args, env []string, e
 			verify = fmt.Sprintf("ssl_client_certificate %s;\n\t\tssl_verify_client on;\n\t\tssl_verify_depth 1;", f.CA)
 		}
 		// One process, in the foreground: nothing to reap but the
-		// process itself, and no user switch.
+		// process itself, and no user switch. With Workers, a master
+		// and its workers, as root so that they can read dir.
+		procs := "master_process off;"
+		if cfg.Workers > 0 {
+			procs = fmt.Sprintf("master_process on;\nworker_processes %d;\nuser root;", cfg.Workers)
+		}
 		conf := fmt.Sprintf(`daemon off;
-master_process off;
+%[7]s
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
 events { worker_connections 256; }
@@ -266,7 +312,7 @@ http {
 		location / { return 200 "ok\n"; }
 	}
 }
-`, dir, addr, f.ServerCert, f.ServerKey, protocols, verify)
+`, dir, addr, f.ServerCert, f.ServerKey, protocols, verify, procs)
 		p, err := write("nginx.conf", conf)
 		return []string{"-p", dir, "-c", p, "-e", filepath.Join(dir, "error.log")}, nil, err
 	case "haproxy":
@@ -375,6 +421,68 @@ DocumentRoot %[1]s/htdocs
 		p, err := write("caddy.json", string(b))
 		// Caddy keeps its data under $HOME and $XDG_*: keep them in dir.
 		return []string{"run", "--config", p}, []string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir}, err
+	case "java", "node", "python":
+		return sourceServer(cfg, addr)
+	case "openssl":
+		host, port, _ := net.SplitHostPort(addr)
+		// -www answers a GET with a status page and any other request
+		// with an error page; -rev or stdin echo would need a terminal.
+		args := []string{"s_server", "-accept", net.JoinHostPort(host, port), "-www", "-quiet",
+			"-cert", f.ServerCert, "-key", f.ServerKey}
+		switch cfg.Version {
+		case tls.VersionTLS12:
+			args = append(args, "-tls1_2")
+		case tls.VersionTLS13:
+			args = append(args, "-tls1_3")
+		}
+		if cfg.RequireCert {
+			args = append(args, "-CAfile", f.CA, "-Verify", "1", "-verify_return_error")
+		}
+		return args, nil, nil
 	}
 	return nil, nil, fmt.Errorf("testbed: unknown server %q", cfg.Kind)
+}
+
+// sourceServer writes the kind's embedded server into cfg.Dir (compiling
+// the Java one with javac there) and returns its arguments: host, port,
+// the PKI's files, the TLS versions allowed and whether a client
+// certificate is required.
+func sourceServer(cfg RealServerConfig, addr string) (args, env []string, err error) {
+	name := map[string]string{"java": "LingerTLSServer.java", "node": "server.js", "python": "server.py"}[cfg.Kind]
+	src, err := serverSources.ReadFile("servers/" + name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("testbed: %w", err)
+	}
+	p := filepath.Join(cfg.Dir, name)
+	if err := os.WriteFile(p, src, 0o600); err != nil {
+		return nil, nil, fmt.Errorf("testbed: %w", err)
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	f := cfg.Files
+	need := strconv.FormatBool(cfg.RequireCert)
+	// Each platform names the versions its own way.
+	names := map[string][2]string{"java": {"TLSv1.2", "TLSv1.3"}, "node": {"TLSv1.2", "TLSv1.3"}, "python": {"TLSv1_2", "TLSv1_3"}}[cfg.Kind]
+	lo, hi := names[0], names[1]
+	switch cfg.Version {
+	case tls.VersionTLS12:
+		hi = lo
+	case tls.VersionTLS13:
+		lo = hi
+	}
+	switch cfg.Kind {
+	case "java":
+		out, err := exec.Command("javac", "-d", cfg.Dir, p).CombinedOutput()
+		if err != nil {
+			return nil, nil, fmt.Errorf("testbed: javac %s: %w: %s", p, err, out)
+		}
+		protocols := lo
+		if hi != lo {
+			protocols += "," + hi
+		}
+		return []string{"-cp", cfg.Dir, "LingerTLSServer", host, port, f.ServerCert, f.ServerKey, f.CA, protocols, need}, nil, nil
+	case "python":
+		// -u: the "listening" line and tracebacks reach the log at once.
+		return []string{"-u", p, host, port, f.ServerCert, f.ServerKey, f.CA, lo, hi, need}, nil, nil
+	}
+	return []string{p, host, port, f.ServerCert, f.ServerKey, f.CA, lo, hi, need}, nil, nil
 }
