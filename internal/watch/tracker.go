@@ -96,7 +96,7 @@ type flow struct {
 	// was nothing but alert-shaped records, when hasAlert.
 	alertEnd uint32
 	// finSeq is the sequence number of the server's FIN, when serverFIN.
-	finSeq uint32
+	finSeq                                     uint32
 	hasAlert, serverFIN, peerFIN, serverClosed bool
 	// reset: the connection was reset, and its verdict given; later
 	// resets on it (the kernel answers every segment for a socket that

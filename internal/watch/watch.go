@@ -71,4 +71,3 @@ var ErrPermission = errors.New("watch: a packet socket needs root or CAP_NET_RAW
 // ErrNoInterface is returned (wrapped) by Start for a device that does not
 // exist.
 var ErrNoInterface = errors.New("watch: no such network interface")
-
