@@ -1,0 +1,288 @@
+package watch_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/pki"
+	"github.com/linger-go/linger/internal/probe"
+	"github.com/linger-go/linger/internal/proc"
+	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/watch"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	testbed.StartPoller()
+	goleak.VerifyTestMain(m)
+}
+
+func checkFDs(t *testing.T) {
+	before := proc.OpenFDs()
+	t.Cleanup(func() { testbed.WaitFDs(t, before) })
+}
+
+// observer collects a watcher's verdicts by the peer's port.
+type observer struct {
+	mu     sync.Mutex
+	byPeer map[int][]watch.Verdict
+}
+
+func (o *observer) add(v watch.Verdict) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.byPeer[int(v.Peer.Port())] = append(o.byPeer[int(v.Peer.Port())], v)
+}
+
+func (o *observer) get() map[int][]watch.Verdict {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	m := make(map[int][]watch.Verdict, len(o.byPeer))
+	for k, v := range o.byPeer {
+		m[k] = append([]watch.Verdict(nil), v...)
+	}
+	return m
+}
+
+// side is where a test's server runs: loopback in the test's own
+// namespace, or the server namespace of a netns.Pair.
+type side struct {
+	iface string
+	do    func(func() error) error
+}
+
+var loopback = side{iface: "lo", do: func(f func() error) error { return f() }}
+
+// startWatch watches port on s, and, as the independent check, counts the
+// RSTs the server sends with testbed's own packet socket (a different
+// filter, a different parser). It returns the verdicts and the capture's
+// counts, after a moment for segments still in flight; both stop when the
+// test ends, failing it if either dropped packets.
+func startWatch(t *testing.T, s side, port int) (get func() (map[int][]watch.Verdict, map[int]int, watch.Snapshot)) {
+	t.Helper()
+	o := &observer{byPeer: map[int][]watch.Verdict{}}
+	var w *watch.Watcher
+	var c *testbed.RSTCapture
+	err := s.do(func() (err error) {
+		if w, err = watch.Start(watch.Config{Interface: s.iface, Ports: []uint16{uint16(port)}, OnVerdict: o.add}); err != nil {
+			return err
+		}
+		if c, err = testbed.CaptureRSTs(s.iface, port); err != nil {
+			w.Close()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		snap, err := w.Close()
+		if err != nil {
+			t.Errorf("watch: %v", err)
+		}
+		if snap.Drops != 0 {
+			t.Errorf("watch: the kernel dropped %d packets", snap.Drops)
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("capture: %v", err)
+		}
+	})
+	return func() (map[int][]watch.Verdict, map[int]int, watch.Snapshot) {
+		time.Sleep(100 * time.Millisecond)
+		snap, err := w.Snapshot()
+		if err != nil {
+			t.Errorf("watch: %v", err)
+		}
+		return o.get(), c.RSTs(), snap
+	}
+}
+
+// truth is one connection whose fate a test knows from outside the
+// watcher: the driver's port and whether the connection was reset, as the
+// driver saw it.
+type truth struct {
+	port  int
+	reset bool
+}
+
+// tally compares the watcher with the driver and with the capture, and
+// returns the counts the tables print.
+type tally struct {
+	conns, driverLost, captureLost, watchLost int
+	kinds                                     map[watch.Kind]int
+	mismatches                                []string
+}
+
+func compare(truths []truth, verdicts map[int][]watch.Verdict, rsts map[int]int) tally {
+	tl := tally{kinds: map[watch.Kind]int{}}
+	for _, tr := range truths {
+		tl.conns++
+		onWire := rsts[tr.port] > 0
+		lost := false
+		for _, v := range verdicts[tr.port] {
+			tl.kinds[v.Kind]++
+			lost = lost || v.Lost()
+		}
+		if len(verdicts[tr.port]) > 1 {
+			tl.mismatches = append(tl.mismatches, fmt.Sprintf("port %d: %d verdicts", tr.port, len(verdicts[tr.port])))
+		}
+		if tr.reset {
+			tl.driverLost++
+		}
+		if onWire {
+			tl.captureLost++
+		}
+		if lost {
+			tl.watchLost++
+		}
+		if lost != onWire {
+			tl.mismatches = append(tl.mismatches, fmt.Sprintf("port %d: watch lost=%v %v, the capture saw %d RSTs, the driver reset=%v",
+				tr.port, lost, verdicts[tr.port], rsts[tr.port], tr.reset))
+		}
+	}
+	return tl
+}
+
+// within reports whether got is within 2 % or 1 connection of want, the
+// issue's margin.
+func within(got, want int) bool {
+	d := got - want
+	if d < 0 {
+		d = -d
+	}
+	return d <= 1 || float64(d) <= 0.02*float64(want)
+}
+
+// check holds a tally to the truth: the watcher agrees with the capture
+// on every connection, and with the driver within the margin; a lingering
+// server loses nothing.
+func (tl tally) check(t *testing.T, lingering bool) {
+	t.Helper()
+	t.Logf("%d connections: driver saw %d reset, capture %d, watch %d lost %v", tl.conns, tl.driverLost, tl.captureLost, tl.watchLost, tl.kinds)
+	for _, m := range tl.mismatches {
+		t.Errorf("watch disagrees with the wire: %s", m)
+	}
+	if !within(tl.watchLost, tl.driverLost) {
+		t.Errorf("watch counts %d lost, the driver %d: outside ±2 %% or ±1", tl.watchLost, tl.driverLost)
+	}
+	if lingering && tl.watchLost != 0 {
+		t.Errorf("a lingering server lost %d last words", tl.watchLost)
+	}
+}
+
+func probeTruths(rep *probe.Report) []truth {
+	var ts []truth
+	for _, tr := range rep.Trials {
+		if tr.ClientPort != 0 {
+			ts = append(ts, truth{tr.ClientPort, tr.Reset})
+		}
+	}
+	return ts
+}
+
+func runProbe(t *testing.T, cfg probe.Config) *probe.Report {
+	t.Helper()
+	if cfg.Interval == 0 {
+		cfg.Interval = 5 * time.Millisecond
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Watch == 0 {
+		cfg.Watch = 150 * time.Millisecond
+	}
+	rep, err := probe.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	rep.WriteSummary(&b)
+	t.Log(b.String())
+	return rep
+}
+
+func startGo(t *testing.T, ln net.Listener, lingering bool, cfg *tls.Config) string {
+	t.Helper()
+	if lingering {
+		ln = testbed.Linger(t, linger.Must(linger.Config{}), ln)
+	}
+	return testbed.ServeTLS(t, ln, cfg, nil)
+}
+
+func portOf(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+func serverConfig(p *pki.PKI, mode probe.Mode, version uint16) *tls.Config {
+	cfg := p.ServerConfig(version)
+	if mode == probe.ModeRecord {
+		cfg.ClientAuth, cfg.ClientCAs = tls.NoClientCert, nil
+	}
+	return cfg
+}
+
+func clientTLS(p *pki.PKI, version uint16) *tls.Config {
+	return &tls.Config{RootCAs: p.CAPool, ServerName: "localhost", MinVersion: version, MaxVersion: version}
+}
+
+// TestGoServers: Go servers on loopback, IPv4 and IPv6, closing at once
+// or lingering, probed in both provocations over TLS 1.3 and 1.2. Every
+// connection the capture saw reset the watcher counts lost, and only
+// those; the alert is what it names as the last word (a Go server sends
+// nothing after its alert but, after a completed handshake, a
+// close_notify, which is an alert too); linger loses none.
+func TestGoServers(t *testing.T) {
+	testbed.RequireRoot(t, "watching loopback with a packet socket")
+	checkFDs(t)
+	p := testbed.SharedPKI(t)
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		for _, ver := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+			for _, mode := range []probe.Mode{probe.ModeClientCert, probe.ModeRecord} {
+				for _, lingering := range []bool{false, true} {
+					if host == "::1" && (ver == tls.VersionTLS12 || mode == probe.ModeRecord) {
+						continue // IPv6 once is enough
+					}
+					name := fmt.Sprintf("%s/%s/%s/linger=%v", host, tls.VersionName(ver), mode, lingering)
+					t.Run(name, func(t *testing.T) {
+						ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+						if err != nil {
+							t.Skipf("no %s: %v", host, err)
+						}
+						addr := startGo(t, ln, lingering, serverConfig(p, mode, ver))
+						get := startWatch(t, loopback, portOf(t, addr))
+						rep := runProbe(t, probe.Config{Addr: addr, Mode: mode, TLS: clientTLS(p, ver), Trials: 10, Upload: 256 << 10})
+						verdicts, rsts, _ := get()
+						tl := compare(probeTruths(rep), verdicts, rsts)
+						tl.check(t, lingering)
+						if tl.watchLost != tl.kinds[watch.LostAlert] {
+							t.Errorf("lost %d, %d of them after an alert; a Go server's last record is an alert", tl.watchLost, tl.kinds[watch.LostAlert])
+						}
+					})
+				}
+			}
+		}
+	}
+}
+
+var _ = errors.Is
+var _ = exec.LookPath
+var _ = sort.Ints
+var _ = netip.Addr{}
