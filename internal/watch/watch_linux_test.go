@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os/exec"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,12 +113,18 @@ func startWatch(t *testing.T, s side, port int) (get func() (map[int][]watch.Ver
 type truth struct {
 	port  int
 	reset bool
+	// afterFIN: the reset came after the server's clean FIN, when the
+	// driver can tell (-1: it cannot).
+	afterFIN int
 }
 
 // tally compares the watcher with the driver and with the capture, and
 // returns the counts the tables print.
 type tally struct {
 	conns, driverLost, captureLost, watchLost int
+	// driverAfterFIN and watchAfterFIN count the resets after a FIN, of
+	// the connections whose driver can tell.
+	driverAfterFIN, watchAfterFIN int
 	kinds                                     map[watch.Kind]int
 	mismatches                                []string
 }
@@ -130,10 +134,17 @@ func compare(truths []truth, verdicts map[int][]watch.Verdict, rsts map[int]int)
 	for _, tr := range truths {
 		tl.conns++
 		onWire := rsts[tr.port] > 0
-		lost := false
+		lost, afterFIN := false, false
 		for _, v := range verdicts[tr.port] {
 			tl.kinds[v.Kind]++
 			lost = lost || v.Lost()
+			afterFIN = afterFIN || v.Lost() && v.AfterFIN
+		}
+		if tr.afterFIN >= 0 {
+			tl.driverAfterFIN += tr.afterFIN
+			if afterFIN {
+				tl.watchAfterFIN++
+			}
 		}
 		if len(verdicts[tr.port]) > 1 {
 			tl.mismatches = append(tl.mismatches, fmt.Sprintf("port %d: %d verdicts", tr.port, len(verdicts[tr.port])))
@@ -170,12 +181,16 @@ func within(got, want int) bool {
 // server loses nothing.
 func (tl tally) check(t *testing.T, lingering bool) {
 	t.Helper()
-	t.Logf("%d connections: driver saw %d reset, capture %d, watch %d lost %v", tl.conns, tl.driverLost, tl.captureLost, tl.watchLost, tl.kinds)
+	t.Logf("%d connections: driver saw %d reset (%d after a FIN), capture %d, watch %d lost (%d after a FIN) %v",
+		tl.conns, tl.driverLost, tl.driverAfterFIN, tl.captureLost, tl.watchLost, tl.watchAfterFIN, tl.kinds)
 	for _, m := range tl.mismatches {
 		t.Errorf("watch disagrees with the wire: %s", m)
 	}
 	if !within(tl.watchLost, tl.driverLost) {
 		t.Errorf("watch counts %d lost, the driver %d: outside ±2 %% or ±1", tl.watchLost, tl.driverLost)
+	}
+	if !within(tl.watchAfterFIN, tl.driverAfterFIN) {
+		t.Errorf("watch counts %d resets after a FIN, the driver %d: outside ±2 %% or ±1", tl.watchAfterFIN, tl.driverAfterFIN)
 	}
 	if lingering && tl.watchLost != 0 {
 		t.Errorf("a lingering server lost %d last words", tl.watchLost)
@@ -186,7 +201,11 @@ func probeTruths(rep *probe.Report) []truth {
 	var ts []truth
 	for _, tr := range rep.Trials {
 		if tr.ClientPort != 0 {
-			ts = append(ts, truth{tr.ClientPort, tr.Reset})
+			afterFIN := 0
+			if tr.Reset && tr.FIN {
+				afterFIN = 1
+			}
+			ts = append(ts, truth{tr.ClientPort, tr.Reset, afterFIN})
 		}
 	}
 	return ts
@@ -282,7 +301,97 @@ func TestGoServers(t *testing.T) {
 	}
 }
 
-var _ = errors.Is
-var _ = exec.LookPath
-var _ = sort.Ints
-var _ = netip.Addr{}
+// startReal starts a real server for the test, or skips the test when its
+// program is not installed, and stops it when the test ends.
+func startReal(t *testing.T, cfg testbed.RealServerConfig) *testbed.RealServer {
+	t.Helper()
+	cfg.Dir = t.TempDir()
+	s, stop, err := testbed.StartRealServer(cfg)
+	if errors.Is(err, testbed.ErrNoBinary) {
+		t.Skipf("skipping %s: %v (./test.sh installs it as root)", cfg.Kind, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("stopping %s: %v", cfg.Kind, err)
+		}
+	})
+	return s
+}
+
+// curlUploads runs curl n times, each presenting a certificate the server
+// rejects and uploading 1 MiB, and returns each run's local port with
+// curl's exit status. curl cannot say whether the server reset it (it
+// reports "connection reset", "send failure" or the alert, depending on
+// timing), so the capture is the truth for these runs.
+func curlUploads(t *testing.T, addr string, files pki.Files, n int) []truth {
+	t.Helper()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	body := t.TempDir() + "/body"
+	if err := exec.Command("dd", "if=/dev/zero", "of="+body, "bs=1M", "count=1", "status=none").Run(); err != nil {
+		t.Fatal(err)
+	}
+	var ts []truth
+	codes := map[int]int{}
+	for range n {
+		out, err := exec.Command("curl", "-s", "-o", "/dev/null", "-w", "%{local_port}", "--max-time", "10",
+			"--cacert", files.CA, "--cert", files.UntrustedCert, "--key", files.UntrustedKey,
+			"--data-binary", "@"+body, "https://localhost:"+strconv.Itoa(portOf(t, addr))+"/").Output()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		codes[code]++
+		port, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+		if port == 0 {
+			t.Fatalf("curl did not say its port (exit %d)", code)
+		}
+		ts = append(ts, truth{port: port, afterFIN: -1})
+	}
+	t.Logf("curl exit statuses: %v", codes)
+	return ts
+}
+
+// TestRealServers: nginx, HAProxy and Apache as installed, with TLS 1.3
+// and client certificates required, driven by the probe (a rejected
+// certificate, and a corrupted record on a server that asks for none) and
+// by curl uploading 1 MiB with a rejected certificate.
+func TestRealServers(t *testing.T) {
+	testbed.RequireRoot(t, "watching loopback with a packet socket")
+	checkFDs(t)
+	ca := testbed.SharedPKI(t)
+	files, err := ca.WriteFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"nginx", "haproxy", "apache"} {
+		for _, mode := range []probe.Mode{probe.ModeClientCert, probe.ModeRecord} {
+			t.Run(kind+"/probe/"+string(mode), func(t *testing.T) {
+				srv := startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
+					Version: tls.VersionTLS13, RequireCert: mode == probe.ModeClientCert})
+				get := startWatch(t, loopback, portOf(t, srv.Addr))
+				rep := runProbe(t, probe.Config{Addr: srv.Addr, Mode: mode, TLS: clientTLS(ca, tls.VersionTLS13), Trials: 10, Upload: 256 << 10})
+				verdicts, rsts, _ := get()
+				compare(probeTruths(rep), verdicts, rsts).check(t, false)
+			})
+		}
+		t.Run(kind+"/curl", func(t *testing.T) {
+			srv := startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
+				Version: tls.VersionTLS13, RequireCert: true})
+			get := startWatch(t, loopback, portOf(t, srv.Addr))
+			ts := curlUploads(t, srv.Addr, files, 10)
+			verdicts, rsts, _ := get()
+			for i := range ts {
+				ts[i].reset = rsts[ts[i].port] > 0
+			}
+			compare(ts, verdicts, rsts).check(t, false)
+		})
+	}
+}
