@@ -8,10 +8,16 @@ import (
 // packet builds an IPv4 or IPv6 TCP segment from its IP header on, as a
 // SOCK_DGRAM packet socket hands it over.
 func packet(src, dst netip.AddrPort, seq uint32, flags uint8, payload []byte) []byte {
+	return packetAck(src, dst, seq, 0, flags, payload)
+}
+
+// packetAck is packet with an acknowledgement number.
+func packetAck(src, dst netip.AddrPort, seq, ack uint32, flags uint8, payload []byte) []byte {
 	tcp := make([]byte, 20, 20+len(payload))
 	binary.BigEndian.PutUint16(tcp[0:], src.Port())
 	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
 	binary.BigEndian.PutUint32(tcp[4:], seq)
+	binary.BigEndian.PutUint32(tcp[8:], ack)
 	tcp[12] = 5 << 4
 	tcp[13] = flags
 	tcp = append(tcp, payload...)

@@ -10,7 +10,7 @@ import (
 // on.
 type Segment struct {
 	Src, Dst netip.AddrPort
-	Seq      uint32
+	Seq, Ack uint32
 	Flags    uint8
 	// Payload is the part of the payload the snap kept; PayloadLen is the
 	// payload's whole length, from the IP header's length field (so that
@@ -59,6 +59,7 @@ func ParseSegment(p []byte) (Segment, error) {
 	s.Src = netip.AddrPortFrom(s.Src.Addr(), binary.BigEndian.Uint16(tcp[0:]))
 	s.Dst = netip.AddrPortFrom(s.Dst.Addr(), binary.BigEndian.Uint16(tcp[2:]))
 	s.Seq = binary.BigEndian.Uint32(tcp[4:])
+	s.Ack = binary.BigEndian.Uint32(tcp[8:])
 	s.Flags = tcp[13]
 	s.PayloadLen = total - doff
 	s.Payload = tcp[doff:]

@@ -17,6 +17,14 @@ const (
 	LostNone Kind = "lost_none"
 	// PeerReset: the peer, not the server, reset the connection first.
 	PeerReset Kind = "peer_reset"
+	// ClosingReset: the server reset the connection, but the peer was
+	// not still sending: its last bytes were an alert-shaped record (a
+	// close_notify), so it had ended its side itself. A client that
+	// closes TLS after reading the response of a "Connection: close"
+	// exchange draws an RST from a server that has already closed its
+	// socket, or from one that closes without reading that
+	// close_notify. Not a lost last word.
+	ClosingReset Kind = "closing_reset"
 )
 
 // A Verdict is what the watcher concluded about one connection whose
@@ -39,7 +47,7 @@ type Verdict struct {
 
 // Lost reports whether v is a lost last word: the server reset the
 // connection.
-func (v Verdict) Lost() bool { return v.Kind != PeerReset }
+func (v Verdict) Lost() bool { return v.Kind != PeerReset && v.Kind != ClosingReset }
 
 // Counts are one server port's counters since the watch began.
 type Counts struct {
@@ -60,6 +68,9 @@ type Counts struct {
 	LostAfterFIN uint64 `json:"lost_after_fin"`
 	// PeerResets counts connections the peer reset first.
 	PeerResets uint64 `json:"peer_resets"`
+	// ClosingResets counts resets the server sent after the peer had
+	// everything and was closing (ClosingReset): not lost.
+	ClosingResets uint64 `json:"closing_resets"`
 	// Untracked counts resets the server sent on connections not seen
 	// from their start: opened before the watch began, pushed out of a
 	// full flow table, or answers to segments for a connection that no
@@ -73,7 +84,8 @@ func (c Counts) Sub(old Counts) Counts {
 		Opened: c.Opened - old.Opened, ServerClosed: c.ServerClosed - old.ServerClosed,
 		Lost: c.Lost - old.Lost, LostAlert: c.LostAlert - old.LostAlert, LostData: c.LostData - old.LostData,
 		LostNone: c.LostNone - old.LostNone, LostAfterFIN: c.LostAfterFIN - old.LostAfterFIN,
-		PeerResets: c.PeerResets - old.PeerResets, Untracked: c.Untracked - old.Untracked,
+		PeerResets: c.PeerResets - old.PeerResets, ClosingResets: c.ClosingResets - old.ClosingResets,
+		Untracked: c.Untracked - old.Untracked,
 	}
 }
 
@@ -83,7 +95,8 @@ func (c Counts) Add(o Counts) Counts {
 		Opened: c.Opened + o.Opened, ServerClosed: c.ServerClosed + o.ServerClosed,
 		Lost: c.Lost + o.Lost, LostAlert: c.LostAlert + o.LostAlert, LostData: c.LostData + o.LostData,
 		LostNone: c.LostNone + o.LostNone, LostAfterFIN: c.LostAfterFIN + o.LostAfterFIN,
-		PeerResets: c.PeerResets + o.PeerResets, Untracked: c.Untracked + o.Untracked,
+		PeerResets: c.PeerResets + o.PeerResets, ClosingResets: c.ClosingResets + o.ClosingResets,
+		Untracked: c.Untracked + o.Untracked,
 	}
 }
 
@@ -96,8 +109,12 @@ type flow struct {
 	// was nothing but alert-shaped records, when hasAlert.
 	alertEnd uint32
 	// finSeq is the sequence number of the server's FIN, when serverFIN.
-	finSeq                                     uint32
-	hasAlert, serverFIN, peerFIN, serverClosed bool
+	finSeq uint32
+	// peerAlertEnd is the sequence number just past the peer's latest
+	// alert-shaped segment, when peerAlert.
+	peerAlertEnd uint32
+
+	hasAlert, serverFIN, peerFIN, serverClosed, peerAlert bool
 	// reset: the connection was reset, and its verdict given; later
 	// resets on it (the kernel answers every segment for a socket that
 	// is gone) are not counted again.
@@ -247,6 +264,13 @@ func (t *Tracker) fromServer(f *flow, s Segment) {
 	}
 	v.Sent = end - (f.iss + 1)
 	switch {
+	case f.peerAlert && peerDone(f, s):
+		v.Kind = ClosingReset
+		c.ClosingResets++
+		if t.onVerdict != nil {
+			t.onVerdict(v)
+		}
+		return
 	case f.hasAlert && f.alertEnd == end:
 		v.Kind = LostAlert
 		c.LostAlert++
@@ -266,12 +290,29 @@ func (t *Tracker) fromServer(f *flow, s Segment) {
 	}
 }
 
+// peerDone reports whether the server's reset rst came when the peer's
+// alert-shaped record was the last the peer sent. An abort on close acks
+// what the server's kernel had received (rcv_nxt), so its ACK says
+// whether the peer sent more after the alert (its FIN counts one); a reset
+// from a socket that is gone carries no ACK, and then the alert is taken
+// as the peer's last word, a guess documented with the heuristic.
+func peerDone(f *flow, rst Segment) bool {
+	if rst.Flags&flagACK == 0 {
+		return true
+	}
+	d := rst.Ack - f.peerAlertEnd
+	return d == 0 || d == 1 && f.peerFIN
+}
+
 func (t *Tracker) fromPeer(f *flow, s Segment) {
 	if f.reset {
 		return
 	}
 	if s.Flags&flagFIN != 0 {
 		f.peerFIN = true
+	}
+	if s.PayloadLen > 0 && s.Flags&flagACK != 0 && alertRecords(s.Payload) && len(s.Payload) == s.PayloadLen {
+		f.peerAlert, f.peerAlertEnd = true, s.Seq+uint32(s.PayloadLen)
 	}
 	if s.Flags&flagRST == 0 {
 		return

@@ -17,6 +17,9 @@ func TestTracker(t *testing.T) {
 		flags    uint8
 		payload  []byte
 		incoming bool // sent by another host
+		// ack acknowledges the other side's bytes up to this
+		// (relative, like seq; 0: none)
+		ack uint32
 	}
 	synack := seg{seq: ^uint32(0), flags: flagSYN | flagACK}
 	alert13 := record(recordApplicationData, 19)
@@ -65,6 +68,20 @@ func TestTracker(t *testing.T) {
 			want: []Kind{LostData}, counts: Counts{Opened: 1, ServerClosed: 1, Lost: 1, LostData: 1}},
 		{name: "a 2-byte TLS 1.3 write last: alert (a known false alert)", segs: []seg{synack, {seq: 3000, flags: flagACK, payload: alert13}, {seq: 3024, flags: flagRST | flagACK}},
 			want: []Kind{LostAlert}, counts: Counts{Opened: 1, ServerClosed: 1, Lost: 1, LostAlert: 1}},
+		{name: "Connection: close, then the peer's close_notify draws an RST: closing, not lost", segs: []seg{synack,
+			{seq: 500, flags: flagFIN | flagACK, payload: alert13}, {fromPeer: true, seq: 99, ack: 525, flags: flagACK, payload: alert13},
+			{seq: 525, flags: flagRST}},
+			want: []Kind{ClosingReset}, afterFIN: true, counts: Counts{Opened: 1, ServerClosed: 1, ClosingResets: 1}},
+		{name: "the peer's close_notify before the server's FIN reached it: closing", segs: []seg{synack,
+			{fromPeer: true, seq: 99, ack: 470, flags: flagACK, payload: alert13}, {seq: 500, flags: flagFIN | flagACK, payload: alert13},
+			{seq: 525, flags: flagRST}},
+			want: []Kind{ClosingReset}, afterFIN: true, counts: Counts{Opened: 1, ServerClosed: 1, ClosingResets: 1}},
+		{name: "the peer closes first, the server aborts on its unread close_notify: closing", segs: []seg{synack,
+			{fromPeer: true, seq: 99, ack: 500, flags: flagACK | flagFIN, payload: alert13}, {seq: 500, ack: 99 + 24 + 1, flags: flagRST | flagACK}},
+			want: []Kind{ClosingReset}, counts: Counts{Opened: 1, ClosingResets: 1}},
+		{name: "the peer sent more after an alert-shaped record: lost", segs: []seg{synack,
+			{fromPeer: true, seq: 99, ack: 500, flags: flagACK, payload: alert13}, {seq: 500, ack: 99 + 24 + 4000, flags: flagRST | flagACK}},
+			want: []Kind{LostData}, counts: Counts{Opened: 1, ServerClosed: 1, Lost: 1, LostData: 1}},
 		{name: "a SYN-ACK from another host: not ours", segs: []seg{{seq: ^uint32(0), flags: flagSYN | flagACK, incoming: true}, {seq: 0, flags: flagRST, incoming: true}}},
 		{name: "untracked reset on a watched port", ports: []uint16{443}, segs: []seg{{seq: 0, flags: flagRST}},
 			counts: Counts{Untracked: 1}},
@@ -86,7 +103,11 @@ func TestTracker(t *testing.T) {
 				if sg.fromPeer {
 					from, to = p, s
 				}
-				seg, err := ParseSegment(packet(from, to, iss+1+sg.seq, sg.flags, sg.payload))
+				ack := uint32(0)
+				if sg.ack != 0 {
+					ack = iss + 1 + sg.ack
+				}
+				seg, err := ParseSegment(packetAck(from, to, iss+1+sg.seq, ack, sg.flags, sg.payload))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -5,7 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger"
+	"github.com/linger-go/linger/internal/netns"
 	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/probe"
 	"github.com/linger-go/linger/internal/proc"
@@ -125,8 +129,8 @@ type tally struct {
 	// driverAfterFIN and watchAfterFIN count the resets after a FIN, of
 	// the connections whose driver can tell.
 	driverAfterFIN, watchAfterFIN int
-	kinds                                     map[watch.Kind]int
-	mismatches                                []string
+	kinds                         map[watch.Kind]int
+	mismatches                    []string
 }
 
 func compare(truths []truth, verdicts map[int][]watch.Verdict, rsts map[int]int) tally {
@@ -393,5 +397,159 @@ func TestRealServers(t *testing.T) {
 			}
 			compare(ts, verdicts, rsts).check(t, false)
 		})
+	}
+}
+
+// TestImpairedPath: the server in a network namespace behind 10 ms each
+// way and 2 % loss, where retransmissions repeat FINs, alerts and the
+// resets that answer them; the watcher runs in the server's namespace on
+// every device. It must still agree with the probe and the capture on
+// every connection, and the namespace's own kernel counters are logged
+// beside it.
+func TestImpairedPath(t *testing.T) {
+	testbed.RequireRoot(t, "the impaired path (network namespaces)")
+	checkFDs(t)
+	p := testbed.SharedPKI(t)
+	pair, err := netns.NewPair(netns.PathConfig{Delay: 10 * time.Millisecond, Loss: 0.02})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pair.Close(); err != nil {
+			t.Errorf("closing the namespaces: %v", err)
+		}
+	})
+	host := pair.ServerIP.String()
+	srvSide := side{iface: "", do: pair.Server.Do}
+	for _, lingering := range []bool{false, true} {
+		t.Run(fmt.Sprintf("linger=%v", lingering), func(t *testing.T) {
+			ln, err := pair.Server.Listen("tcp", net.JoinHostPort(host, "0"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := startGo(t, ln, lingering, serverConfig(p, probe.ModeClientCert, 0))
+			// Segments of the previous run still in flight on the delayed
+			// path would draw resets from a socket that is gone.
+			time.Sleep(200 * time.Millisecond)
+			before, err := pair.Server.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			get := startWatch(t, srvSide, portOf(t, addr))
+			cfg := clientTLS(p, 0)
+			cfg.ServerName = host
+			rep := runProbe(t, probe.Config{Addr: addr, Mode: probe.ModeClientCert, TLS: cfg, Trials: 8,
+				Upload: 256 << 10, Dial: pair.Client.DialContext, Watch: time.Second})
+			time.Sleep(200 * time.Millisecond)
+			verdicts, rsts, _ := get()
+			after, err := pair.Server.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := after.Sub(before)
+			t.Logf("server namespace: %d RSTs sent, TCPAbortOnClose +%d, TCPAbortOnData +%d, %d retransmitted segments",
+				d.OutRsts, d.AbortOnClose, d.AbortOnData, d.RetransSegs)
+			compare(probeTruths(rep), verdicts, rsts).check(t, lingering)
+		})
+	}
+}
+
+// startHTTP serves HTTPS (HTTP/1.1 and HTTP/2) with Go's net/http on
+// loopback until the test ends, answering every request with a short
+// body.
+func startHTTP(t *testing.T, p *pki.PKI, lingering bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lingering {
+		ln = testbed.Linger(t, linger.Must(linger.Config{}), ln)
+	}
+	cfg := p.ServerConfig(0)
+	cfg.ClientAuth, cfg.ClientCAs = tls.NoClientCert, nil
+	cfg.NextProtos = []string{"h2", "http/1.1"}
+	srv := &http.Server{TLSConfig: cfg, ErrorLog: log.New(io.Discard, "", 0),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(tls.NewListener(ln, cfg))
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// TestCleanTraffic: traffic that ends cleanly (wrk keeping connections
+// alive, wrk with "Connection: close", h2load over HTTP/2) against every
+// server: no lost last word, and the capture agrees. wrk's own end (it
+// closes connections with responses still arriving) shows as peer resets.
+func TestCleanTraffic(t *testing.T) {
+	testbed.RequireRoot(t, "watching loopback with a packet socket")
+	checkFDs(t)
+	ca := testbed.SharedPKI(t)
+	files, err := ca.WriteFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	type load struct {
+		name string
+		prog string
+		args func(url string) []string
+	}
+	loads := []load{
+		{"wrk keep-alive", "wrk", func(u string) []string { return []string{"-t1", "-c8", "-d1s", u} }},
+		{"wrk close", "wrk", func(u string) []string { return []string{"-t1", "-c8", "-d1s", "-H", "Connection: close", u} }},
+		{"h2load", "h2load", func(u string) []string { return []string{"-n2000", "-c8", "-m4", u} }},
+	}
+	for _, kind := range []string{"go", "go-linger", "nginx", "haproxy", "apache"} {
+		for _, l := range loads {
+			if l.prog == "h2load" && !strings.HasPrefix(kind, "go") {
+				continue // testbed's configurations serve HTTP/1.1 only
+			}
+			t.Run(kind+"/"+l.name, func(t *testing.T) {
+				if _, err := exec.LookPath(l.prog); err != nil {
+					t.Skipf("%s is not installed", l.prog)
+				}
+				var addr string
+				switch kind {
+				case "go", "go-linger":
+					addr = startHTTP(t, ca, kind == "go-linger")
+				default:
+					addr = startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1"}).Addr
+				}
+				get := startWatch(t, loopback, portOf(t, addr))
+				out, err := exec.Command(l.prog, l.args("https://"+addr+"/")...).CombinedOutput()
+				if err != nil {
+					t.Fatalf("%s: %v\n%s", l.prog, err, out)
+				}
+				verdicts, rsts, snap := get()
+				c := snap.Ports[uint16(portOf(t, addr))]
+				t.Logf("%d connections opened, %d closed by the server, %d lost, %d resets on a peer closing, %d peer resets; capture: %d connections reset by the server",
+					c.Opened, c.ServerClosed, c.Lost, c.ClosingResets, c.PeerResets, len(rsts))
+				if c.Opened == 0 {
+					t.Fatalf("no connection seen:\n%s", out)
+				}
+				if c.Lost != 0 {
+					t.Errorf("clean traffic: watch counts %d lost", c.Lost)
+				}
+				// Every reset the capture saw is one the watcher explains.
+				n := 0
+				for port := range rsts {
+					vs := verdicts[port]
+					// A peer reset crossing the server's on the wire (both
+					// sent before either arrived) is the peer's choice.
+					if len(vs) == 1 && (vs[0].Kind == watch.ClosingReset || vs[0].Kind == watch.PeerReset) {
+						continue
+					}
+					if n++; n <= 5 {
+						t.Errorf("port %d: the capture saw %d RSTs, the watcher %+v", port, rsts[port], vs)
+					}
+				}
+			})
+		}
 	}
 }
