@@ -7,6 +7,7 @@
 //	linger probe [flags] HOST:PORT  ask a TLS server whether its fatal alerts reach a client still sending
 //	linger serve [flags]          run an example TLS server that rejects client certificates and lingers
 //	linger bench [flags] WHAT     measure the engine's cost
+//	linger watch [flags]          count, passively per server port, the last words lost to resets
 //
 // Run "linger COMMAND -h" for a command's flags.
 package main
@@ -31,6 +32,7 @@ var commands = []command{
 	{"probe", "ask a TLS server whether its fatal alerts reach a client still sending", runProbe},
 	{"serve", "run an example TLS server that rejects client certificates and lingers", runServe},
 	{"bench", "measure the engine's cost", runBench},
+	{"watch", "count, passively per server port, the last words lost to resets", runWatch},
 }
 
 func usage() {

@@ -42,7 +42,7 @@ func Start(cfg Config) (*Watcher, error) {
 	if cfg.Interface != "" && cfg.Interface != "any" {
 		ifi, err := net.InterfaceByName(cfg.Interface)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %q: %w", ErrNoInterface, cfg.Interface, err)
+			return nil, fmt.Errorf("%w: %q", ErrNoInterface, cfg.Interface)
 		}
 		ifindex = ifi.Index
 		if ifindex != lo {

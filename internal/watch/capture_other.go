@@ -13,3 +13,6 @@ func (w *Watcher) Snapshot() (Snapshot, error) { return Snapshot{}, ErrUnsupport
 
 // Close does nothing.
 func (w *Watcher) Close() (Snapshot, error) { return Snapshot{}, ErrUnsupported }
+
+// Listening returns ErrUnsupported.
+func Listening() (map[uint16]bool, error) { return nil, ErrUnsupported }
