@@ -15,11 +15,14 @@ type flowTable struct {
 	flows []flow
 	// head is the most recently used flow, tail the least; -1 when empty.
 	head, tail int32
+	capacity   int
 }
 
+// newFlowTable returns an empty table. It grows as flows come, up to
+// capacity, rather than taking the full table's memory (some 10 MB for
+// 64k flows) from the start.
 func newFlowTable(capacity int) *flowTable {
-	t := &flowTable{index: make(map[flowKey]int32, capacity), flows: make([]flow, 0, capacity), head: -1, tail: -1}
-	return t
+	return &flowTable{index: map[flowKey]int32{}, head: -1, tail: -1, capacity: capacity}
 }
 
 // get returns key's flow, now the most recently used, or nil.
@@ -39,7 +42,7 @@ func (t *flowTable) get(key flowKey) *flow {
 func (t *flowTable) insert(key flowKey) (f *flow, evicted flow, ok bool) {
 	var i int32
 	switch {
-	case len(t.flows) < cap(t.flows):
+	case len(t.flows) < t.capacity:
 		i = int32(len(t.flows))
 		t.flows = append(t.flows, flow{})
 	default:

@@ -1,0 +1,137 @@
+package watch_test
+
+import (
+	"flag"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/linger-go/linger/internal/proc"
+	"github.com/linger-go/linger/internal/testbed"
+	"github.com/linger-go/linger/internal/watch"
+)
+
+// The overhead numbers of docs/watch.md come from
+//
+//	go test ./internal/watch -run TestOverhead -v -args -overhead [-overhead-rounds 5] [-overhead-d 3s]
+//
+// as root, with nginx and wrk installed. A measurement, not a check: it
+// runs only when asked.
+var (
+	overheadFlag   = flag.Bool("overhead", false, "TestOverhead: measure the watcher's cost under wrk")
+	overheadRounds = flag.Int("overhead-rounds", 5, "TestOverhead: pairs of runs (without, with the watcher) per load")
+	overheadD      = flag.Duration("overhead-d", 3*time.Second, "TestOverhead: length of each wrk run")
+)
+
+var wrkRequests = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+
+// TestOverhead runs wrk against nginx (TLS, keep-alive and "Connection:
+// close") in alternating runs without and with a watcher in this process,
+// and prints the requests a second of each, their ratio (medians), and the
+// watcher's CPU time per 10,000 closes a second: this process does nothing
+// else while wrk runs, so its CPU time is the watcher's reading and
+// counting (the kernel filter runs in the sending process's context and
+// shows in the ratio instead).
+func TestOverhead(t *testing.T) {
+	if !*overheadFlag {
+		t.Skip("a measurement for docs/watch.md; run with -args -overhead")
+	}
+	testbed.RequireRoot(t, "the watcher's overhead (a packet socket)")
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Skip("wrk is not installed")
+	}
+	ca := testbed.SharedPKI(t)
+	files, err := ca.WriteFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startReal(t, testbed.RealServerConfig{Kind: "nginx", Files: files, Host: "127.0.0.1"})
+	url := "https://" + srv.Addr + "/"
+	wrk := func(args ...string) float64 {
+		out, err := exec.Command("wrk", append([]string{"-t1", "-c16", "-d" + overheadD.String()}, append(args, url)...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("wrk: %v\n%s", err, out)
+		}
+		m := wrkRequests.FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("wrk printed no Requests/sec:\n%s", out)
+		}
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		return v
+	}
+	median := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	var table []string
+	for _, load := range []struct {
+		name string
+		args []string
+	}{{"keep-alive", nil}, {"Connection: close", []string{"-H", "Connection: close"}}} {
+		var off, on, cpuPer10k, pktsPerClose []float64
+		var idleCPU time.Duration
+		for round := range *overheadRounds {
+			without := func() {
+				cpu0 := proc.CPUTime()
+				off = append(off, wrk(load.args...))
+				idleCPU = proc.CPUTime() - cpu0
+			}
+			// Alternate which goes first, so that a drift in the
+			// machine's load does not favour one side.
+			if round%2 == 0 {
+				without()
+			}
+			w, err := watch.Start(watch.Config{Interface: "lo", Ports: []uint16{uint16(portOf(t, srv.Addr))}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cpu0, t0 := proc.CPUTime(), time.Now()
+			rps := wrk(load.args...)
+			cpu, wall := proc.CPUTime()-cpu0, time.Since(t0)
+			snap, err := w.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			on = append(on, rps)
+			if round%2 == 1 {
+				without()
+			}
+			c := snap.Ports[uint16(portOf(t, srv.Addr))]
+			if snap.Drops > 0 {
+				t.Logf("the watcher's socket dropped %d packets", snap.Drops)
+			}
+			if c.Opened > 0 {
+				closesPerSec := float64(c.Opened) / wall.Seconds()
+				// CPU seconds a second (cores), scaled to 10,000 closes a second.
+				cpuPer10k = append(cpuPer10k, cpu.Seconds()/wall.Seconds()/(closesPerSec/10000))
+				pktsPerClose = append(pktsPerClose, float64(snap.Packets)/float64(c.Opened))
+			}
+			t.Logf("%s: without %.0f req/s (this process's CPU %v), with %.0f req/s; %d connections, %d packets, this process's CPU %v over %v",
+				load.name, off[len(off)-1], idleCPU.Round(time.Millisecond), rps, c.Opened, snap.Packets, cpu.Round(time.Millisecond), wall.Round(time.Millisecond))
+		}
+		row := fmt.Sprintf("| %s | %.0f | %.0f | %.3fx |", load.name, median(off), median(on), median(on)/median(off))
+		if len(cpuPer10k) > 0 {
+			row += fmt.Sprintf(" %.1f %% of a core | %.1f |", 100*median(cpuPer10k), median(pktsPerClose))
+		} else {
+			row += " – | – |"
+		}
+		table = append(table, row)
+	}
+	t.Logf("nginx (%s), wrk -t1 -c16 -d%v, %d rounds, medians:\n"+
+		"| load | req/s without watch | req/s with watch | ratio | watcher CPU per 10,000 closes/s | packets read per connection |\n"+
+		"| --- | --- | --- | --- | --- | --- |\n%s",
+		srv.Version, *overheadD, *overheadRounds, joinLines(table))
+}
+
+func joinLines(s []string) string {
+	out := ""
+	for _, l := range s {
+		out += l + "\n"
+	}
+	return out
+}
