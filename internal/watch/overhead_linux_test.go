@@ -13,6 +13,7 @@ import (
 	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 	"github.com/linger-go/linger/internal/watch"
+	"golang.org/x/sys/unix"
 )
 
 // The overhead numbers of docs/watch.md come from
@@ -73,7 +74,7 @@ func TestOverhead(t *testing.T) {
 		name string
 		args []string
 	}{{"keep-alive", nil}, {"Connection: close", []string{"-H", "Connection: close"}}} {
-		var off, on, cpuPer10k, pktsPerClose []float64
+		var off, on, cpuPer10k, userPer10k, pktsPerClose []float64
 		var idleCPU time.Duration
 		for round := range *overheadRounds {
 			without := func() {
@@ -90,9 +91,13 @@ func TestOverhead(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			var ru0, ru1 unix.Rusage
+			unix.Getrusage(unix.RUSAGE_SELF, &ru0)
 			cpu0, t0 := proc.CPUTime(), time.Now()
 			rps := wrk(load.args...)
 			cpu, wall := proc.CPUTime()-cpu0, time.Since(t0)
+			unix.Getrusage(unix.RUSAGE_SELF, &ru1)
+			user := time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano())
 			snap, err := w.Close()
 			if err != nil {
 				t.Fatal(err)
@@ -109,6 +114,7 @@ func TestOverhead(t *testing.T) {
 				closesPerSec := float64(c.Opened) / wall.Seconds()
 				// CPU seconds a second (cores), scaled to 10,000 closes a second.
 				cpuPer10k = append(cpuPer10k, cpu.Seconds()/wall.Seconds()/(closesPerSec/10000))
+				userPer10k = append(userPer10k, user.Seconds()/wall.Seconds()/(closesPerSec/10000))
 				pktsPerClose = append(pktsPerClose, float64(snap.Packets)/float64(c.Opened))
 			}
 			t.Logf("%s: without %.0f req/s (this process's CPU %v), with %.0f req/s; %d connections, %d packets, this process's CPU %v over %v",
@@ -116,14 +122,14 @@ func TestOverhead(t *testing.T) {
 		}
 		row := fmt.Sprintf("| %s | %.0f | %.0f | %.3fx |", load.name, median(off), median(on), median(on)/median(off))
 		if len(cpuPer10k) > 0 {
-			row += fmt.Sprintf(" %.1f %% of a core | %.1f |", 100*median(cpuPer10k), median(pktsPerClose))
+			row += fmt.Sprintf(" %.0f %% of a core (user %.0f %%) | %.1f |", 100*median(cpuPer10k), 100*median(userPer10k), median(pktsPerClose))
 		} else {
 			row += " – | – |"
 		}
 		table = append(table, row)
 	}
 	t.Logf("nginx (%s), wrk -t1 -c16 -d%v, %d rounds, medians:\n"+
-		"| load | req/s without watch | req/s with watch | ratio | watcher CPU per 10,000 closes/s | packets read per connection |\n"+
+		"| load | req/s without watch | req/s with watch | ratio | this process's CPU per 10,000 closes/s | packets read per connection |\n"+
 		"| --- | --- | --- | --- | --- | --- |\n%s",
 		srv.Version, *overheadD, *overheadRounds, joinLines(table))
 }
