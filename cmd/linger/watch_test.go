@@ -77,7 +77,7 @@ func TestWatchCommand(t *testing.T) {
 			}()
 			waitMetrics(t, metrics)
 			rep, err := probe.Run(context.Background(), probe.Config{Addr: addr, Mode: probe.ModeClientCert,
-				TLS: &tls.Config{RootCAs: ca.CAPool, ServerName: "localhost", MinVersion: tls.VersionTLS13},
+				TLS:    &tls.Config{RootCAs: ca.CAPool, ServerName: "localhost", MinVersion: tls.VersionTLS13},
 				Trials: 5, Upload: 256 << 10, Interval: 5 * time.Millisecond, Watch: 150 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
