@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 	"github.com/linger-go/linger/internal/watch"
 	"golang.org/x/sys/unix"
@@ -74,74 +73,74 @@ func TestOverhead(t *testing.T) {
 		name string
 		args []string
 	}{{"keep-alive", nil}, {"Connection: close", []string{"-H", "Connection: close"}}} {
-		var off, on, ticking, cpuPer10k, userPer10k, pktsPerClose []float64
-		var idleCPU time.Duration
+		var off, on, ticking, vsOff, vsTicker, cpuPer10k, userPer10k, pktsPerClose []float64
 		for round := range *overheadRounds {
-			without := func() {
-				cpu0 := proc.CPUTime()
-				off = append(off, wrk(load.args...))
-				idleCPU = proc.CPUTime() - cpu0
-			}
-			// Alternate which goes first, so that a drift in the
-			// machine's load does not favour one side.
-			if round%2 == 0 {
-				without()
-			}
-			w, err := watch.Start(watch.Config{Interface: "lo", Ports: []uint16{uint16(portOf(t, srv.Addr))}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ru0, ru1 unix.Rusage
-			unix.Getrusage(unix.RUSAGE_SELF, &ru0)
-			cpu0, t0 := proc.CPUTime(), time.Now()
-			rps := wrk(load.args...)
-			cpu, wall := proc.CPUTime()-cpu0, time.Since(t0)
-			unix.Getrusage(unix.RUSAGE_SELF, &ru1)
-			user := time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano())
-			snap, err := w.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			on = append(on, rps)
-			if round%2 == 1 {
-				without()
-			}
+			var rOff, rOn, rTick float64
+			without := func() { rOff = wrk(load.args...) }
 			// The control: a goroutine that only wakes every 5 ms, as
 			// the watcher's reader does between batches. On this VM a
-			// latency-bound load (a TLS handshake a request) runs
-			// faster when a vCPU is kept from idling; this arm shows
-			// how much of the watcher's effect is that alone.
-			stop := make(chan struct{})
-			ticked := make(chan struct{})
-			go func() {
-				defer close(ticked)
-				for {
-					select {
-					case <-stop:
-						return
-					case <-time.After(5 * time.Millisecond):
+			// latency-bound load runs faster when something keeps a
+			// vCPU from idling; this arm shows that effect alone, and
+			// the watcher is compared with it as well as with nothing.
+			ticker := func() {
+				stop, ticked := make(chan struct{}), make(chan struct{})
+				go func() {
+					defer close(ticked)
+					for {
+						select {
+						case <-stop:
+							return
+						case <-time.After(5 * time.Millisecond):
+						}
 					}
+				}()
+				rTick = wrk(load.args...)
+				close(stop)
+				<-ticked
+			}
+			with := func() {
+				w, err := watch.Start(watch.Config{Interface: "lo", Ports: []uint16{uint16(portOf(t, srv.Addr))}})
+				if err != nil {
+					t.Fatal(err)
 				}
-			}()
-			ticking = append(ticking, wrk(load.args...))
-			close(stop)
-			<-ticked
-			c := snap.Ports[uint16(portOf(t, srv.Addr))]
-			if snap.Drops > 0 {
-				t.Logf("the watcher's socket dropped %d packets", snap.Drops)
+				var ru0, ru1 unix.Rusage
+				unix.Getrusage(unix.RUSAGE_SELF, &ru0)
+				t0 := time.Now()
+				rOn = wrk(load.args...)
+				wall := time.Since(t0)
+				unix.Getrusage(unix.RUSAGE_SELF, &ru1)
+				user := time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano())
+				cpu := user + time.Duration(ru1.Stime.Nano()-ru0.Stime.Nano())
+				snap, err := w.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := snap.Ports[uint16(portOf(t, srv.Addr))]
+				if snap.Drops > 0 {
+					t.Logf("the watcher's socket dropped %d packets", snap.Drops)
+				}
+				if c.Opened > 0 {
+					closesPerSec := float64(c.Opened) / wall.Seconds()
+					// CPU seconds a second (cores), scaled to 10,000 closes a second.
+					cpuPer10k = append(cpuPer10k, cpu.Seconds()/wall.Seconds()/(closesPerSec/10000))
+					userPer10k = append(userPer10k, user.Seconds()/wall.Seconds()/(closesPerSec/10000))
+					pktsPerClose = append(pktsPerClose, float64(snap.Packets)/float64(c.Opened))
+				}
+				t.Logf("%s, watching: %d connections, %d packets, this process's CPU %v (user %v) over %v",
+					load.name, c.Opened, snap.Packets, cpu.Round(time.Millisecond), user.Round(time.Millisecond), wall.Round(time.Millisecond))
 			}
-			if c.Opened > 0 {
-				closesPerSec := float64(c.Opened) / wall.Seconds()
-				// CPU seconds a second (cores), scaled to 10,000 closes a second.
-				cpuPer10k = append(cpuPer10k, cpu.Seconds()/wall.Seconds()/(closesPerSec/10000))
-				userPer10k = append(userPer10k, user.Seconds()/wall.Seconds()/(closesPerSec/10000))
-				pktsPerClose = append(pktsPerClose, float64(snap.Packets)/float64(c.Opened))
+			// Rotate the order, so that a drift in the machine's load
+			// favours no arm.
+			arms := []func(){without, ticker, with}
+			for i := range arms {
+				arms[(i+round)%len(arms)]()
 			}
-			t.Logf("%s: without %.0f req/s (this process's CPU %v), with %.0f req/s; %d connections, %d packets, this process's CPU %v over %v",
-				load.name, off[len(off)-1], idleCPU.Round(time.Millisecond), rps, c.Opened, snap.Packets, cpu.Round(time.Millisecond), wall.Round(time.Millisecond))
+			off, on, ticking = append(off, rOff), append(on, rOn), append(ticking, rTick)
+			vsOff, vsTicker = append(vsOff, rOn/rOff), append(vsTicker, rOn/rTick)
+			t.Logf("%s, round %d: %.0f req/s without, %.0f with a ticker, %.0f watching", load.name, round+1, rOff, rTick, rOn)
 		}
-		row := fmt.Sprintf("| %s | %.0f | %.0f | %.3fx | %.0f (%.3fx) |", load.name, median(off), median(on), median(on)/median(off),
-			median(ticking), median(ticking)/median(off))
+		row := fmt.Sprintf("| %s | %.0f | %.0f | %.0f | %.3fx | %.3fx |", load.name, median(off), median(ticking), median(on),
+			median(vsOff), median(vsTicker))
 		if len(cpuPer10k) > 0 {
 			row += fmt.Sprintf(" %.0f %% of a core (user %.0f %%) | %.1f |", 100*median(cpuPer10k), 100*median(userPer10k), median(pktsPerClose))
 		} else {
@@ -149,9 +148,9 @@ func TestOverhead(t *testing.T) {
 		}
 		table = append(table, row)
 	}
-	t.Logf("nginx (%s), wrk -t1 -c16 -d%v, %d rounds, medians:\n"+
-		"| load | req/s without watch | req/s with watch | ratio | req/s with a 5 ms ticker alone (ratio) | this process's CPU per 10,000 closes/s | packets read per connection |\n"+
-		"| --- | --- | --- | --- | --- | --- | --- |\n%s",
+	t.Logf("nginx (%s), wrk -t1 -c16 -d%v, %d rounds, medians (ratios: the median of each round's own ratio):\n"+
+		"| load | req/s, nothing | req/s, a 5 ms ticker alone | req/s, watching | watching / nothing | watching / ticker | this process's CPU per 10,000 closes/s | packets read per connection |\n"+
+		"| --- | --- | --- | --- | --- | --- | --- | --- |\n%s",
 		srv.Version, *overheadD, *overheadRounds, joinLines(table))
 }
 
