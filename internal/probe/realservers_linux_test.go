@@ -2,7 +2,6 @@ package probe_test
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -13,26 +12,6 @@ import (
 	"github.com/linger-go/linger/internal/probe"
 	"github.com/linger-go/linger/internal/testbed"
 )
-
-// startReal starts a real server for the test, or skips the test when its
-// program is not installed, and stops it when the test ends.
-func startReal(t *testing.T, cfg testbed.RealServerConfig) *testbed.RealServer {
-	t.Helper()
-	cfg.Dir = t.TempDir()
-	s, stop, err := testbed.StartRealServer(cfg)
-	if errors.Is(err, testbed.ErrNoBinary) {
-		t.Skipf("skipping %s: %v (./test.sh installs it as root)", cfg.Kind, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("stopping %s: %v", cfg.Kind, err)
-		}
-	})
-	return s
-}
 
 // wireMismatches compares what the probe said of each trial with the RSTs
 // the server sent, as a packet socket on its interface saw them, and
@@ -104,7 +83,7 @@ func TestRealServers(t *testing.T) {
 			// answers (a TLS 1.2 handshake failure, certificate_required,
 			// an HTTP 400).
 			t.Run(kind+"/"+ver.name+"/record, certificate required", func(t *testing.T) {
-				srv := startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
+				srv := testbed.StartReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
 					Version: ver.v, RequireCert: true})
 				rep := run(t, probe.Config{Addr: srv.Addr, TLS: clientTLS(ca, ver.v), Trials: 2, Upload: 16 << 10})
 				if !strings.Contains(rep.Verdict.Line, " -provoke client-cert") {
@@ -113,7 +92,7 @@ func TestRealServers(t *testing.T) {
 			})
 			for _, mode := range modes {
 				t.Run(kind+"/"+ver.name+"/"+string(mode), func(t *testing.T) {
-					srv := startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
+					srv := testbed.StartReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
 						Version: ver.v, RequireCert: mode == probe.ModeClientCert})
 					for _, upload := range []int64{16 << 10, 1 << 20} {
 						rsts := captureRSTs(t, srv.Addr)

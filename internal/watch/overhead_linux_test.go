@@ -44,12 +44,8 @@ func TestOverhead(t *testing.T) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		t.Skip("wrk is not installed")
 	}
-	ca := testbed.SharedPKI(t)
-	files, err := ca.WriteFiles(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := startReal(t, testbed.RealServerConfig{Kind: "nginx", Files: files, Host: "127.0.0.1"})
+	_, files := pkiFiles(t)
+	srv := testbed.StartReal(t, testbed.RealServerConfig{Kind: "nginx", Files: files, Host: "127.0.0.1"})
 	url := "https://" + srv.Addr + "/"
 	wrk := func(args ...string) float64 {
 		out, err := exec.Command("wrk", append([]string{"-t1", "-c16", "-d" + overheadD.String()}, append(args, url)...)...).CombinedOutput()

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linger-go/linger/internal/netns"
 	"github.com/linger-go/linger/internal/probe"
 	"github.com/linger-go/linger/internal/testbed"
 )
@@ -31,11 +30,7 @@ func TestTable(t *testing.T) {
 		t.Skip("a measurement for docs/watch.md; run with -args -table")
 	}
 	testbed.RequireRoot(t, "the watch table (packet capture, namespaces)")
-	ca := testbed.SharedPKI(t)
-	files, err := ca.WriteFiles(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, files := pkiFiles(t)
 	rows := []string{"| server | network | driver | connections | driver saw reset | capture saw reset | watch: lost (alert / data / none) | of them after a FIN (driver / watch) | agree |",
 		"| --- | --- | --- | --- | --- | --- | --- | --- | --- |"}
 	row := func(server, network, driver string, tl tally) {
@@ -61,7 +56,7 @@ func TestTable(t *testing.T) {
 				}
 				addr, name = startGo(t, ln, kind == "go-linger", ca.ServerConfig(tls.VersionTLS13)), "Go, "+strings.TrimPrefix(kind, "go-")
 			default:
-				srv := startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1", Version: tls.VersionTLS13, RequireCert: true})
+				srv := testbed.StartReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1", Version: tls.VersionTLS13, RequireCert: true})
 				addr, name = srv.Addr, srv.Version
 			}
 			get := startWatch(t, loopback, portOf(t, addr))
@@ -71,21 +66,11 @@ func TestTable(t *testing.T) {
 			get = startWatch(t, loopback, portOf(t, addr))
 			ts := curlUploads(t, addr, files, *tableN)
 			verdicts, rsts, _ = get()
-			for i := range ts {
-				ts[i].reset = rsts[ts[i].port] > 0
-			}
+			curlTruth(ts, rsts)
 			row(name, "loopback", "curl", compare(ts, verdicts, rsts))
 		})
 	}
-	pair, err := netns.NewPair(netns.PathConfig{Delay: 10 * time.Millisecond, Loss: 0.02})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pair.Close(); err != nil {
-			t.Errorf("closing the namespaces: %v", err)
-		}
-	})
+	pair := newPair(t)
 	for _, lingering := range []bool{false, true} {
 		t.Run(fmt.Sprintf("impaired/linger=%v", lingering), func(t *testing.T) {
 			host := pair.ServerIP.String()
