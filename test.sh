@@ -94,7 +94,7 @@ done
 echo "== tests"
 go test -count=1 -timeout 10m ./...
 
-# linger watch (issue 20): internal/watch's tests run above under "== tests"
+# linger watch: internal/watch's tests run above under "== tests"
 # (about 50 s as root: Go, nginx, HAProxy, Apache driven by the probe and by
 # curl, the impaired namespace path, wrk and h2load, each checked against
 # testbed's own RST capture). Here the watcher under the race detector: its
