@@ -107,9 +107,33 @@ func Start(cfg Config) (*Watcher, error) {
 // second). The counts are read once an interval, so 5 ms late is on time.
 const batchPause = 5 * time.Millisecond
 
-// read feeds the tracker until Close. It calls recvfrom itself, with an
-// address buffer of its own, because syscall.Recvfrom allocates a
-// Sockaddr for every packet.
+// batchSize is how many packets one recvmmsg call takes at most.
+const batchSize = 64
+
+// rxBatch is the memory recvmmsg fills: a buffer and a link-layer address
+// for each packet, so that reading allocates nothing.
+type rxBatch struct {
+	bufs [batchSize][Snap]byte
+	from [batchSize]unix.RawSockaddrLinklayer
+	iov  [batchSize]unix.Iovec
+	hdrs [batchSize]unix.Mmsghdr
+}
+
+func newRxBatch() *rxBatch {
+	b := &rxBatch{}
+	for i := range b.hdrs {
+		b.iov[i].Base = &b.bufs[i][0]
+		b.iov[i].SetLen(Snap)
+		b.hdrs[i].Hdr.Iov = &b.iov[i]
+		b.hdrs[i].Hdr.SetIovlen(1)
+		b.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.from[i]))
+	}
+	return b
+}
+
+// read feeds the tracker until Close, up to batchSize packets a system
+// call (recvmmsg), with memory of its own: syscall.Recvfrom would
+// allocate a Sockaddr for every packet.
 func (w *Watcher) read() {
 	defer close(w.done)
 	rc, err := w.f.SyscallConn()
@@ -117,8 +141,7 @@ func (w *Watcher) read() {
 		w.fail(err)
 		return
 	}
-	buf := make([]byte, Snap)
-	var from unix.RawSockaddrLinklayer
+	b := newRxBatch()
 	pause := time.NewTimer(0)
 	defer pause.Stop()
 	for {
@@ -126,9 +149,13 @@ func (w *Watcher) read() {
 		got := 0
 		err := rc.Read(func(fd uintptr) bool {
 			for {
-				fromLen := uint32(unsafe.Sizeof(from))
-				n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
-					unix.MSG_TRUNC, uintptr(unsafe.Pointer(&from)), uintptr(unsafe.Pointer(&fromLen)))
+				for i := range b.hdrs {
+					b.hdrs[i].Hdr.Namelen = uint32(unsafe.Sizeof(b.from[i]))
+				}
+				// MSG_TRUNC makes each length the packet's own, which the
+				// filter may have cut to Snap.
+				n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), batchSize,
+					unix.MSG_TRUNC, 0, 0)
 				switch errno {
 				case 0:
 				case unix.EAGAIN:
@@ -137,21 +164,23 @@ func (w *Watcher) read() {
 				case unix.EINTR:
 					continue
 				default:
-					rerr = os.NewSyscallError("recvfrom", errno)
+					rerr = os.NewSyscallError("recvmmsg", errno)
 					return true
 				}
-				// MSG_TRUNC makes n the packet's length, which the filter
-				// may have cut to Snap.
-				got++
-				p := buf[:min(int(n), len(buf))]
-				s, err := ParseSegment(p)
+				got += int(n)
 				w.mu.Lock()
-				w.packets++
-				if err == nil {
-					s.Outgoing = from.Pkttype == unix.PACKET_OUTGOING
-					w.tracker.Add(s)
+				for i := range int(n) {
+					w.packets++
+					s, err := ParseSegment(b.bufs[i][:min(int(b.hdrs[i].Len), Snap)])
+					if err == nil {
+						s.Outgoing = b.from[i].Pkttype == unix.PACKET_OUTGOING
+						w.tracker.Add(s)
+					}
 				}
 				w.mu.Unlock()
+				if n < batchSize {
+					return true // drained
+				}
 			}
 		})
 		if err != nil || rerr != nil {
