@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -16,14 +15,15 @@ import (
 // A Watcher reads a packet socket and counts what its Tracker concludes.
 // Close stops it.
 type Watcher struct {
-	f    *os.File
+	// fd is the packet socket, non-blocking and deliberately not on the
+	// runtime's poller: the poller would wake a thread for every packet
+	// that arrives, even while the reader pauses, and a wake-up costs
+	// more than reading the packet. The reader owns its reads; Close
+	// stops the reader and then closes fd.
+	fd   int
 	done chan struct{}
-	// stop is closed by Close, to end the reader's pause between
-	// batches.
+	// stop is closed by Close, to end the reader.
 	stop chan struct{}
-	// closing is set before Close closes f, so that the reader takes the
-	// error that wakes it for the end it is.
-	closing atomic.Bool
 
 	// mu guards the tracker (fed by the reader, read by Snapshot) and
 	// the counters below.
@@ -32,6 +32,12 @@ type Watcher struct {
 	packets uint64
 	drops   uint64
 	err     error
+	// closed: fd is closed (or about to be); Snapshot no longer asks it.
+	closed bool
+
+	closeOnce sync.Once
+	last      Snapshot
+	lastErr   error
 }
 
 // Start opens the packet socket, attaches the filter and starts reading.
@@ -93,18 +99,18 @@ func Start(cfg Config) (*Watcher, error) {
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
 		return fail("bind(AF_PACKET)", err)
 	}
-	w := &Watcher{f: os.NewFile(uintptr(fd), "packet"), done: make(chan struct{}), stop: make(chan struct{}),
+	w := &Watcher{fd: fd, done: make(chan struct{}), stop: make(chan struct{}),
 		tracker: NewTracker(cfg.Ports, cfg.MaxFlows, cfg.OnVerdict)}
 	go w.read()
 	return w, nil
 }
 
-// batchPause is how long the reader waits, after draining the socket,
-// before it asks the poller again. Waking a goroutine costs several
-// microseconds of scheduler work, more than reading a packet; with the
-// pause a busy host costs at most 200 wake-ups a second, and the socket's
-// buffer holds what arrives meanwhile (about 4,000 packets, 400,000 a
-// second). The counts are read once an interval, so 5 ms late is on time.
+// batchPause is how long the reader waits after draining the socket.
+// The socket is not on the runtime's poller (see Watcher.fd): the reader
+// drains it, then sleeps, 200 times a second, busy or idle; the socket's
+// 4 MiB buffer holds what arrives meanwhile (about 4,000 packets, 800,000
+// a second). The counts are read once an interval, so 5 ms late is on
+// time.
 const batchPause = 5 * time.Millisecond
 
 // batchSize is how many packets one recvmmsg call takes at most.
@@ -136,64 +142,54 @@ func newRxBatch() *rxBatch {
 // allocate a Sockaddr for every packet.
 func (w *Watcher) read() {
 	defer close(w.done)
-	rc, err := w.f.SyscallConn()
-	if err != nil {
-		w.fail(err)
-		return
-	}
 	b := newRxBatch()
-	pause := time.NewTimer(0)
+	pause := time.NewTimer(batchPause)
 	defer pause.Stop()
 	for {
-		var rerr error
-		got := 0
-		err := rc.Read(func(fd uintptr) bool {
-			for {
-				for i := range b.hdrs {
-					b.hdrs[i].Hdr.Namelen = uint32(unsafe.Sizeof(b.from[i]))
-				}
-				// MSG_TRUNC makes each length the packet's own, which the
-				// filter may have cut to Snap.
-				n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), batchSize,
-					unix.MSG_TRUNC, 0, 0)
-				switch errno {
-				case 0:
-				case unix.EAGAIN:
-					// Nothing yet: wait in the poller. Drained: pause.
-					return got > 0
-				case unix.EINTR:
-					continue
-				default:
-					rerr = os.NewSyscallError("recvmmsg", errno)
-					return true
-				}
-				got += int(n)
-				w.mu.Lock()
-				for i := range int(n) {
-					w.packets++
-					s, err := ParseSegment(b.bufs[i][:min(int(b.hdrs[i].Len), Snap)])
-					if err == nil {
-						s.Outgoing = b.from[i].Pkttype == unix.PACKET_OUTGOING
-						w.tracker.Add(s)
-					}
-				}
-				w.mu.Unlock()
-				if n < batchSize {
-					return true // drained
-				}
-			}
-		})
-		if err != nil || rerr != nil {
-			if !w.closing.Load() {
-				w.fail(errors.Join(err, rerr))
-			}
+		if err := w.drain(b); err != nil {
+			w.fail(err)
 			return
 		}
-		pause.Reset(batchPause)
 		select {
 		case <-pause.C:
+			pause.Reset(batchPause)
 		case <-w.stop:
 			return
+		}
+	}
+}
+
+// drain reads and tracks packets until the socket has none.
+func (w *Watcher) drain(b *rxBatch) error {
+	for {
+		for i := range b.hdrs {
+			b.hdrs[i].Hdr.Namelen = uint32(unsafe.Sizeof(b.from[i]))
+		}
+		// MSG_TRUNC makes each length the packet's own, which the filter
+		// may have cut to Snap.
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(w.fd), uintptr(unsafe.Pointer(&b.hdrs[0])), batchSize,
+			unix.MSG_TRUNC, 0, 0)
+		switch errno {
+		case 0:
+		case unix.EAGAIN:
+			return nil
+		case unix.EINTR:
+			continue
+		default:
+			return os.NewSyscallError("recvmmsg", errno)
+		}
+		w.mu.Lock()
+		for i := range int(n) {
+			w.packets++
+			s, err := ParseSegment(b.bufs[i][:min(int(b.hdrs[i].Len), Snap)])
+			if err == nil {
+				s.Outgoing = b.from[i].Pkttype == unix.PACKET_OUTGOING
+				w.tracker.Add(s)
+			}
+		}
+		w.mu.Unlock()
+		if n < batchSize {
+			return nil
 		}
 	}
 }
@@ -208,29 +204,34 @@ func (w *Watcher) fail(err error) {
 // resets) the kernel's drop counter into the watcher's own total. It
 // returns the reader's error, if reading failed.
 func (w *Watcher) Snapshot() (Snapshot, error) {
-	var st *unix.TpacketStats
-	if rc, err := w.f.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) {
-			st, _ = unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS)
-		})
-	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if st != nil {
-		w.drops += uint64(st.Drops)
+	if !w.closed {
+		if st, err := unix.GetsockoptTpacketStats(w.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+			w.drops += uint64(st.Drops)
+		}
 	}
 	held, evicted := w.tracker.Flows()
 	return Snapshot{Ports: w.tracker.Counts(), Packets: w.packets, Drops: w.drops, Flows: held, Evicted: evicted}, w.err
 }
 
-// Close stops the watcher and returns its last snapshot.
+// Close stops the watcher, reads what the socket still holds, and returns
+// the last snapshot. A second Close returns the same counts.
 func (w *Watcher) Close() (Snapshot, error) {
-	s, err := w.Snapshot()
-	w.closing.Store(true)
-	close(w.stop)
-	cerr := w.f.Close()
-	<-w.done
-	return s, errors.Join(err, cerr)
+	w.closeOnce.Do(func() {
+		close(w.stop)
+		<-w.done
+		b := newRxBatch()
+		if err := w.drain(b); err != nil {
+			w.fail(err)
+		}
+		s, err := w.Snapshot()
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		w.last, w.lastErr = s, errors.Join(err, os.NewSyscallError("close", unix.Close(w.fd)))
+	})
+	return w.last, w.lastErr
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
