@@ -7,6 +7,7 @@
 //	linger probe [flags] HOST:PORT  ask a TLS server whether its fatal alerts reach a client still sending
 //	linger serve [flags]          run an example TLS server that rejects client certificates and lingers
 //	linger bench [flags] WHAT     measure the engine's cost
+//	linger watch [flags]          count, passively per server port, the last words lost to resets
 //	linger version                print the module version and VCS revision (also --version)
 //
 // Run "linger COMMAND -h" for a command's flags.
@@ -32,6 +33,7 @@ var commands = []command{
 	{"probe", "ask a TLS server whether its fatal alerts reach a client still sending", runProbe},
 	{"serve", "run an example TLS server that rejects client certificates and lingers", runServe},
 	{"bench", "measure the engine's cost", runBench},
+	{"watch", "count, passively per server port, the last words lost to resets", runWatch},
 	{"version", "print the module version and VCS revision (also --version)", runVersion},
 }
 

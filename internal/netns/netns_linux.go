@@ -311,24 +311,31 @@ func (n *Namespace) Command(ctx context.Context, name string, args ...string) *e
 
 // Counters reads the namespace's TCP counters. Every network namespace
 // has its own, so they count only what happened inside it.
-func (n *Namespace) Counters() (Counters, error) {
-	c := Counters{All: make(map[string]uint64)}
-	err := n.Do(func() error {
-		// /proc/self/net shows the namespace of the process's main
-		// thread; /proc/thread-self/net that of this (switched) thread.
-		for _, f := range []string{"netstat", "snmp"} {
-			b, err := os.ReadFile("/proc/thread-self/net/" + f)
-			if err != nil {
-				return err
-			}
-			if err := parseProcNet(b, c.All); err != nil {
-				return fmt.Errorf("netns: %s: /proc/net/%s: %w", n.Name, f, err)
-			}
+func (n *Namespace) Counters() (c Counters, err error) {
+	err = n.Do(func() error {
+		c, err = ReadCounters()
+		if err != nil {
+			return fmt.Errorf("netns: %s: %w", n.Name, err)
 		}
 		return nil
 	})
-	if err != nil {
-		return Counters{}, err
+	return c, err
+}
+
+// ReadCounters reads the TCP counters of the calling thread's network
+// namespace: the host's, unless called inside a Namespace's Do.
+func ReadCounters() (Counters, error) {
+	c := Counters{All: make(map[string]uint64)}
+	// /proc/self/net shows the namespace of the process's main thread;
+	// /proc/thread-self/net that of this (possibly switched) thread.
+	for _, f := range []string{"netstat", "snmp"} {
+		b, err := os.ReadFile("/proc/thread-self/net/" + f)
+		if err != nil {
+			return Counters{}, err
+		}
+		if err := parseProcNet(b, c.All); err != nil {
+			return Counters{}, fmt.Errorf("/proc/net/%s: %w", f, err)
+		}
 	}
 	c.AbortOnClose = c.All["TcpExtTCPAbortOnClose"]
 	c.AbortOnData = c.All["TcpExtTCPAbortOnData"]

@@ -65,5 +65,8 @@ func (n *Namespace) Command(ctx context.Context, name string, args ...string) *e
 // Counters returns ErrUnsupported.
 func (n *Namespace) Counters() (Counters, error) { return Counters{}, ErrUnsupported }
 
+// ReadCounters returns ErrUnsupported.
+func ReadCounters() (Counters, error) { return Counters{}, ErrUnsupported }
+
 // CleanupStale does nothing: there are no namespaces to clean up.
 func CleanupStale() error { return nil }

@@ -92,7 +92,7 @@ func TestPreloadedServers(t *testing.T) {
 					if v.preload {
 						cfg.Env = testbed.PreloadEnv(t, dir, v.env...)
 					}
-					srv := startReal(t, cfg)
+					srv := testbed.RunRealServer(t, cfg)
 					rsts := captureRSTs(t, srv.Addr)
 					rep := run(t, probe.Config{Addr: srv.Addr, Mode: mode, TLS: clientTLS(ca, tls.VersionTLS13),
 						Trials: trials, Upload: 1 << 20})

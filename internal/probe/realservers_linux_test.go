@@ -13,12 +13,6 @@ import (
 	"github.com/linger-go/linger/internal/testbed"
 )
 
-// startReal starts a real server for the test (testbed.RunRealServer).
-func startReal(t *testing.T, cfg testbed.RealServerConfig) *testbed.RealServer {
-	t.Helper()
-	return testbed.RunRealServer(t, cfg)
-}
-
 // wireMismatches compares what the probe said of each trial with the RSTs
 // the server sent, as a packet socket on its interface saw them, and
 // returns one line per trial on which they disagree.
@@ -77,9 +71,7 @@ func TestRealServers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The servers people run as they come; the platform servers (java,
-	// node, python, openssl) are TestPreloadedServers's.
-	for _, kind := range []string{"nginx", "haproxy", "apache", "caddy"} {
+	for _, kind := range testbed.RealServerKinds {
 		if kind == "caddy" {
 			if _, err := exec.LookPath("caddy"); err != nil {
 				continue // not a Debian package; the README's table builds it
@@ -91,7 +83,7 @@ func TestRealServers(t *testing.T) {
 			// answers (a TLS 1.2 handshake failure, certificate_required,
 			// an HTTP 400).
 			t.Run(kind+"/"+ver.name+"/record, certificate required", func(t *testing.T) {
-				srv := startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
+				srv := testbed.RunRealServer(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
 					Version: ver.v, RequireCert: true})
 				rep := run(t, probe.Config{Addr: srv.Addr, TLS: clientTLS(ca, ver.v), Trials: 2, Upload: 16 << 10})
 				if !strings.Contains(rep.Verdict.Line, " -provoke client-cert") {
@@ -100,7 +92,7 @@ func TestRealServers(t *testing.T) {
 			})
 			for _, mode := range modes {
 				t.Run(kind+"/"+ver.name+"/"+string(mode), func(t *testing.T) {
-					srv := startReal(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
+					srv := testbed.RunRealServer(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
 						Version: ver.v, RequireCert: mode == probe.ModeClientCert})
 					for _, upload := range []int64{16 << 10, 1 << 20} {
 						rsts := captureRSTs(t, srv.Addr)

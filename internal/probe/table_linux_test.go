@@ -230,7 +230,7 @@ func tableServer(t *testing.T, server string, c tableCell, pair *netns.Pair, fil
 	if server == "caddy" {
 		cfg.Binary = caddy
 	}
-	s := startReal(t, cfg)
+	s := testbed.RunRealServer(t, cfg)
 	return s.Addr, s.Version, dial, command
 }
 

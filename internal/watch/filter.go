@@ -1,0 +1,187 @@
+package watch
+
+import (
+	"fmt"
+
+	"golang.org/x/net/bpf"
+)
+
+// Snap is how much of a packet the filter lets through: an IPv6 header, a
+// TCP header with every option, and a few alert records after it.
+const Snap = 256
+
+// TCP flag bits, in the header's byte 13.
+const (
+	flagFIN = 0x01
+	flagSYN = 0x02
+	flagRST = 0x04
+	flagACK = 0x10
+)
+
+// TLS record content types the verdict looks at.
+const (
+	recordAlert           = 21
+	recordApplicationData = 23
+	// tls13AlertLength is the length field of a TLS 1.3 record that
+	// carries an alert: the alert's 2 bytes, the inner content type,
+	// and the AEAD's 16-byte tag (every TLS 1.3 suite but the rare
+	// TLS_AES_128_CCM_8_SHA256, whose 8-byte tag makes it 11).
+	tls13AlertLength = 2 + 1 + 16
+)
+
+// FilterConfig says what the kernel filter passes.
+type FilterConfig struct {
+	// Ports, when not empty, passes only segments to or from these TCP
+	// ports.
+	Ports []uint16
+	// LoopbackIndex, when positive, is the loopback device's index:
+	// a packet on loopback is seen twice, leaving and arriving, and the
+	// filter keeps only its leaving copy. Zero keeps both, for a socket
+	// bound to one device that is not loopback, and for the
+	// user-space VM, which has no interface index.
+	LoopbackIndex int
+}
+
+// Filter returns the classic BPF program for a SOCK_DGRAM packet socket
+// (every packet starts at its IP header) that passes, cut to Snap bytes,
+// only the TCP segments the verdict needs: SYN-ACKs (a connection's start
+// and its server), FINs and RSTs, and segments whose payload starts with a
+// TLS record shaped like an alert (a record of type 21, or a TLS 1.3
+// application-data record of an encrypted alert's length). Everything else
+// (a request's upload, a response's body, pure acknowledgements) stays in
+// the kernel, so the watcher's cost follows connections closed, not bytes.
+// IPv4 fragments after the first and IPv6 packets whose next header is not
+// TCP (extension headers) are not seen.
+func Filter(cfg FilterConfig) ([]bpf.RawInstruction, error) {
+	var p prog
+	if cfg.LoopbackIndex > 0 {
+		p.add(bpf.LoadExtension{Num: bpf.ExtInterfaceIndex})
+		p.jump(bpf.JumpEqual, uint32(cfg.LoopbackIndex), "", "ip")
+		p.add(bpf.LoadExtension{Num: bpf.ExtType})
+		p.jump(bpf.JumpEqual, 4 /* PACKET_OUTGOING */, "ip", "drop")
+	}
+	p.label("ip")
+	p.add(bpf.LoadAbsolute{Off: 0, Size: 1})
+	p.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 4})
+	p.jump(bpf.JumpEqual, 4, "v4", "")
+	p.jump(bpf.JumpEqual, 6, "v6", "drop")
+
+	p.label("v4")
+	p.add(bpf.LoadAbsolute{Off: 9, Size: 1})
+	p.jump(bpf.JumpEqual, 6 /* TCP */, "", "drop")
+	p.add(bpf.LoadAbsolute{Off: 6, Size: 2})
+	p.jump(bpf.JumpBitsSet, 0x1fff, "drop", "") // not the first fragment
+	p.add(bpf.LoadMemShift{Off: 0})             // X = 4 * IHL
+	p.jumpAlways("tcp")
+
+	p.label("v6")
+	p.add(bpf.LoadAbsolute{Off: 6, Size: 1})
+	p.jump(bpf.JumpEqual, 6, "", "drop")
+	p.add(bpf.LoadConstant{Dst: bpf.RegX, Val: 40})
+
+	p.label("tcp") // X is the TCP header's offset
+	if len(cfg.Ports) > 0 {
+		if len(cfg.Ports) > 100 {
+			return nil, fmt.Errorf("watch: %d ports: at most 100", len(cfg.Ports))
+		}
+		for _, off := range []uint32{0, 2} { // source, destination
+			p.add(bpf.LoadIndirect{Off: off, Size: 2})
+			for _, port := range cfg.Ports {
+				p.jump(bpf.JumpEqual, uint32(port), "port", "")
+			}
+		}
+		p.jumpAlways("drop")
+	}
+	p.label("port")
+	p.add(bpf.LoadIndirect{Off: 13, Size: 1})
+	p.jump(bpf.JumpBitsSet, flagFIN|flagRST, "pass", "")
+	p.add(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: flagSYN | flagACK})
+	p.jump(bpf.JumpEqual, flagSYN|flagACK, "pass", "")
+	// X += the TCP header's length: X is then the payload's offset. A
+	// load past the packet's end ends the program with 0 (drop), so a
+	// segment without payload goes no further.
+	p.add(bpf.LoadIndirect{Off: 12, Size: 1})
+	p.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 2})
+	p.add(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x3c})
+	p.add(bpf.ALUOpX{Op: bpf.ALUOpAdd})
+	p.add(bpf.TAX{})
+	p.add(bpf.LoadIndirect{Off: 0, Size: 1})
+	p.jump(bpf.JumpEqual, recordAlert, "pass", "")
+	p.jump(bpf.JumpEqual, recordApplicationData, "", "drop")
+	p.add(bpf.LoadIndirect{Off: 3, Size: 2})
+	p.jump(bpf.JumpEqual, tls13AlertLength, "pass", "drop")
+
+	p.label("pass")
+	p.add(bpf.RetConstant{Val: Snap})
+	p.label("drop")
+	p.add(bpf.RetConstant{Val: 0})
+	return p.assemble()
+}
+
+// prog assembles a classic BPF program whose jumps name labels, so that
+// nobody counts skipped instructions by hand. An empty label in a jump
+// means the next instruction.
+type prog struct {
+	ins    []bpf.Instruction
+	labels map[string]int
+	jumps  []pending
+}
+
+type pending struct {
+	at            int
+	cond          bpf.JumpTest
+	val           uint32
+	yes, no       string
+	unconditional bool
+}
+
+func (p *prog) add(i bpf.Instruction) { p.ins = append(p.ins, i) }
+
+func (p *prog) label(name string) {
+	if p.labels == nil {
+		p.labels = map[string]int{}
+	}
+	p.labels[name] = len(p.ins)
+}
+
+func (p *prog) jump(cond bpf.JumpTest, val uint32, yes, no string) {
+	p.jumps = append(p.jumps, pending{at: len(p.ins), cond: cond, val: val, yes: yes, no: no})
+	p.ins = append(p.ins, nil)
+}
+
+func (p *prog) jumpAlways(to string) {
+	p.jumps = append(p.jumps, pending{at: len(p.ins), yes: to, unconditional: true})
+	p.ins = append(p.ins, nil)
+}
+
+func (p *prog) assemble() ([]bpf.RawInstruction, error) {
+	skip := func(from int, to string) (uint32, error) {
+		if to == "" {
+			return 0, nil
+		}
+		at, ok := p.labels[to]
+		if !ok || at <= from {
+			return 0, fmt.Errorf("watch: filter: no label %q after instruction %d", to, from)
+		}
+		return uint32(at - from - 1), nil
+	}
+	for _, j := range p.jumps {
+		yes, err := skip(j.at, j.yes)
+		if err != nil {
+			return nil, err
+		}
+		if j.unconditional {
+			p.ins[j.at] = bpf.Jump{Skip: yes}
+			continue
+		}
+		no, err := skip(j.at, j.no)
+		if err != nil {
+			return nil, err
+		}
+		if yes > 255 || no > 255 {
+			return nil, fmt.Errorf("watch: filter: jump at %d too long", j.at)
+		}
+		p.ins[j.at] = bpf.JumpIf{Cond: j.cond, Val: j.val, SkipTrue: uint8(yes), SkipFalse: uint8(no)}
+	}
+	return bpf.Assemble(p.ins)
+}
