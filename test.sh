@@ -29,6 +29,8 @@ other_gos=(go1.27.4)
 # an OpenJDK with javac, Node.js and Python 3 as servers, each installed only
 # when the machine has none of its own.
 pkgs+=(gnutls-bin)
+# liblinger (preload/): make and cc build it, strace counts its system calls.
+pkgs+=(build-essential strace)
 command -v javac >/dev/null || pkgs+=(default-jdk-headless)
 command -v node >/dev/null || pkgs+=(nodejs)
 command -v python3 >/dev/null || pkgs+=(python3)
@@ -147,13 +149,6 @@ done
 # the plain and the sanitizer library with make and a C test server with cc,
 # and count system calls with strace. Built here first so that a compiler
 # error shows on its own.
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-	for p in build-essential strace; do
-		if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
-			DEBIAN_FRONTEND=noninteractive apt_get install -y -qq --no-install-recommends "$p"
-		fi
-	done
-fi
 echo "== liblinger: make -C preload"
 make -s -C preload
 
