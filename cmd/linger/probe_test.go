@@ -14,7 +14,6 @@ import (
 
 	"github.com/linger-go/linger"
 	"github.com/linger-go/linger/internal/probe"
-	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
 
@@ -23,9 +22,7 @@ import (
 // second, --json prints a report, a bad command line exits 2 and a probe
 // that cannot provoke anything 3.
 func TestProbeCommand(t *testing.T) {
-	before := proc.OpenFDs()
-	// Registered first, so it runs after the servers' cleanups.
-	t.Cleanup(func() { testbed.WaitFDs(t, before) })
+	testbed.CheckFDs(t) // first, so its cleanup runs after the servers'
 	ca := testbed.SharedPKI(t)
 	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {

@@ -54,7 +54,7 @@ type matrixCell struct {
 // rejection on loopback) is checked, not assumed.
 func TestJavaMatrix(t *testing.T) {
 	testbed.RequireRoot(t, "the OpenJDK matrix (packet capture, network namespaces)")
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	if _, err := exec.LookPath("javac"); err != nil {
 		t.Skip("skipping the OpenJDK matrix: javac is not installed (./test.sh installs default-jdk-headless)")
 	}

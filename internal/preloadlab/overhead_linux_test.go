@@ -41,7 +41,7 @@ const (
 // ratios of the preloaded server's requests/s and p99 to the stock one's.
 func TestOverhead(t *testing.T) {
 	testbed.RequireRoot(t, "the overhead measurement (nginx as root)")
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	if _, err := exec.LookPath("wrk"); err != nil {
 		t.Skip("skipping the overhead measurement: wrk is not installed (./test.sh installs it)")
 	}

@@ -36,7 +36,7 @@ const lingerConns = 12
 // client's close_notify arrives; that is counted and reported.
 func TestReloadWhileLingering(t *testing.T) {
 	testbed.RequireRoot(t, "the reload test (packet capture on loopback, ss -p)")
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	if _, err := exec.LookPath("ss"); err != nil {
 		t.Skip("skipping the reload test: ss (iproute2) is not installed")
 	}

@@ -21,7 +21,7 @@ import (
 // reported reset.
 func TestImpairedPath(t *testing.T) {
 	testbed.RequireRoot(t, "the impaired-path probe")
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	p := testbed.SharedPKI(t)
 	pair, err := netns.NewPair(netns.PathConfig{Delay: 10 * time.Millisecond, Loss: 0.02})
 	if err != nil {

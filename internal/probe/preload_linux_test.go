@@ -65,7 +65,7 @@ func mustNotReset(kind string, v preloadVariant) bool {
 //	go test ./internal/probe -run TestPreloadedServers -v -args -table -trials 20
 func TestPreloadedServers(t *testing.T) {
 	testbed.RequireRoot(t, "the preloaded real servers (packet capture on loopback)")
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	ca := testbed.SharedPKI(t)
 	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {

@@ -15,16 +15,8 @@ import (
 	"github.com/linger-go/linger"
 	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/probe"
-	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 )
-
-// checkFDs makes the test fail if it leaves descriptors open. Call it
-// first, so that its cleanup runs after every other.
-func checkFDs(t *testing.T) {
-	before := proc.OpenFDs()
-	t.Cleanup(func() { testbed.WaitFDs(t, before) })
-}
 
 // serverConfig is the server side for a provocation: ModeClientCert needs
 // a server that requires certificates from the test CA; ModeRecord one that
@@ -55,7 +47,7 @@ var modes = []probe.Mode{probe.ModeRecord, probe.ModeClientCert}
 // followed by resets, the same server behind linger's listener must show
 // every alert delivered, and openssl s_server is recorded as it is.
 func TestLoopback(t *testing.T) {
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	p := testbed.SharedPKI(t)
 	dir := t.TempDir()
 	files, err := p.WriteFiles(dir)
@@ -125,7 +117,7 @@ func checkReport(t *testing.T, rep *probe.Report, server string, version uint16)
 // TestConfigurationProblems: failures before the provocation are reported
 // as configuration problems, stop the probe after one trial, and exit 2.
 func TestConfigurationProblems(t *testing.T) {
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	p := testbed.SharedPKI(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -169,7 +161,7 @@ func TestConfigurationProblems(t *testing.T) {
 // handshakes time out within the bound, and cancelling the probe returns at
 // once with what it has.
 func TestTimeoutAndCancel(t *testing.T) {
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +211,7 @@ func TestTimeoutAndCancel(t *testing.T) {
 // sequences cannot make the probe print them: the
 // trial's error, its line and the summary show them escaped.
 func TestHostileText(t *testing.T) {
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	evil, err := pki.NewPKI("\x1b]0;owned\x07\x1b[2Jevil.example") // IA5: ASCII only
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +241,7 @@ func TestHostileText(t *testing.T) {
 // 200 OK accepted the untrusted certificate: its own verdict, exit 1, with
 // the status line shown, not "answered over HTTP".
 func TestAcceptingServer(t *testing.T) {
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	p := testbed.SharedPKI(t)
 	cfg := p.ServerConfig(tls.VersionTLS13)
 	cfg.ClientAuth, cfg.ClientCAs = tls.RequireAnyClientCert, nil

@@ -65,7 +65,7 @@ func captureRSTs(t *testing.T, addr string) func() map[int]int {
 // alert.
 func TestRealServers(t *testing.T) {
 	testbed.RequireRoot(t, "the real-server probes (packet capture on loopback)")
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	ca := testbed.SharedPKI(t)
 	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {

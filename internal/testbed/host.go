@@ -78,6 +78,17 @@ func WaitFDs(t interface {
 	}
 }
 
+// CheckFDs makes t fail if it leaves more descriptors open than it found.
+// Call it first in a test, so that its cleanup runs after every other.
+func CheckFDs(t interface {
+	Helper()
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}) {
+	before := proc.OpenFDs()
+	t.Cleanup(func() { WaitFDs(t, before) })
+}
+
 // ServeTLS serves TLS with cfg on ln until the test ends. Each accepted
 // connection goes to handle as a *tls.Conn whose handshake has not run yet,
 // with a 10 s deadline; nil handle completes the handshake and then reads

@@ -20,7 +20,6 @@ import (
 	"github.com/linger-go/linger/internal/netns"
 	"github.com/linger-go/linger/internal/pki"
 	"github.com/linger-go/linger/internal/probe"
-	"github.com/linger-go/linger/internal/proc"
 	"github.com/linger-go/linger/internal/testbed"
 	"github.com/linger-go/linger/internal/watch"
 	"go.uber.org/goleak"
@@ -29,11 +28,6 @@ import (
 func TestMain(m *testing.M) {
 	testbed.StartPoller()
 	goleak.VerifyTestMain(m)
-}
-
-func checkFDs(t *testing.T) {
-	before := proc.OpenFDs()
-	t.Cleanup(func() { testbed.WaitFDs(t, before) })
 }
 
 // observer collects a watcher's verdicts by the peer's port.
@@ -284,7 +278,7 @@ func clientTLS(p *pki.PKI, version uint16) *tls.Config {
 // close_notify, which is an alert too); linger loses none.
 func TestGoServers(t *testing.T) {
 	testbed.RequireRoot(t, "watching loopback with a packet socket")
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	p := testbed.SharedPKI(t)
 	for _, host := range []string{"127.0.0.1", "::1"} {
 		for _, ver := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
@@ -389,7 +383,7 @@ func curlUploads(t *testing.T, addr string, files pki.Files, n int) []truth {
 // by curl uploading 1 MiB with a rejected certificate.
 func TestRealServers(t *testing.T) {
 	testbed.RequireRoot(t, "watching loopback with a packet socket")
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	ca, files := pkiFiles(t)
 	for _, kind := range []string{"nginx", "haproxy", "apache"} {
 		for _, mode := range []probe.Mode{probe.ModeClientCert, probe.ModeRecord} {
@@ -422,7 +416,7 @@ func TestRealServers(t *testing.T) {
 // beside it.
 func TestImpairedPath(t *testing.T) {
 	testbed.RequireRoot(t, "the impaired path (network namespaces)")
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	p := testbed.SharedPKI(t)
 	pair := newPair(t)
 	host := pair.ServerIP.String()
@@ -495,7 +489,7 @@ func startHTTP(t *testing.T, p *pki.PKI, lingering bool) string {
 // closes connections with responses still arriving) shows as peer resets.
 func TestCleanTraffic(t *testing.T) {
 	testbed.RequireRoot(t, "watching loopback with a packet socket")
-	checkFDs(t)
+	testbed.CheckFDs(t)
 	ca, files := pkiFiles(t)
 	type load struct {
 		name string
