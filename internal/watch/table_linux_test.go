@@ -45,7 +45,7 @@ func TestTable(t *testing.T) {
 		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %d | %d | %d | %d (%d / %d / %d) | %s | %s |", server, network, driver, tl.conns,
 			tl.driverLost, tl.captureLost, tl.watchLost, tl.kinds["lost_alert"], tl.kinds["lost_data"], tl.kinds["lost_none"], after, agree))
 	}
-	for _, kind := range []string{"go-close", "go-linger", "nginx", "haproxy", "apache"} {
+	for _, kind := range []string{"go-close", "go-linger", "nginx", "haproxy", "apache", "openssl"} {
 		t.Run(kind, func(t *testing.T) {
 			var addr, name string
 			switch kind {

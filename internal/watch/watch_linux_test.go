@@ -377,33 +377,51 @@ func curlUploads(t *testing.T, addr string, files pki.Files, n int) []truth {
 	return ts
 }
 
-// TestRealServers: nginx, HAProxy and Apache as installed, with TLS 1.3
-// and client certificates required, driven by the probe (a rejected
-// certificate, and a corrupted record on a server that asks for none) and
-// by curl uploading 1 MiB with a rejected certificate.
+// TestRealServers: nginx, HAProxy, Apache and openssl s_server as
+// installed, with TLS 1.3 and client certificates required, driven by the
+// probe (a rejected certificate, and a corrupted record on a server that
+// asks for none) and by curl uploading 1 MiB with a rejected certificate;
+// then nginx, HAProxy and Apache under liblinger.so (preload/), where the
+// watcher must count no lost last word at all.
 func TestRealServers(t *testing.T) {
 	testbed.RequireRoot(t, "watching loopback with a packet socket")
 	testbed.CheckFDs(t)
 	ca, files := pkiFiles(t)
-	for _, kind := range []string{"nginx", "haproxy", "apache"} {
+	type server struct {
+		kind    string
+		preload bool
+	}
+	servers := []server{{"nginx", false}, {"haproxy", false}, {"apache", false}, {"openssl", false},
+		{"nginx", true}, {"haproxy", true}, {"apache", true}}
+	for _, s := range servers {
+		name := s.kind
+		if s.preload {
+			name += "+preload"
+		}
+		run := func(t *testing.T, requireCert bool) *testbed.RealServer {
+			cfg := testbed.RealServerConfig{Kind: s.kind, Files: files, Host: "127.0.0.1",
+				Version: tls.VersionTLS13, RequireCert: requireCert}
+			if s.preload {
+				cfg.Env = testbed.PreloadEnv(t, t.TempDir())
+			}
+			return testbed.RunRealServer(t, cfg)
+		}
 		for _, mode := range []probe.Mode{probe.ModeClientCert, probe.ModeRecord} {
-			t.Run(kind+"/probe/"+string(mode), func(t *testing.T) {
-				srv := testbed.RunRealServer(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
-					Version: tls.VersionTLS13, RequireCert: mode == probe.ModeClientCert})
+			t.Run(name+"/probe/"+string(mode), func(t *testing.T) {
+				srv := run(t, mode == probe.ModeClientCert)
 				get := startWatch(t, loopback, portOf(t, srv.Addr))
 				rep := runProbe(t, probe.Config{Addr: srv.Addr, Mode: mode, TLS: clientTLS(ca, tls.VersionTLS13), Trials: 10, Upload: 256 << 10})
 				verdicts, rsts, _ := get()
-				compare(probeTruths(rep), verdicts, rsts).check(t, false)
+				compare(probeTruths(rep), verdicts, rsts).check(t, s.preload)
 			})
 		}
-		t.Run(kind+"/curl", func(t *testing.T) {
-			srv := testbed.RunRealServer(t, testbed.RealServerConfig{Kind: kind, Files: files, Host: "127.0.0.1",
-				Version: tls.VersionTLS13, RequireCert: true})
+		t.Run(name+"/curl", func(t *testing.T) {
+			srv := run(t, true)
 			get := startWatch(t, loopback, portOf(t, srv.Addr))
 			ts := curlUploads(t, srv.Addr, files, 10)
 			verdicts, rsts, _ := get()
 			curlTruth(ts, rsts)
-			compare(ts, verdicts, rsts).check(t, false)
+			compare(ts, verdicts, rsts).check(t, s.preload)
 		})
 	}
 }
