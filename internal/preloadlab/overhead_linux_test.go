@@ -16,14 +16,14 @@ import (
 
 // The overhead of the preload, measured, comes from
 //
-//	go test ./internal/preloadlab -run TestOverhead -v -timeout 20m -args -overhead [-rounds 5] [-duration 5s] [-conns 16]
+//	go test ./internal/preloadlab -run TestOverhead -v -timeout 30m -args -overhead [-pairs 60] [-duration 1s] [-conns 16]
 //
-// as root; without -overhead it runs one short round as a check that the
+// as root; without -overhead it runs one short pair as a check that the
 // measurement works (no assertion on the ratios: the machine is shared).
 var (
 	overheadFlag     = flag.Bool("overhead", false, "TestOverhead: measure, and check the targets")
-	overheadRounds   = flag.Int("rounds", 5, "TestOverhead: rounds, each stock, preloaded, preloaded, stock")
-	overheadDuration = flag.Duration("duration", 5*time.Second, "TestOverhead: each wrk run")
+	overheadPairs    = flag.Int("pairs", 60, "TestOverhead: pairs of runs, one stock and one preloaded, per load")
+	overheadDuration = flag.Duration("duration", time.Second, "TestOverhead: each wrk run (whole seconds)")
 	overheadConns    = flag.Int("conns", 16, "TestOverhead: wrk's connections")
 )
 
@@ -36,19 +36,28 @@ const (
 // TestOverhead runs wrk (one thread) against two nginx servers, one stock
 // and one under liblinger.so, side by side on loopback, HTTPS, keep-alive
 // and with Connection: close (a handshake and a lingering close per
-// request), in rounds of stock, preloaded, preloaded, stock so that a drift
-// of the machine's load falls on both alike. It prints each run and the
-// ratios of the preloaded server's requests/s and p99 to the stock one's.
+// request). Both servers are pinned to the first CPU (and with it the
+// library's thread, which inherits the affinity of the thread that starts
+// it) and wrk to the second. The runs come in pairs, one against each
+// server, whose order alternates from pair to pair; a pair's ratios are
+// its preloaded run's requests/s and p99 over its stock run's.
+//
+// Many short pairs rather than a few long rounds, because this VM's speed
+// drifts by tens of percent from one run to the next, more than the
+// difference measured: a drift slower than a pair falls on both of its
+// runs alike, and the spread of the pairs' ratios gives the mean's 95 %
+// interval.
 func TestOverhead(t *testing.T) {
 	testbed.RequireRoot(t, "the overhead measurement (nginx as root)")
 	testbed.CheckFDs(t)
 	if _, err := exec.LookPath("wrk"); err != nil {
 		t.Skip("skipping the overhead measurement: wrk is not installed (./test.sh installs it)")
 	}
-	rounds, d, conns := 1, time.Second, 4
+	pairs, d, conns := 1, time.Second, 4
 	if *overheadFlag {
-		rounds, d, conns = *overheadRounds, *overheadDuration, *overheadConns
+		pairs, d, conns = *overheadPairs, *overheadDuration, *overheadConns
 	}
+	secs := max(1, int(d.Round(time.Second)/time.Second))
 	ca := testbed.SharedPKI(t)
 	files, err := ca.WriteFiles(t.TempDir())
 	if err != nil {
@@ -62,74 +71,68 @@ func TestOverhead(t *testing.T) {
 			// cost measured is the library's, not its log's.
 			Env: testbed.PreloadEnv(t, libDir, "LINGER_LOG_SUMMARY=1")}),
 	}
-	type run struct {
-		client, server string
-		round          int
-		r              bench.HappyResult
+	for _, s := range servers {
+		if err := testbed.PinCPU(s.PID, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
-	var runs []run
 	clients := []struct {
 		name string
 		args []string
 	}{{"wrk keep-alive", nil}, {"wrk Connection: close", []string{"-H", "Connection: close"}}}
-	for _, cl := range clients {
-		for round := 0; round < rounds; round++ {
-			for _, server := range []string{"stock", "preloaded", "preloaded", "stock"} {
-				args := append([]string{"-t1", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(int(d/time.Second)) + "s", "--latency"}, cl.args...)
-				ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
-				out, err := exec.CommandContext(ctx, "wrk", append(args, "https://"+servers[server].Addr+"/")...).CombinedOutput()
-				cancel()
-				if err != nil {
-					t.Fatalf("wrk: %v: %s", err, out)
-				}
-				r, err := bench.ParseWrk(out)
-				if err != nil {
-					t.Fatalf("wrk: %v: %s", err, out)
-				}
-				if r.Errors > 0 || r.Requests == 0 {
-					t.Errorf("%s against %s nginx: %d requests, %d errors", cl.name, server, r.Requests, r.Errors)
-				}
-				runs = append(runs, run{cl.name, server, round, r})
-			}
+	wrk := func(server string, args []string) bench.HappyResult {
+		args = append([]string{"-c", "1", "wrk", "-t1", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(secs) + "s", "--latency"}, args...)
+		ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "taskset", append(args, "https://"+servers[server].Addr+"/")...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("wrk: %v: %s", err, out)
 		}
-	}
-	fmt.Printf("\n%s, stock vs under liblinger.so, loopback HTTPS, wrk -t1 -c%d -d%s, %d rounds of stock, preloaded, preloaded, stock (shared, loaded machine)\n\n",
-		servers["stock"].Version, conns, d, rounds)
-	fmt.Println("| client | server | round | requests/s | p50 | p99 |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- |")
-	for _, r := range runs {
-		fmt.Printf("| %s | %s | %d | %.0f | %v | %v |\n", r.client, r.server, r.round+1, r.r.PerSec, r.r.P50, r.r.P99)
-	}
-	fmt.Println()
-	fmt.Println("| client | requests/s, preloaded / stock (target >= 0.98) | p99, preloaded / stock (target <= 1.05) |")
-	fmt.Println("| --- | --- | --- |")
-	for _, cl := range clients {
-		// Each round's ratio of its two preloaded runs to its two stock
-		// runs; the median over rounds.
-		var rate, p99 []float64
-		for round := 0; round < rounds; round++ {
-			var sum [2]float64
-			var lat [2]float64
-			for _, r := range runs {
-				if r.client != cl.name || r.round != round {
-					continue
-				}
-				i := 0
-				if r.server == "preloaded" {
-					i = 1
-				}
-				sum[i] += r.r.PerSec
-				lat[i] += float64(r.r.P99)
-			}
-			rate = append(rate, sum[1]/sum[0])
-			p99 = append(p99, lat[1]/lat[0])
+		r, err := bench.ParseWrk(out)
+		if err != nil {
+			t.Fatalf("wrk: %v: %s", err, out)
 		}
+		if r.Errors > 0 || r.Requests == 0 {
+			t.Errorf("against %s nginx: %d requests, %d errors", server, r.Requests, r.Errors)
+		}
+		return r
+	}
+	fmt.Printf("\n%s, stock vs under liblinger.so, loopback HTTPS, both on CPU 0, wrk -t1 -c%d -d%ds on CPU 1, %d pairs of runs per load\n\n",
+		servers["stock"].Version, conns, secs, pairs)
+	var rows []string
+	for _, cl := range clients {
+		var rate, p99, stockRate, preRate []float64
+		for pair := range pairs {
+			order := []string{"stock", "preloaded"}
+			if pair%2 == 1 {
+				order = []string{"preloaded", "stock"}
+			}
+			got := map[string]bench.HappyResult{}
+			for _, server := range order {
+				got[server] = wrk(server, cl.args)
+			}
+			st, pre := got["stock"], got["preloaded"]
+			stockRate, preRate = append(stockRate, st.PerSec), append(preRate, pre.PerSec)
+			rate = append(rate, pre.PerSec/st.PerSec)
+			p99 = append(p99, float64(pre.P99)/float64(st.P99))
+		}
+		fmt.Printf("%s: requests/s, stock:     %s\n", cl.name, testbed.RatesText(stockRate))
+		fmt.Printf("%s: requests/s, preloaded: %s\n", cl.name, testbed.RatesText(preRate))
+		fmt.Printf("%s: p99 ratios: %s\n", cl.name, fmtRatios(p99))
 		mr, mp := median(rate), median(p99)
-		fmt.Printf("| %s | %.3f %s (rounds: %s) | %.3f %s (rounds: %s) |\n", cl.name, mr, met(mr >= minRateRatio), fmtRatios(rate),
-			mp, met(mp <= maxP99Ratio), fmtRatios(p99))
+		ar, hr := testbed.MeanInterval(rate)
+		ap, hp := testbed.MeanInterval(p99)
+		rows = append(rows, fmt.Sprintf("| %s | %.0f | %.0f | %.3f %s | %.3f ± %.3f | %.3f %s | %.3f ± %.3f |", cl.name,
+			median(stockRate), median(preRate), mr, met(mr >= minRateRatio), ar, hr, mp, met(mp <= maxP99Ratio), ap, hp))
 		if *overheadFlag && (mr < minRateRatio || mp > maxP99Ratio) {
 			t.Logf("%s: a target is not met (see the table)", cl.name)
 		}
+	}
+	fmt.Println()
+	fmt.Println("| client | requests/s, stock (median) | preloaded (median) | requests/s, preloaded / stock, median of pairs (target >= 0.98) | mean, 95 % interval | p99, preloaded / stock, median of pairs (target <= 1.05) | mean, 95 % interval |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- |")
+	for _, r := range rows {
+		fmt.Println(r)
 	}
 	fmt.Printf("\nliblinger.so's log (the preloaded nginx): %s\n", testbed.CountsText(testbed.PreloadOutcomes(libDir)))
 }

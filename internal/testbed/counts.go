@@ -2,7 +2,9 @@ package testbed
 
 import (
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -27,4 +29,34 @@ func CountsText(m map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s %d", n, m[n]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// MeanInterval returns the mean of v and the half-width of its 95 %
+// interval (two standard errors; 0 for fewer than two values): what the
+// overhead measurements print beside the median of their pairs' ratios.
+func MeanInterval(v []float64) (mean, half float64) {
+	if len(v) == 0 {
+		return 0, 0
+	}
+	for _, x := range v {
+		mean += x
+	}
+	mean /= float64(len(v))
+	var ss float64
+	for _, x := range v {
+		ss += (x - mean) * (x - mean)
+	}
+	if len(v) > 1 {
+		half = 2 * math.Sqrt(ss/float64(len(v)-1)/float64(len(v)))
+	}
+	return mean, half
+}
+
+// RatesText lists rates rounded to integers, separated by spaces.
+func RatesText(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.FormatFloat(x, 'f', 0, 64)
+	}
+	return strings.Join(s, " ")
 }

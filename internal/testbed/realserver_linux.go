@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/linger-go/linger/internal/pki"
+	"golang.org/x/sys/unix"
 )
 
 // serverSources are the small servers the "java", "node" and "python"
@@ -310,6 +313,8 @@ http {
 		ssl_protocols %[5]s;
 		%[6]s
 		location / { return 200 "ok\n"; }
+		# Requests served, read by the overhead measurements.
+		location = /status { stub_status; }
 	}
 }
 `, dir, addr, f.ServerCert, f.ServerKey, protocols, verify, procs)
@@ -486,3 +491,52 @@ func sourceServer(cfg RealServerConfig, addr string) (args, env []string, err er
 	}
 	return []string{p, host, port, f.ServerCert, f.ServerKey, f.CA, lo, hi, need}, nil, nil
 }
+
+// PinCPU moves every thread of process pid onto one CPU. The overhead
+// measurements pin the server to one CPU and the load generator to
+// another: on a two-CPU machine the scheduler otherwise moves both, and a
+// thread that wakes (a watcher's reader, liblinger's loop) lands on
+// whichever it likes, which spreads runs of the same arm more widely than
+// the difference measured. A thread the process starts later inherits the
+// affinity of the thread that starts it.
+func PinCPU(pid, cpu int) error {
+	var set unix.CPUSet
+	set.Set(cpu)
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return fmt.Errorf("testbed: pinning process %d: %w", pid, err)
+	}
+	for _, task := range tasks {
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("testbed: pinning thread %d of process %d to CPU %d: %w", tid, pid, cpu, err)
+		}
+	}
+	return nil
+}
+
+// NginxRequests returns how many requests the nginx at addr has served
+// since it started, from its stub_status page (/status, HTTPS), read
+// through client. The read is a request too, and counts.
+func NginxRequests(client *http.Client, addr string) (uint64, error) {
+	resp, err := client.Get("https://" + addr + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("testbed: nginx's status: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("testbed: nginx's status: %w", err)
+	}
+	// "Active connections: 1 \nserver accepts handled requests\n 5 5 9 \n..."
+	m := stubRequests.FindSubmatch(body)
+	if resp.StatusCode != http.StatusOK || m == nil {
+		return 0, fmt.Errorf("testbed: nginx's status: %s: %q", resp.Status, body)
+	}
+	return strconv.ParseUint(string(m[1]), 10, 64)
+}
+
+var stubRequests = regexp.MustCompile(`server accepts handled requests\s+\d+\s+\d+\s+(\d+)`)

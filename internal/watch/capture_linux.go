@@ -105,8 +105,9 @@ const (
 	framesPerBlock = blockSize / frameSize
 	// ringBytes is a ring's memory, allocated when the socket opens and
 	// held until it closes: 8,192 frames, as many packets as the reader
-	// may find waiting after its pause (batchPause), which is 400,000
-	// passed packets a second, some 80,000 closes. A watch of every
+	// may find waiting after its pause, which at its shortest (minPause)
+	// is 800,000 passed packets a second, some 160,000 closes, and at
+	// any length four times the rate the ring last saw. A watch of every
 	// device has such a ring for loopback and one of deviceRingBytes
 	// for each other device, which a host with many (a veth for each
 	// container) would otherwise pay for many times over.
@@ -309,14 +310,20 @@ func deleteRing(rs []*ring, r *ring) []*ring {
 	return rs
 }
 
-// batchPause is how long the reader waits after reading the rings. The
-// sockets are not on the runtime's poller, which would wake a thread for
-// every packet that arrives, even while the reader pauses: the reader
-// reads, then sleeps, 50 times a second, busy or idle (a wake-up costs
-// tens of microseconds on a VM), and a ring holds what arrives meanwhile
-// (ringBytes). The counts are read once an interval, so 20 ms late is on
-// time.
-const batchPause = 20 * time.Millisecond
+// The reader reads the rings, then sleeps, busy or idle: the sockets are
+// not on the runtime's poller, which would wake a thread for every packet
+// that arrives, even while the reader sleeps. A wake-up is what the
+// watcher costs most (tens of microseconds on a VM, and a preemption of
+// whatever ran on that CPU, the server perhaps), so the pause adapts to
+// the traffic: it doubles, up to maxPause, while the fullest ring held
+// less than a sixteenth of its frames, and halves, down to minPause, when
+// it held more than a quarter, which leaves a ring room for four times
+// the rate it last saw. The counts are read once an interval, so 200 ms
+// late is on time.
+const (
+	minPause = 10 * time.Millisecond
+	maxPause = 200 * time.Millisecond
+)
 
 // checkEvery is how often the reader looks for devices: new ones, when it
 // watches every device (the packets of a device that appears are missed
@@ -338,15 +345,23 @@ func (w *Watcher) read() {
 			return
 		}
 	}
-	pause := time.NewTimer(batchPause)
-	defer pause.Stop()
+	pause := minPause
+	timer := time.NewTimer(pause)
+	defer timer.Stop()
 	checked := time.Now()
 	for {
 		w.mu.Lock()
+		fill := 0.0 // of the fullest ring
 		for _, r := range w.rings {
-			w.drainRing(r)
+			fill = max(fill, float64(w.drainRing(r))/float64(r.frames))
 		}
 		w.mu.Unlock()
+		switch {
+		case fill > 1.0/4:
+			pause = max(pause/2, minPause)
+		case fill < 1.0/16:
+			pause = min(pause*2, maxPause)
+		}
 		if w.netns >= 0 && time.Since(checked) >= checkEvery {
 			checked = time.Now()
 			if err := w.check(); err != nil {
@@ -355,8 +370,8 @@ func (w *Watcher) read() {
 			}
 		}
 		select {
-		case <-pause.C:
-			pause.Reset(batchPause)
+		case <-timer.C:
+			timer.Reset(pause)
 		case <-w.stop:
 			return
 		}
@@ -399,10 +414,10 @@ func (w *Watcher) enterNetns() error {
 // TPACKET_ALIGN(sizeof(struct tpacket2_hdr)).
 const sockaddrOff = (unix.SizeofTpacket2Hdr + 15) &^ 15
 
-// drainRing tracks the packets waiting in a ring and hands their frames
-// back. The caller holds mu.
-func (w *Watcher) drainRing(r *ring) {
-	for {
+// drainRing tracks the packets waiting in a ring, hands their frames
+// back, and returns how many there were. The caller holds mu.
+func (w *Watcher) drainRing(r *ring) (n int) {
+	for ; ; n++ {
 		base := unsafe.Pointer(&r.mem[r.next*frameSize])
 		h := (*unix.Tpacket2Hdr)(base)
 		// The kernel writes the frame, then its status, with a barrier
@@ -410,7 +425,7 @@ func (w *Watcher) drainRing(r *ring) {
 		// reads after it, and the atomic store that returns the frame
 		// orders them before the kernel may write it again.
 		if atomic.LoadUint32(&h.Status)&unix.TP_STATUS_USER == 0 {
-			return
+			return n
 		}
 		w.packets++
 		// Net and Snaplen come from the kernel; they are held to the
@@ -444,14 +459,17 @@ func (w *Watcher) readDrops(r *ring) {
 	}
 }
 
-// Snapshot returns the counts so far. Each call also reads (and so
-// resets) the kernel's drop counters into the watcher's own total. It
-// returns the reader's error, if reading failed.
+// Snapshot returns the counts so far, of every packet the kernel has
+// handed over: it reads what the rings hold first, rather than wait for
+// the reader's next turn. Each call also reads (and so resets) the
+// kernel's drop counters into the watcher's own total. It returns the
+// reader's error, if reading failed.
 func (w *Watcher) Snapshot() (Snapshot, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.closed {
 		for _, r := range w.rings {
+			w.drainRing(r)
 			w.readDrops(r)
 		}
 	}

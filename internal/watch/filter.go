@@ -52,70 +52,135 @@ type FilterConfig struct {
 // the kernel, so the watcher's cost follows connections closed, not bytes.
 // IPv4 fragments after the first and IPv6 packets whose next header is not
 // TCP (extension headers) are not seen.
+//
+// The filter runs for every packet the device carries, in the context of
+// whoever sends or receives it, so it is laid out for speed: the kernel
+// turns a load at a fixed offset (LoadAbsolute) into a bounds check and a
+// load, but a load at an offset from X (LoadIndirect) into a function
+// call. IPv4 without options and IPv6 put the TCP header at a fixed
+// offset, and a TCP header of 20 bytes, or of 32 (timestamps, as Linux
+// sends), puts the payload at one; each such packet is read with fixed
+// offsets only, and anything else by the general, indirect path.
 func Filter(cfg FilterConfig) ([]bpf.RawInstruction, error) {
+	if len(cfg.Ports) > 100 {
+		return nil, fmt.Errorf("watch: %d ports: at most 100", len(cfg.Ports))
+	}
 	var p prog
 	if cfg.LoopbackIndex > 0 {
 		p.add(bpf.LoadExtension{Num: bpf.ExtInterfaceIndex})
 		p.jump(bpf.JumpEqual, uint32(cfg.LoopbackIndex), "", "ip")
 		p.add(bpf.LoadExtension{Num: bpf.ExtType})
-		p.jump(bpf.JumpEqual, 4 /* PACKET_OUTGOING */, "ip", "drop")
+		p.jump(bpf.JumpEqual, 4 /* PACKET_OUTGOING */, "ip", "ipdrop")
 	}
 	p.label("ip")
 	p.add(bpf.LoadAbsolute{Off: 0, Size: 1})
+	p.jump(bpf.JumpEqual, 0x45, "v4", "") // IPv4, a 20-byte header
 	p.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 4})
-	p.jump(bpf.JumpEqual, 4, "v4", "")
-	p.jump(bpf.JumpEqual, 6, "v6", "drop")
+	p.jump(bpf.JumpEqual, 4, "v4options", "")
+	p.jump(bpf.JumpEqual, 6, "v6", "ipdrop")
 
+	v4 := func() {
+		p.add(bpf.LoadAbsolute{Off: 9, Size: 1})
+		p.jump(bpf.JumpEqual, 6 /* TCP */, "", "ipdrop")
+		p.add(bpf.LoadAbsolute{Off: 6, Size: 2})
+		p.jump(bpf.JumpBitsSet, 0x1fff, "ipdrop", "") // not the first fragment
+	}
 	p.label("v4")
-	p.add(bpf.LoadAbsolute{Off: 9, Size: 1})
-	p.jump(bpf.JumpEqual, 6 /* TCP */, "", "drop")
-	p.add(bpf.LoadAbsolute{Off: 6, Size: 2})
-	p.jump(bpf.JumpBitsSet, 0x1fff, "drop", "") // not the first fragment
-	p.add(bpf.LoadMemShift{Off: 0})             // X = 4 * IHL
-	p.jumpAlways("tcp")
-
+	v4()
+	p.jumpAlways("tcp20")
+	p.label("v4options")
+	v4()
+	p.add(bpf.LoadMemShift{Off: 0}) // X = 4 * IHL
+	p.jumpAlways("tcpX")
 	p.label("v6")
 	p.add(bpf.LoadAbsolute{Off: 6, Size: 1})
-	p.jump(bpf.JumpEqual, 6, "", "drop")
-	p.add(bpf.LoadConstant{Dst: bpf.RegX, Val: 40})
+	p.jump(bpf.JumpEqual, 6, "", "ipdrop")
+	p.jumpAlways("tcp40")
+	p.label("ipdrop")
+	p.add(bpf.RetConstant{Val: 0})
 
-	p.label("tcp") // X is the TCP header's offset
-	if len(cfg.Ports) > 0 {
-		if len(cfg.Ports) > 100 {
-			return nil, fmt.Errorf("watch: %d ports: at most 100", len(cfg.Ports))
+	// Each TCP block ends with returns of its own, so that its jumps
+	// stay short (a conditional jump skips at most 255 instructions)
+	// whatever the number of ports.
+	p.label("tcp20")
+	p.tcp("a", 20, cfg.Ports)
+	p.label("tcp40")
+	p.tcp("b", 40, cfg.Ports)
+	p.label("tcpX")
+	p.tcp("x", -1, cfg.Ports)
+	return p.assemble()
+}
+
+// tcp adds the checks of a TCP header at offset off from the IP header,
+// or at X when off is negative, with labels that start with name.
+func (p *prog) tcp(name string, off int, ports []uint16) {
+	load := func(at, size int) {
+		if off < 0 {
+			p.add(bpf.LoadIndirect{Off: uint32(at), Size: size})
+		} else {
+			p.add(bpf.LoadAbsolute{Off: uint32(off + at), Size: size})
 		}
-		for _, off := range []uint32{0, 2} { // source, destination
-			p.add(bpf.LoadIndirect{Off: off, Size: 2})
-			for _, port := range cfg.Ports {
-				p.jump(bpf.JumpEqual, uint32(port), "port", "")
+	}
+	pass, drop := name+"pass", name+"drop"
+	if len(ports) > 0 {
+		for _, at := range []int{0, 2} { // source, destination
+			load(at, 2)
+			for _, port := range ports {
+				p.jump(bpf.JumpEqual, uint32(port), name+"port", "")
 			}
 		}
-		p.jumpAlways("drop")
+		p.jumpAlways(drop)
 	}
-	p.label("port")
-	p.add(bpf.LoadIndirect{Off: 13, Size: 1})
-	p.jump(bpf.JumpBitsSet, flagFIN|flagRST, "pass", "")
+	p.label(name + "port")
+	load(13, 1)
+	p.jump(bpf.JumpBitsSet, flagFIN|flagRST, pass, "")
 	p.add(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: flagSYN | flagACK})
-	p.jump(bpf.JumpEqual, flagSYN|flagACK, "pass", "")
-	// X += the TCP header's length: X is then the payload's offset. A
-	// load past the packet's end ends the program with 0 (drop), so a
-	// segment without payload goes no further.
-	p.add(bpf.LoadIndirect{Off: 12, Size: 1})
-	p.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 2})
-	p.add(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x3c})
-	p.add(bpf.ALUOpX{Op: bpf.ALUOpAdd})
+	p.jump(bpf.JumpEqual, flagSYN|flagACK, pass, "")
+	load(12, 1)
+	p.add(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0}) // the header's length, in words, times 16
+	if off >= 0 {
+		p.jump(bpf.JumpEqual, 5<<4, name+"20", "")
+		p.jump(bpf.JumpEqual, 8<<4, name+"32", "")
+		// X = off + the header's length: the payload's offset.
+		p.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 2})
+		p.add(bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: uint32(off)})
+	} else {
+		// X += the header's length.
+		p.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 2})
+		p.add(bpf.ALUOpX{Op: bpf.ALUOpAdd})
+	}
 	p.add(bpf.TAX{})
-	p.add(bpf.LoadIndirect{Off: 0, Size: 1})
-	p.jump(bpf.JumpEqual, recordAlert, "pass", "")
-	p.jump(bpf.JumpEqual, recordApplicationData, "", "drop")
-	p.add(bpf.LoadIndirect{Off: 3, Size: 2})
-	p.jump(bpf.JumpEqual, tls13AlertLength, "pass", "drop")
-
-	p.label("pass")
+	// A load past the packet's end ends the program with 0 (drop), so a
+	// segment without payload goes no further.
+	p.record(-1, pass, drop)
+	if off >= 0 {
+		p.label(name + "20")
+		p.record(off+20, pass, drop)
+		p.label(name + "32")
+		p.record(off+32, pass, drop)
+	}
+	p.label(pass)
 	p.add(bpf.RetConstant{Val: Snap})
-	p.label("drop")
+	p.label(drop)
 	p.add(bpf.RetConstant{Val: 0})
-	return p.assemble()
+}
+
+// record adds the check of a payload that starts at offset off, or at X
+// when off is negative: an alert-shaped TLS record goes to pass, anything
+// else to drop.
+func (p *prog) record(off int, pass, drop string) {
+	load := func(at, size int) {
+		if off < 0 {
+			p.add(bpf.LoadIndirect{Off: uint32(at), Size: size})
+		} else {
+			p.add(bpf.LoadAbsolute{Off: uint32(off + at), Size: size})
+		}
+	}
+	load(0, 1)
+	p.jump(bpf.JumpEqual, recordAlert, pass, "")
+	p.jump(bpf.JumpEqual, recordApplicationData, "", drop)
+	load(3, 2)
+	p.jump(bpf.JumpEqual, tls13AlertLength, pass, drop)
 }
 
 // prog assembles a classic BPF program whose jumps name labels, so that

@@ -1,7 +1,10 @@
 package watch
 
 import (
+	"bytes"
+	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"golang.org/x/net/bpf"
@@ -11,6 +14,10 @@ import (
 // loopback prologue, whose extensions the VM lacks) over segments the
 // verdict needs and segments it must never see.
 func TestFilter(t *testing.T) {
+	hundred := make([]uint16, 100)
+	for i := range hundred {
+		hundred[i] = uint16(1000 + i)
+	}
 	v4s, v4c := netip.MustParseAddrPort("127.0.0.1:443"), netip.MustParseAddrPort("127.0.0.1:50000")
 	v6s, v6c := netip.MustParseAddrPort("[::1]:443"), netip.MustParseAddrPort("[::1]:50000")
 	other := netip.MustParseAddrPort("127.0.0.1:8080")
@@ -39,6 +46,24 @@ func TestFilter(t *testing.T) {
 		{"port: IPv6", []uint16{443}, packet(v6c, v6s, 1, flagRST, nil), true},
 		{"UDP", nil, func() []byte { p := packet(v4s, v4c, 1, flagRST, nil); p[9] = 17; return p }(), false},
 		{"later fragment", nil, func() []byte { p := packet(v4s, v4c, 1, flagRST, nil); p[7] = 1; return p }(), false},
+		{"port: the last of 100", hundred, packet(v4c, netip.AddrPortFrom(v4s.Addr(), 1099), 1, flagFIN, nil), true},
+		{"port: none of 100", hundred, packet(v4c, netip.AddrPortFrom(v4s.Addr(), 1100), 1, flagFIN, nil), false},
+	}
+	// Every case in every shape of header the filter reads by a path of
+	// its own: IPv4 with options, TCP headers of 20 and 32 bytes (fixed
+	// offsets) and of 24 (the indirect path).
+	base := slices.Clone(tests)
+	for _, sh := range []struct {
+		name            string
+		tcpOpts, ipOpts int
+	}{{"/TCP options", 3, 0}, {"/TCP 24 bytes", 1, 0}, {"/IP options", 0, 1}, {"/IP and TCP options", 3, 2}} {
+		for _, tt := range base {
+			if tt.pkt[0]>>4 == 6 && sh.ipOpts > 0 {
+				continue
+			}
+			tt.name, tt.pkt = tt.name+sh.name, reshape(tt.pkt, sh.tcpOpts, sh.ipOpts)
+			tests = append(tests, tt)
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,4 +103,27 @@ func TestFilterLoopback(t *testing.T) {
 	if _, err := Filter(FilterConfig{Ports: many}); err == nil {
 		t.Error("101 ports: no error")
 	}
+}
+
+// reshape returns a copy of pkt, as packet builds it (20-byte IPv4 and
+// TCP headers), with tcpWords words of TCP options and, for IPv4, ipWords
+// of IP options (NOPs), lengths adjusted.
+func reshape(pkt []byte, tcpWords, ipWords int) []byte {
+	ipLen := 40
+	if pkt[0]>>4 == 4 {
+		ipLen = 20
+	} else {
+		ipWords = 0
+	}
+	nop := func(words int) []byte { return bytes.Repeat([]byte{1}, 4*words) }
+	tcp := slices.Concat(pkt[ipLen:ipLen+20], nop(tcpWords), pkt[ipLen+20:])
+	tcp[12] = byte(5+tcpWords) << 4
+	ip := slices.Concat(pkt[:ipLen], nop(ipWords))
+	if ipLen == 20 {
+		ip[0] = 0x40 | byte(5+ipWords)
+		binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)+len(tcp)))
+	} else {
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(tcp)))
+	}
+	return append(ip, tcp...)
 }

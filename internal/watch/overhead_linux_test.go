@@ -1,12 +1,16 @@
 package watch_test
 
 import (
+	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os/exec"
-	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,25 +21,39 @@ import (
 
 // The overhead numbers of docs/watch.md come from
 //
-//	go test ./internal/watch -run TestOverhead -v -args -overhead [-overhead-rounds 5] [-overhead-d 3s]
+//	go test ./internal/watch -run TestOverhead -v -timeout 30m -args -overhead [-overhead-groups 60] [-overhead-window 1s]
 //
 // as root, with nginx and wrk installed. A measurement, not a check: it
 // runs only when asked.
 var (
 	overheadFlag   = flag.Bool("overhead", false, "TestOverhead: measure the watcher's cost under wrk")
-	overheadRounds = flag.Int("overhead-rounds", 5, "TestOverhead: pairs of runs (without, with the watcher) per load")
-	overheadD      = flag.Duration("overhead-d", 3*time.Second, "TestOverhead: length of each wrk run")
+	overheadPairs  = flag.Int("overhead-groups", 60, "TestOverhead: groups of windows (nothing, a socket alone, watching) per load")
+	overheadWindow = flag.Duration("overhead-window", time.Second, "TestOverhead: length of each window")
 )
 
-var wrkRequests = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+// settle is how long a window waits after the watcher starts or stops
+// before it reads nginx's counter: opening the sockets and mapping the
+// rings is not the cost of watching.
+const settle = 100 * time.Millisecond
 
-// TestOverhead runs wrk against nginx (TLS, keep-alive and "Connection:
-// close") in alternating runs without and with a watcher in this process,
-// and prints the requests a second of each, their ratio (medians), and the
-// watcher's CPU time per 10,000 closes a second: this process does nothing
-// else while wrk runs, so its CPU time is the watcher's reading and
-// counting (the kernel filter runs in the sending process's context and
-// shows in the ratio instead).
+// TestOverhead runs one wrk (one thread, 16 connections) against nginx per
+// load, TLS keep-alive and "Connection: close", nginx pinned to the first
+// CPU and wrk to the second, and meanwhile switches a watcher in this
+// process on and off: pairs of windows, one watching and one not, in an
+// order that alternates from pair to pair. nginx's own request counter
+// (stub_status), read at each window's ends, gives the requests a second
+// of each window; a pair's ratio is its watching window's over the other.
+//
+// Pairs of adjacent windows of one long run, rather than separate runs,
+// because this VM's speed drifts by tens of percent from one run to the
+// next (separate wrk runs of the same arm differed by up to 40 %), more
+// than the difference measured; a drift slower than a window falls on
+// both windows of a pair alike. It prints the median and mean of the
+// pairs' ratios, the mean's 95 % interval, and the watcher's CPU time per
+// 10,000 closes a second: this process does nothing else (but two reads of
+// the counter a window), so its CPU time is the watcher's reading and
+// counting; the kernel filter runs in the context of the process that
+// sends and shows in the ratio instead.
 func TestOverhead(t *testing.T) {
 	if !*overheadFlag {
 		t.Skip("a measurement for docs/watch.md; run with -args -overhead")
@@ -44,116 +62,165 @@ func TestOverhead(t *testing.T) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		t.Skip("wrk is not installed")
 	}
-	_, files := pkiFiles(t)
+	ca, files := pkiFiles(t)
 	srv := testbed.RunRealServer(t, testbed.RealServerConfig{Kind: "nginx", Files: files, Host: "127.0.0.1"})
-	url := "https://" + srv.Addr + "/"
-	wrk := func(args ...string) float64 {
-		out, err := exec.Command("wrk", append([]string{"-t1", "-c16", "-d" + overheadD.String()}, append(args, url)...)...).CombinedOutput()
+	if err := testbed.PinCPU(srv.PID, 0); err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(portOf(t, srv.Addr))
+	status := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.CAPool, ServerName: "localhost"}}}
+	defer status.CloseIdleConnections()
+	count := func() (uint64, time.Time) {
+		n, err := testbed.NginxRequests(status, srv.Addr)
 		if err != nil {
-			t.Fatalf("wrk: %v\n%s", err, out)
+			t.Fatal(err)
 		}
-		m := wrkRequests.FindSubmatch(out)
-		if m == nil {
-			t.Fatalf("wrk printed no Requests/sec:\n%s", out)
-		}
-		v, _ := strconv.ParseFloat(string(m[1]), 64)
-		return v
+		return n, time.Now()
 	}
-	median := func(v []float64) float64 {
-		s := slices.Clone(v)
-		slices.Sort(s)
-		return s[len(s)/2]
-	}
+
 	var table []string
 	for _, load := range []struct {
 		name string
 		args []string
 	}{{"keep-alive", nil}, {"Connection: close", []string{"-H", "Connection: close"}}} {
-		var off, on, ticking, vsOff, vsTicker, cpuPer10k, userPer10k, pktsPerClose []float64
-		for round := range *overheadRounds {
-			var rOff, rOn, rTick float64
-			without := func() { rOff = wrk(load.args...) }
-			// The control: a goroutine that only wakes every 20 ms, as
-			// the watcher's reader does between batches (batchPause). On this VM a
-			// latency-bound load runs faster when something keeps a
-			// vCPU from idling; this arm shows that effect alone, and
-			// the watcher is compared with it as well as with nothing.
-			ticker := func() {
-				stop, ticked := make(chan struct{}), make(chan struct{})
-				go func() {
-					defer close(ticked)
-					for {
-						select {
-						case <-stop:
-							return
-						case <-time.After(20 * time.Millisecond):
-						}
-					}
-				}()
-				rTick = wrk(load.args...)
-				close(stop)
-				<-ticked
-			}
-			with := func() {
-				w, err := watch.Start(watch.Config{Interface: "lo", Ports: []uint16{uint16(portOf(t, srv.Addr))}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				var ru0, ru1 unix.Rusage
-				unix.Getrusage(unix.RUSAGE_SELF, &ru0)
-				t0 := time.Now()
-				rOn = wrk(load.args...)
-				wall := time.Since(t0)
-				unix.Getrusage(unix.RUSAGE_SELF, &ru1)
-				user := time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano())
-				cpu := user + time.Duration(ru1.Stime.Nano()-ru0.Stime.Nano())
-				snap, err := w.Close()
-				if err != nil {
-					t.Fatal(err)
-				}
-				c := snap.Ports[uint16(portOf(t, srv.Addr))]
-				if snap.Drops > 0 {
-					t.Logf("the watcher's socket dropped %d packets", snap.Drops)
-				}
-				if c.Opened > 0 {
-					closesPerSec := float64(c.Opened) / wall.Seconds()
-					// CPU seconds a second (cores), scaled to 10,000 closes a second.
-					cpuPer10k = append(cpuPer10k, cpu.Seconds()/wall.Seconds()/(closesPerSec/10000))
-					userPer10k = append(userPer10k, user.Seconds()/wall.Seconds()/(closesPerSec/10000))
-					pktsPerClose = append(pktsPerClose, float64(snap.Packets)/float64(c.Opened))
-				}
-				t.Logf("%s, watching: %d connections, %d packets, this process's CPU %v (user %v) over %v",
-					load.name, c.Opened, snap.Packets, cpu.Round(time.Millisecond), user.Round(time.Millisecond), wall.Round(time.Millisecond))
-			}
-			// Rotate the order, so that a drift in the machine's load
-			// favours no arm.
-			arms := []func(){without, ticker, with}
-			for i := range arms {
-				arms[(i+round)%len(arms)]()
-			}
-			off, on, ticking = append(off, rOff), append(on, rOn), append(ticking, rTick)
-			vsOff, vsTicker = append(vsOff, rOn/rOff), append(vsTicker, rOn/rTick)
-			t.Logf("%s, round %d: %.0f req/s without, %.0f with a ticker, %.0f watching", load.name, round+1, rOff, rTick, rOn)
+		// Longer than the windows take (each also starts and stops a
+		// watcher and reads the counter); wrk is stopped after the last.
+		length := time.Duration(*overheadPairs)*6*(*overheadWindow+settle) + 10*time.Second
+		ctx, cancel := context.WithCancel(context.Background())
+		args := append([]string{"-c", "1", "wrk", "-t1", "-c16", "-d" + strconv.Itoa(int(length.Seconds())+1) + "s"}, load.args...)
+		wrk := exec.CommandContext(ctx, "taskset", append(args, "https://"+srv.Addr+"/")...)
+		var out strings.Builder
+		wrk.Stdout, wrk.Stderr = &out, &out
+		if err := wrk.Start(); err != nil {
+			cancel()
+			t.Fatal(err)
 		}
-		row := fmt.Sprintf("| %s | %.0f | %.0f | %.0f | %.3fx | %.3fx |", load.name, median(off), median(ticking), median(on),
-			median(vsOff), median(vsTicker))
+		time.Sleep(time.Second) // wrk's connections up, nginx warm
+
+		// The arms: nothing; a packet socket on loopback whose filter
+		// passes nothing and which nobody reads, the kernel's share of
+		// the cost (every packet goes through the socket's filter);
+		// and the watcher.
+		const (
+			nothing = iota
+			socketAlone
+			watching
+			arms
+		)
+		var rates, ratios [arms][]float64
+		var cpuPer10k, userPer10k, pktsPerClose []float64
+		window := func(arm int) float64 {
+			var w *watch.Watcher
+			switch arm {
+			case socketAlone:
+				fd := rejectAll(t)
+				defer unix.Close(fd)
+			case watching:
+				var err error
+				if w, err = watch.Start(watch.Config{Interface: "lo", Ports: []uint16{port}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(settle)
+			var ru0, ru1 unix.Rusage
+			var s0 watch.Snapshot
+			if w != nil {
+				s0, _ = w.Snapshot()
+				unix.Getrusage(unix.RUSAGE_SELF, &ru0)
+			}
+			n0, t0 := count()
+			time.Sleep(*overheadWindow)
+			n1, t1 := count()
+			if n1-n0 < 2 {
+				t.Fatal("nginx served no request in a window: did wrk end early?")
+			}
+			rate := float64(n1-n0-1) / t1.Sub(t0).Seconds()
+			if w != nil {
+				unix.Getrusage(unix.RUSAGE_SELF, &ru1)
+				s1, err := w.Snapshot()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := w.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if s1.Drops > 0 {
+					t.Logf("the watcher's rings dropped %d packets", s1.Drops)
+				}
+				closes := float64(s1.Ports[port].Opened - s0.Ports[port].Opened)
+				wall := t1.Sub(t0).Seconds()
+				user := float64(ru1.Utime.Nano()-ru0.Utime.Nano()) / 1e9
+				cpu := user + float64(ru1.Stime.Nano()-ru0.Stime.Nano())/1e9
+				if closes > 0 {
+					per := closes / wall / 10000
+					cpuPer10k, userPer10k = append(cpuPer10k, cpu/wall/per), append(userPer10k, user/wall/per)
+					pktsPerClose = append(pktsPerClose, float64(s1.Packets-s0.Packets)/closes)
+				}
+			}
+			return rate
+		}
+		for group := range *overheadPairs {
+			var got [arms]float64
+			for i := range arms {
+				arm := (i + group) % arms // rotated, so that no arm always follows another
+				got[arm] = window(arm)
+			}
+			for arm := range arms {
+				rates[arm] = append(rates[arm], got[arm])
+				ratios[arm] = append(ratios[arm], got[arm]/got[nothing])
+			}
+		}
+		cancel()
+		wrk.Wait()
+		for arm, name := range []string{"nothing", "a socket alone", "watching"} {
+			t.Logf("%s: requests a second, %s: %s", load.name, name, testbed.RatesText(rates[arm]))
+		}
+		row := fmt.Sprintf("| %s | %.0f |", load.name, median(rates[nothing]))
+		for _, arm := range []int{socketAlone, watching} {
+			mean, half := testbed.MeanInterval(ratios[arm])
+			row += fmt.Sprintf(" %.3fx (%.3fx ± %.3f) |", median(ratios[arm]), mean, half)
+		}
 		if len(cpuPer10k) > 0 {
-			row += fmt.Sprintf(" %.0f %% of a core (user %.0f %%) | %.1f |", 100*median(cpuPer10k), 100*median(userPer10k), median(pktsPerClose))
+			row += fmt.Sprintf(" %.1f %% of a core (user %.1f %%) | %.1f |", 100*median(cpuPer10k), 100*median(userPer10k), median(pktsPerClose))
 		} else {
 			row += " – | – |"
 		}
 		table = append(table, row)
 	}
-	t.Logf("nginx (%s), wrk -t1 -c16 -d%v, %d rounds, medians (ratios: the median of each round's own ratio):\n"+
-		"| load | req/s, nothing | req/s, a 20 ms ticker alone | req/s, watching | watching / nothing | watching / ticker | this process's CPU per 10,000 closes/s | packets read per connection |\n"+
-		"| --- | --- | --- | --- | --- | --- | --- | --- |\n%s",
-		srv.Version, *overheadD, *overheadRounds, joinLines(table))
+	t.Logf("nginx (%s) on CPU 0, wrk -t1 -c16 on CPU 1, %d groups of three %v windows per load; ratios to nothing: the median of the groups' (their mean ± its 95 %% interval):\n"+
+		"| load | req/s, nothing (median) | a socket alone / nothing | watching / nothing | this process's CPU per 10,000 closes/s | packets read per connection |\n"+
+		"| --- | --- | --- | --- | --- | --- |\n%s",
+		srv.Version, *overheadPairs, *overheadWindow, strings.Join(table, "\n"))
 }
 
-func joinLines(s []string) string {
-	out := ""
-	for _, l := range s {
-		out += l + "\n"
+// rejectAll opens a packet socket on loopback, arriving packets only as
+// the watcher's, with a filter that passes nothing.
+func rejectAll(t *testing.T) int {
+	t.Helper()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog := []unix.SockFilter{{Code: 0x06}} // ret #0
+	for _, err := range []error{
+		unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &prog[0]}),
+		unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1),
+		unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: 0x0300 /* htons(ETH_P_ALL) */, Ifindex: lo.Index}),
+	} {
+		if err != nil {
+			unix.Close(fd)
+			t.Fatal(err)
+		}
+	}
+	return fd
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
