@@ -47,18 +47,7 @@ func syscalls(t *testing.T, preload string, args ...string) map[string]int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := map[string]int{}
-	for _, l := range strings.Split(string(data), "\n") {
-		// % time, seconds, usecs/call, calls, [errors,] syscall
-		f := strings.Fields(l)
-		if len(f) < 5 {
-			continue
-		}
-		if n, err := strconv.Atoi(f[3]); err == nil {
-			calls[f[len(f)-1]] = n
-		}
-	}
-	return calls
+	return testbed.StraceCalls(data)
 }
 
 // TestCloseOverhead measures what the library adds to a close(2) of a

@@ -36,11 +36,12 @@ const (
 // TestOverhead runs wrk (one thread) against two nginx servers, one stock
 // and one under liblinger.so, side by side on loopback, HTTPS, keep-alive
 // and with Connection: close (a handshake and a lingering close per
-// request). Both servers are pinned to the first CPU (and with it the
+// request). Both servers are pinned to one CPU (and with them the
 // library's thread, which inherits the affinity of the thread that starts
-// it) and wrk to the second. The runs come in pairs, one against each
-// server, whose order alternates from pair to pair; a pair's ratios are
-// its preloaded run's requests/s and p99 over its stock run's.
+// it) and wrk to another (testbed.PinForLoad). The runs come in pairs,
+// one against each server, whose order alternates from pair to pair; a
+// pair's ratios are its preloaded run's requests/s and p99 over its stock
+// run's.
 //
 // Many short pairs rather than a few long rounds, because this VM's speed
 // drifts by tens of percent from one run to the next, more than the
@@ -71,20 +72,17 @@ func TestOverhead(t *testing.T) {
 			// cost measured is the library's, not its log's.
 			Env: testbed.PreloadEnv(t, libDir, "LINGER_LOG_SUMMARY=1")}),
 	}
-	for _, s := range servers {
-		if err := testbed.PinCPU(s.PID, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	client := testbed.PinForLoad(t, servers["stock"].PID, servers["preloaded"].PID)
 	clients := []struct {
 		name string
 		args []string
 	}{{"wrk keep-alive", nil}, {"wrk Connection: close", []string{"-H", "Connection: close"}}}
 	wrk := func(server string, args []string) bench.HappyResult {
-		args = append([]string{"-c", "1", "wrk", "-t1", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(secs) + "s", "--latency"}, args...)
+		cmd := testbed.Taskset(client, "wrk", append(append([]string{"-t1", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(secs) + "s", "--latency"}, args...),
+			"https://"+servers[server].Addr+"/")...)
 		ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
 		defer cancel()
-		out, err := exec.CommandContext(ctx, "taskset", append(args, "https://"+servers[server].Addr+"/")...).CombinedOutput()
+		out, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("wrk: %v: %s", err, out)
 		}
@@ -97,8 +95,8 @@ func TestOverhead(t *testing.T) {
 		}
 		return r
 	}
-	fmt.Printf("\n%s, stock vs under liblinger.so, loopback HTTPS, both on CPU 0, wrk -t1 -c%d -d%ds on CPU 1, %d pairs of runs per load\n\n",
-		servers["stock"].Version, conns, secs, pairs)
+	fmt.Printf("\n%s, stock vs under liblinger.so, loopback HTTPS, wrk -t1 -c%d -d%ds (servers and wrk pinned apart: %v), %d pairs of runs per load\n\n",
+		servers["stock"].Version, conns, secs, client >= 0, pairs)
 	var rows []string
 	for _, cl := range clients {
 		var rate, p99, stockRate, preRate []float64

@@ -60,3 +60,20 @@ func RatesText(v []float64) string {
 	}
 	return strings.Join(s, " ")
 }
+
+// StraceCalls reads the table strace -c prints and returns the calls of
+// each system call.
+func StraceCalls(summary []byte) map[string]int {
+	calls := map[string]int{}
+	for _, l := range strings.Split(string(summary), "\n") {
+		// % time, seconds, usecs/call, calls, [errors,] syscall
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			continue
+		}
+		if n, err := strconv.Atoi(f[3]); err == nil {
+			calls[f[len(f)-1]] = n
+		}
+	}
+	return calls
+}

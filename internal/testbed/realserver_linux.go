@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/linger-go/linger/internal/pki"
@@ -494,11 +495,11 @@ func sourceServer(cfg RealServerConfig, addr string) (args, env []string, err er
 
 // PinCPU moves every thread of process pid onto one CPU. The overhead
 // measurements pin the server to one CPU and the load generator to
-// another: on a two-CPU machine the scheduler otherwise moves both, and a
-// thread that wakes (a watcher's reader, liblinger's loop) lands on
-// whichever it likes, which spreads runs of the same arm more widely than
-// the difference measured. A thread the process starts later inherits the
-// affinity of the thread that starts it.
+// another (see PinForLoad): on a two-CPU machine the scheduler otherwise
+// moves both, and a thread that wakes (a watcher's reader, liblinger's
+// loop) lands on whichever it likes, which spreads runs of the same arm
+// more widely than the difference measured. A thread the process starts
+// later inherits the affinity of the thread that starts it.
 func PinCPU(pid, cpu int) error {
 	var set unix.CPUSet
 	set.Set(cpu)
@@ -516,6 +517,43 @@ func PinCPU(pid, cpu int) error {
 		}
 	}
 	return nil
+}
+
+// PinForLoad pins processes pids, servers, to one CPU this process may run
+// on (PinCPU) and returns another for the load generator (Taskset), or -1,
+// having said so in the log, when there are fewer than two and the
+// measurement runs unpinned.
+func PinForLoad(t testing.TB, pids ...int) (client int) {
+	t.Helper()
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatalf("testbed: %v", os.NewSyscallError("sched_getaffinity", err))
+	}
+	var cpus []int
+	for cpu := 0; cpu < len(set)*64 && len(cpus) < 2; cpu++ {
+		if set.IsSet(cpu) {
+			cpus = append(cpus, cpu)
+		}
+	}
+	if len(cpus) < 2 {
+		t.Logf("this process may run on %d CPU: the server and the load generator are not pinned apart", len(cpus))
+		return -1
+	}
+	for _, pid := range pids {
+		if err := PinCPU(pid, cpus[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cpus[1]
+}
+
+// Taskset returns the command line that runs name with args on cpu alone
+// (taskset, of util-linux), or as it is when cpu is negative.
+func Taskset(cpu int, name string, args ...string) []string {
+	if cpu < 0 {
+		return append([]string{name}, args...)
+	}
+	return append([]string{"taskset", "-c", strconv.Itoa(cpu), name}, args...)
 }
 
 // NginxRequests returns how many requests the nginx at addr has served

@@ -87,11 +87,10 @@ type Watcher struct {
 // (TP_STATUS_KERNEL). When the reader falls behind and the next frame is
 // not the kernel's, the kernel drops the packet and counts it.
 type ring struct {
-	fd      int
-	ifindex int // the device the socket is bound to (0: every device)
-	mem     []byte
-	frames  int
-	next    int // the next frame to read
+	fd     int
+	mem    []byte
+	frames int
+	next   int // the next frame to read
 }
 
 // Frame geometry. A frame holds the kernel's header (tpacket2_hdr, 32
@@ -100,9 +99,8 @@ type ring struct {
 // bytes: 80 + 256, in 512. A block is a page, so that the ring's memory
 // needs no contiguous run of pages.
 const (
-	frameSize      = 512
-	blockSize      = 4096
-	framesPerBlock = blockSize / frameSize
+	frameSize = 512
+	blockSize = 4096
 	// ringBytes is a ring's memory, allocated when the socket opens and
 	// held until it closes: 8,192 frames, as many packets as the reader
 	// may find waiting after its pause, which at its shortest (minPause)
@@ -204,7 +202,7 @@ func (w *Watcher) open(ifindex int, cfg FilterConfig, ignoreOutgoing bool, size 
 		}
 		return nil, os.NewSyscallError("socket(AF_PACKET)", err)
 	}
-	r := &ring{fd: fd, ifindex: ifindex, frames: size / frameSize}
+	r := &ring{fd: fd, frames: size / frameSize}
 	fail := func(e error) (*ring, error) {
 		r.close()
 		return nil, e
@@ -318,12 +316,24 @@ func deleteRing(rs []*ring, r *ring) []*ring {
 // the traffic: it doubles, up to maxPause, while the fullest ring held
 // less than a sixteenth of its frames, and halves, down to minPause, when
 // it held more than a quarter, which leaves a ring room for four times
-// the rate it last saw. The counts are read once an interval, so 200 ms
-// late is on time.
+// the rate it last saw. No count waits for the pause: Snapshot reads the
+// rings itself.
 const (
 	minPause = 10 * time.Millisecond
 	maxPause = 200 * time.Millisecond
 )
+
+// nextPause is the pause after one that ended with the fullest ring
+// holding fill of its frames.
+func nextPause(pause time.Duration, fill float64) time.Duration {
+	switch {
+	case fill > 1.0/4:
+		return max(pause/2, minPause)
+	case fill < 1.0/16:
+		return min(pause*2, maxPause)
+	}
+	return pause
+}
 
 // checkEvery is how often the reader looks for devices: new ones, when it
 // watches every device (the packets of a device that appears are missed
@@ -356,12 +366,7 @@ func (w *Watcher) read() {
 			fill = max(fill, float64(w.drainRing(r))/float64(r.frames))
 		}
 		w.mu.Unlock()
-		switch {
-		case fill > 1.0/4:
-			pause = max(pause/2, minPause)
-		case fill < 1.0/16:
-			pause = min(pause*2, maxPause)
-		}
+		pause = nextPause(pause, fill)
 		if w.netns >= 0 && time.Since(checked) >= checkEvery {
 			checked = time.Now()
 			if err := w.check(); err != nil {
@@ -430,10 +435,10 @@ func (w *Watcher) drainRing(r *ring) (n int) {
 		w.packets++
 		// Net and Snaplen come from the kernel; they are held to the
 		// frame anyway, so that a surprise cannot read past it.
-		off, n := int(h.Net), int(h.Snaplen)
-		if off <= frameSize && n <= frameSize-off {
+		off, snap := int(h.Net), int(h.Snaplen)
+		if off <= frameSize && snap <= frameSize-off {
 			frame := unsafe.Slice((*byte)(base), frameSize)
-			s, err := ParseSegment(frame[off : off+min(n, int(h.Len), Snap)])
+			s, err := ParseSegment(frame[off : off+min(snap, int(h.Len), Snap)])
 			if err == nil {
 				from := (*unix.RawSockaddrLinklayer)(unsafe.Pointer(&frame[sockaddrOff]))
 				s.Outgoing = from.Pkttype == unix.PACKET_OUTGOING || w.loIncoming && int(from.Ifindex) == w.lo
@@ -477,17 +482,13 @@ func (w *Watcher) Snapshot() (Snapshot, error) {
 	return Snapshot{Ports: w.tracker.Counts(), Packets: w.packets, Drops: w.drops, Flows: held, Evicted: evicted}, w.err
 }
 
-// Close stops the watcher, reads what the rings still hold, and returns
-// the last snapshot. A second Close returns the same counts.
+// Close stops the watcher, reads what the rings still hold (Snapshot
+// does), and returns the last snapshot. A second Close returns the same
+// counts.
 func (w *Watcher) Close() (Snapshot, error) {
 	w.closeOnce.Do(func() {
 		close(w.stop)
 		<-w.done
-		w.mu.Lock()
-		for _, r := range w.rings {
-			w.drainRing(r)
-		}
-		w.mu.Unlock()
 		s, err := w.Snapshot()
 		w.mu.Lock()
 		w.closed = true

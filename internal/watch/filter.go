@@ -74,24 +74,20 @@ func Filter(cfg FilterConfig) ([]bpf.RawInstruction, error) {
 	}
 	p.label("ip")
 	p.add(bpf.LoadAbsolute{Off: 0, Size: 1})
-	p.jump(bpf.JumpEqual, 0x45, "v4", "") // IPv4, a 20-byte header
 	p.add(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 4})
-	p.jump(bpf.JumpEqual, 4, "v4options", "")
-	p.jump(bpf.JumpEqual, 6, "v6", "ipdrop")
-
-	v4 := func() {
-		p.add(bpf.LoadAbsolute{Off: 9, Size: 1})
-		p.jump(bpf.JumpEqual, 6 /* TCP */, "", "ipdrop")
-		p.add(bpf.LoadAbsolute{Off: 6, Size: 2})
-		p.jump(bpf.JumpBitsSet, 0x1fff, "ipdrop", "") // not the first fragment
-	}
-	p.label("v4")
-	v4()
+	p.jump(bpf.JumpEqual, 4, "", "notv4")
+	p.add(bpf.LoadAbsolute{Off: 9, Size: 1})
+	p.jump(bpf.JumpEqual, 6 /* TCP */, "", "ipdrop")
+	p.add(bpf.LoadAbsolute{Off: 6, Size: 2})
+	p.jump(bpf.JumpBitsSet, 0x1fff, "ipdrop", "") // not the first fragment
+	p.add(bpf.LoadAbsolute{Off: 0, Size: 1})
+	p.jump(bpf.JumpEqual, 0x45, "", "v4options") // a 20-byte header
 	p.jumpAlways("tcp20")
 	p.label("v4options")
-	v4()
 	p.add(bpf.LoadMemShift{Off: 0}) // X = 4 * IHL
 	p.jumpAlways("tcpX")
+	p.label("notv4")
+	p.jump(bpf.JumpEqual, 6, "", "ipdrop")
 	p.label("v6")
 	p.add(bpf.LoadAbsolute{Off: 6, Size: 1})
 	p.jump(bpf.JumpEqual, 6, "", "ipdrop")
@@ -114,13 +110,7 @@ func Filter(cfg FilterConfig) ([]bpf.RawInstruction, error) {
 // tcp adds the checks of a TCP header at offset off from the IP header,
 // or at X when off is negative, with labels that start with name.
 func (p *prog) tcp(name string, off int, ports []uint16) {
-	load := func(at, size int) {
-		if off < 0 {
-			p.add(bpf.LoadIndirect{Off: uint32(at), Size: size})
-		} else {
-			p.add(bpf.LoadAbsolute{Off: uint32(off + at), Size: size})
-		}
-	}
+	load := func(at, size int) { p.load(off, at, size) }
 	pass, drop := name+"pass", name+"drop"
 	if len(ports) > 0 {
 		for _, at := range []int{0, 2} { // source, destination
@@ -169,18 +159,21 @@ func (p *prog) tcp(name string, off int, ports []uint16) {
 // when off is negative: an alert-shaped TLS record goes to pass, anything
 // else to drop.
 func (p *prog) record(off int, pass, drop string) {
-	load := func(at, size int) {
-		if off < 0 {
-			p.add(bpf.LoadIndirect{Off: uint32(at), Size: size})
-		} else {
-			p.add(bpf.LoadAbsolute{Off: uint32(off + at), Size: size})
-		}
-	}
-	load(0, 1)
+	p.load(off, 0, 1)
 	p.jump(bpf.JumpEqual, recordAlert, pass, "")
 	p.jump(bpf.JumpEqual, recordApplicationData, "", drop)
-	load(3, 2)
+	p.load(off, 3, 2)
 	p.jump(bpf.JumpEqual, tls13AlertLength, pass, drop)
+}
+
+// load adds a load of size bytes at offset at from base, a fixed offset
+// from the IP header, or X when base is negative.
+func (p *prog) load(base, at, size int) {
+	if base < 0 {
+		p.add(bpf.LoadIndirect{Off: uint32(at), Size: size})
+	} else {
+		p.add(bpf.LoadAbsolute{Off: uint32(base + at), Size: size})
+	}
 }
 
 // prog assembles a classic BPF program whose jumps name labels, so that
