@@ -202,7 +202,10 @@ func TestHandoffSyscalls(t *testing.T) {
 	added := per["preloaded"]["total"] - per["stock"]["total"]
 	t.Logf("system calls per connection: stock %.1f, preloaded %.1f: %+.1f, of which %.1f are the hand-off's own and the rest draining (%s)",
 		per["stock"]["total"], per["preloaded"]["total"], added, fixed, strings.Join(rows, ", "))
-	if fixed > 10.5 {
-		t.Errorf("a hand-off adds %.1f system calls besides draining, want at most 10", fixed)
+	// 8.6 here: close, fcntl, getsockopt, shutdown, epoll_ctl ADD, MOD
+	// and DEL, and getpeername for 2 accepts in 3. A getpid, a SIOCOUTQ
+	// or a recv more per connection fails.
+	if fixed > 9.2 {
+		t.Errorf("a hand-off adds %.1f system calls besides draining, want at most 9.2", fixed)
 	}
 }

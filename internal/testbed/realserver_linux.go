@@ -578,3 +578,39 @@ func NginxRequests(client *http.Client, addr string) (uint64, error) {
 }
 
 var stubRequests = regexp.MustCompile(`server accepts handled requests\s+\d+\s+\d+\s+(\d+)`)
+
+// CPUTime is the time the threads of process pid and of its descendants
+// have spent running, from each thread's /proc schedstat (nanoseconds,
+// from the scheduler's clock). Unlike a run's requests a second, it leaves
+// out the time the virtual machine's host took the CPU away (steal), so
+// the CPU a request costs varies less from run to run than its rate; a
+// thread or process that ended is not counted, so compare readings of
+// processes that live across them.
+func CPUTime(pid int) (time.Duration, error) {
+	var total time.Duration
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, fmt.Errorf("testbed: CPU time of process %d: %w", pid, err)
+	}
+	for _, task := range tasks {
+		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, task.Name())
+		b, err := os.ReadFile(dir + "schedstat")
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		var ns int64
+		if _, err := fmt.Sscan(string(b), &ns); err != nil {
+			return 0, fmt.Errorf("testbed: %sschedstat: %q: %w", dir, b, err)
+		}
+		total += time.Duration(ns)
+		kids, _ := os.ReadFile(dir + "children")
+		for _, f := range strings.Fields(string(kids)) {
+			if kid, err := strconv.Atoi(f); err == nil {
+				if d, err := CPUTime(kid); err == nil {
+					total += d
+				}
+			}
+		}
+	}
+	return total, nil
+}

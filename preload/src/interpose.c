@@ -11,7 +11,9 @@
  * million-descriptor limit and a hundred sockets pays for one page. A close
  * of an unmarked number costs a bounds check and one byte load: no system
  * call, no lock. A lock-free hash table would save the virtual space and
- * cost a probe per close; the space is free, the probe is not.
+ * cost a probe per close; the space is free, the probe is not. Two tables
+ * of the same kind sit beside the marks, read only for marked numbers: the
+ * program's epoll set of each socket, and the peer its accept returned.
  *
  * Numbers above the table (a hard limit raised after load) are never
  * marked: their close is plain.
@@ -19,6 +21,7 @@
 #define _GNU_SOURCE
 #include "linger.h"
 
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +41,13 @@ static size_t nmarks;
  * -1 for more than one. A table beside the marks, read only for numbers
  * whose mark says LG_M_EPOLL (see epoll_ctl). */
 static int *epoll_of;
+/* The peer of each accepted socket, as accept returned it to the program,
+ * beside the marks: a close then needs no getpeername (a system call, about
+ * a microsecond on a virtual machine) for the per-address caps and the log.
+ * family 0: not known (the program passed no address, or too short a
+ * buffer), and the close asks the kernel. Written before the mark, which
+ * publishes it. */
+static struct lg_addr *peer_of;
 /* The highest number ever marked, so that fork and close_range scan only
  * that far. */
 static int high_water = -1;
@@ -49,6 +59,75 @@ static int own_base;
  * its parent's memory without the fork handlers, has another pid and
  * closes plainly (its close only drops its reference to the socket). */
 static pid_t owner;
+
+/*
+ * Whether the process may have a child in its memory: set, for good, by
+ * the first vfork, or clone with CLONE_VM, that the program calls. Until
+ * then a lingering close needs no getpid to know it runs in the owner
+ * (getpid is a system call, about a microsecond on a virtual machine:
+ * one of the few the hand-off makes). Most servers never vfork; Python's
+ * subprocess and the JDK's VFORK launch mechanism do, and pay the getpid
+ * from then on.
+ *
+ * The two calls are interposed by trampolines that set the flag and jump
+ * to the next definition: a C wrapper cannot be, since vfork returns twice
+ * on one stack and the child's return would clobber the wrapper's frame
+ * under the suspended parent (glibc's own vfork keeps the return address
+ * in a register for that reason). Without a trampoline for the
+ * architecture the flag starts set. The fallbacks are glibc's __vfork and
+ * __clone, for a call made before the constructor has run.
+ */
+#if defined(__x86_64__)
+__attribute__((visibility("hidden"))) int lg_vforked;
+__attribute__((visibility("hidden"))) void *lg_next_vfork, *lg_next_clone;
+extern char lg_vfork_self[] __attribute__((visibility("hidden")));
+extern char lg_clone_self[] __attribute__((visibility("hidden")));
+__asm__(".text\n"
+        ".globl vfork\n"
+        ".type vfork, @function\n"
+        ".globl lg_vfork_self\n"
+        ".hidden lg_vfork_self\n"
+        "vfork:\n"
+        "lg_vfork_self:\n"
+        "	endbr64\n"
+        "	movl $1, lg_vforked(%rip)\n"
+        "	movq lg_next_vfork(%rip), %rax\n"
+        "	testq %rax, %rax\n"
+        "	jz 1f\n"
+        "	jmp *%rax\n"
+        "1:	jmp __vfork@PLT\n"
+        ".size vfork, .-vfork\n"
+        /* clone(fn, stack, flags, arg, ...): flags in %edx; the
+         * arguments pass through untouched (%rax and %r11 are scratch
+         * at a call). */
+        ".globl clone\n"
+        ".type clone, @function\n"
+        ".globl lg_clone_self\n"
+        ".hidden lg_clone_self\n"
+        "clone:\n"
+        "lg_clone_self:\n"
+        "	endbr64\n"
+        "	testl $0x100, %edx\n" /* CLONE_VM */
+        "	jz 2f\n"
+        "	movl $1, lg_vforked(%rip)\n"
+        "2:	movq lg_next_clone(%rip), %rax\n"
+        "	testq %rax, %rax\n"
+        "	jz 3f\n"
+        "	jmp *%rax\n"
+        "3:	jmp __clone@PLT\n"
+        ".size clone, .-clone\n");
+#else
+static int lg_vforked = 1;
+#endif
+
+/* in_vfork_child says whether this runs in a child in the owner's memory
+ * (vfork, clone with CLONE_VM): its closes are plain, and leave the marks,
+ * which are the owner's, as they are. Python's subprocess child closes
+ * every descriptor (close_range) before it execs. */
+static int in_vfork_child(void)
+{
+	return __atomic_load_n(&lg_vforked, __ATOMIC_RELAXED) && getpid() != owner;
+}
 
 static int (*real_close)(int);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
@@ -88,6 +167,16 @@ static void resolve(void)
 	R(syscall);
 	R(epoll_ctl);
 #undef R
+#if defined(__x86_64__)
+	lg_next_vfork = dlsym(RTLD_NEXT, "vfork");
+	lg_next_clone = dlsym(RTLD_NEXT, "clone");
+	/* A library loaded before this one that defines either (the ASan
+	 * runtime intercepts vfork) is the one the program calls, and the
+	 * flag would never be set: then it is set now. */
+	if (dlsym(RTLD_DEFAULT, "vfork") != (void *)lg_vfork_self ||
+	    dlsym(RTLD_DEFAULT, "clone") != (void *)lg_clone_self)
+		__atomic_store_n(&lg_vforked, 1, __ATOMIC_RELAXED);
+#endif
 }
 #define REAL(name) (__builtin_expect(real_##name == NULL, 0) ? (resolve(), real_##name) : real_##name)
 
@@ -138,6 +227,33 @@ uint8_t lg_mark_take(int fd)
 }
 
 int lg_real_close(int fd) { return REAL(close)(fd); }
+
+/* set_peer records the address accept or connect gave for fd, if it is a
+ * whole IPv4 or IPv6 one, and forgets any earlier one otherwise. */
+static void set_peer(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct lg_addr a = {0};
+	if (sa != NULL && sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)sa;
+		a.family = AF_INET;
+		a.port = ntohs(s->sin_port);
+		__builtin_memcpy(a.ip, &s->sin_addr, 4);
+	} else if (sa != NULL && sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)sa;
+		a.family = AF_INET6;
+		a.port = ntohs(s->sin6_port);
+		__builtin_memcpy(a.ip, &s->sin6_addr, 16);
+	}
+	peer_of[fd] = a;
+}
+
+int lg_peer_get(int fd, struct lg_addr *a)
+{
+	if (fd < 0 || (size_t)fd >= nmarks || peer_of[fd].family == 0)
+		return 0;
+	*a = peer_of[fd];
+	return 1;
+}
 
 /* lg_high_fd moves a descriptor of the library's to own_base or above
  * (close-on-exec), closes the original, and marks it ours. If there is no
@@ -245,8 +361,17 @@ __attribute__((constructor)) static void lg_init(void)
 		lg_warn("cannot map the descriptor table (%zu bytes); lingering is off", n * sizeof(int));
 		goto out;
 	}
+	void *pa = mmap(NULL, n * sizeof(struct lg_addr), PROT_READ | PROT_WRITE,
+	                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (pa == MAP_FAILED) {
+		munmap(p, n);
+		munmap(q, n * sizeof(int));
+		lg_warn("cannot map the descriptor table (%zu bytes); lingering is off", n * sizeof(struct lg_addr));
+		goto out;
+	}
 	marks = p;
 	epoll_of = q;
+	peer_of = pa;
 	owner = getpid();
 	__atomic_store_n(&nmarks, n, __ATOMIC_RELEASE);
 	lg_log_open(); /* after nmarks: its descriptor is marked ours */
@@ -263,11 +388,14 @@ __attribute__((destructor)) static void lg_fini(void)
 	errno = saved;
 }
 
-/* on_accept marks fd, just accepted on listener l, if it is a TCP socket.
- * The listener's own byte remembers which kind it gives, so that only its
+/* on_accept marks fd, just accepted on listener l, if it is a TCP socket,
+ * and records its peer from the alen bytes of addr that hold it: the
+ * smaller of what the caller offered and what accept wrote (accept
+ * truncates a longer address and then returns its whole length). The
+ * listener's own byte remembers which kind it gives, so that only its
  * first accept asks the kernel (SO_PROTOCOL); an accepted socket also
  * inherits the listener's SO_LINGER. */
-static void on_accept(int l, int fd)
+static void on_accept(int l, int fd, const struct sockaddr *addr, socklen_t alen)
 {
 	if (fd < 0 || (size_t)fd >= nmarks)
 		return;
@@ -280,24 +408,27 @@ static void on_accept(int l, int fd)
 		lm |= tcp ? LG_M_LTCP : LG_M_LOTHER;
 		lg_mark_or(l, tcp ? LG_M_LTCP : LG_M_LOTHER);
 	}
-	if (lm & LG_M_LTCP)
+	if (lm & LG_M_LTCP) {
+		set_peer(fd, addr, alen);
 		lg_mark_set(fd, LG_M_ACCEPTED | (lm & (LG_M_LINGER0 | LG_M_LINGERPOS)));
-	else
+	} else
 		lg_mark_set(fd, 0);
 	errno = saved;
 }
 
 static int do_accept(int s, struct sockaddr *addr, socklen_t *len)
 {
+	socklen_t offered = addr != NULL && len != NULL ? *len : 0;
 	int fd = REAL(accept)(s, addr, len);
-	on_accept(s, fd);
+	on_accept(s, fd, addr, fd >= 0 && offered > 0 && *len < offered ? *len : offered);
 	return fd;
 }
 
 static int do_accept4(int s, struct sockaddr *addr, socklen_t *len, int flags)
 {
+	socklen_t offered = addr != NULL && len != NULL ? *len : 0;
 	int fd = REAL(accept4)(s, addr, len, flags);
-	on_accept(s, fd);
+	on_accept(s, fd, addr, fd >= 0 && offered > 0 && *len < offered ? *len : offered);
 	return fd;
 }
 
@@ -307,8 +438,6 @@ static int do_accept4(int s, struct sockaddr *addr, socklen_t *len, int flags)
 static int takeover(int fd, uint8_t m, int (*release)(void *), void *arg)
 {
 	int saved = errno;
-	if (getpid() != owner)
-		return release(arg);
 	/* No cancellation inside: the hand-off takes the loop's lock and
 	 * writes the log, and a thread cancelled there would leave the lock
 	 * held and the duplicate unowned. */
@@ -346,6 +475,8 @@ static int do_close(int fd)
 				errno = EBADF;
 				return -1;
 			}
+			if (in_vfork_child())
+				return REAL(close)(fd);
 			m = lg_mark_take(fd);
 			if ((m & (LG_M_ACCEPTED | LG_M_SHARED)) == LG_M_ACCEPTED)
 				return takeover(fd, m, release_close, &fd);
@@ -372,6 +503,8 @@ static int dup_onto(struct dup_args *a)
 {
 	uint8_t m = lg_mark_get(a->newfd);
 	int r;
+	if (m != 0 && in_vfork_child())
+		return release_dup(a);
 	if (a->oldfd != a->newfd && m != 0) {
 		if (m & LG_M_OURS)
 			lg_loop_release_fd(a->newfd); /* the number is the program's to take */
@@ -466,7 +599,7 @@ static int do_close_range(unsigned int first, unsigned int last, int flags)
 	if (nmarks == 0 || (flags & (CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) || first > last)
 		return sys_close_range(first, last, flags);
 	int h = __atomic_load_n(&high_water, __ATOMIC_ACQUIRE);
-	if (h < 0 || first > (unsigned)h) /* nothing marked in the range */
+	if (h < 0 || first > (unsigned)h || in_vfork_child()) /* nothing marked in the range, or not ours */
 		return sys_close_range(first, last, flags);
 	int saved = errno, rc = 0, err = 0;
 	/* First the lingering closes, one by one: each makes a duplicate of
@@ -516,7 +649,7 @@ LG_EXPORT int fclose(FILE *fp)
 	if (nmarks > 0 && fp != NULL) {
 		int fd = fileno(fp);
 		uint8_t m = lg_mark_get(fd);
-		if (m & LG_M_ACCEPTED) {
+		if ((m & LG_M_ACCEPTED) && !in_vfork_child()) {
 			m = lg_mark_take(fd);
 			if ((m & (LG_M_ACCEPTED | LG_M_SHARED)) == LG_M_ACCEPTED)
 				return takeover(fd, m, release_fclose, fp);
@@ -560,8 +693,11 @@ LG_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	    (r == 0 || errno == EINPROGRESS)) {
 		int saved = errno, proto = 0;
 		socklen_t pl = sizeof proto;
-		if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &pl) == 0 && proto == IPPROTO_TCP)
+		if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &pl) == 0 && proto == IPPROTO_TCP &&
+		    fd >= 0 && (size_t)fd < nmarks) {
+			set_peer(fd, addr, len);
 			lg_mark_or(fd, LG_M_ACCEPTED);
+		}
 		errno = saved;
 	}
 	return r;

@@ -77,6 +77,8 @@ int lg_real_close(int fd);
 int lg_high_fd(int fd); /* moves fd to the library's range, marks it ours */
 int lg_dup_own(int fd); /* F_DUPFD_CLOEXEC into the library's range, marked ours */
 int lg_epoll_forget(int fd, uint8_t mark); /* 0, or -1 if the socket cannot be taken */
+struct lg_addr;
+int lg_peer_get(int fd, struct lg_addr *a); /* 1 if accept or connect gave fd's peer */
 
 /* Clock: CLOCK_MONOTONIC in nanoseconds. */
 int64_t lg_now(void);
@@ -96,6 +98,7 @@ struct lg_addr {
 struct lg_handoff {
 	int dup;              /* our duplicate, or -1: nothing to linger for */
 	int report;           /* whether a plain ending is to be counted */
+	int idle_out;         /* nothing of ours was queued (TCP_INFO) */
 	enum lg_outcome outcome;
 	const char *err;      /* why, for a plain ending */
 	int64_t start;
@@ -114,7 +117,7 @@ struct lg_drain {
 	enum lg_outcome end;
 	const char *err;
 };
-void lg_drain_up_to(int fd, int64_t budget, int64_t limit, int reads, struct lg_drain *r);
+void lg_drain_up_to(int fd, int64_t budget, int64_t limit, int reads, int fin, struct lg_drain *r);
 int64_t lg_unsent(int64_t q);
 
 /* The loop (loop.c). */

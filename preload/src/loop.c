@@ -1,6 +1,6 @@
 /*
  * The background thread that holds every lingering socket: one epoll set
- * (level-triggered) and a timer heap, started on the first hand-off, and
+ * (level-triggered, one-shot) and a timer heap, started on the first hand-off, and
  * the bounds of package linger (MaxConns and MaxConnsPerIP, oldest
  * released first; MaxQueued, aborted with a reset; MaxDiscard; IdleTimeout
  * pushed back while the peer makes progress; MaxHold).
@@ -47,6 +47,8 @@ struct entry {
 	int fd;
 	int heap_idx;
 	int released;
+	int armed;   /* in the epoll set and able to report */
+	int oneshot; /* registered with EPOLLONESHOT, not yet reported */
 	int64_t start, last_active, deadline;
 	int64_t discarded;
 	int64_t queued; /* SIOCOUTQ at the last look */
@@ -259,8 +261,14 @@ static void finish(struct entry *e, enum lg_outcome o, const char *err, int abor
 		unacked = q < 0 ? -1 : lg_unsent(q);
 	}
 	/* Deregister explicitly: epoll forgets a socket only when its last
-	 * descriptor closes, and the program might hold another. */
-	epoll_ctl(ep, EPOLL_CTL_DEL, e->fd, NULL);
+	 * descriptor closes, and the program might hold another (passed to
+	 * another process, or duplicated by a raw system call), which would
+	 * keep reporting this freed entry. A socket registered with
+	 * EPOLLONESHOT whose event was fetched is disarmed: it reports
+	 * nothing more until re-armed, so the common ending, the peer's FIN,
+	 * needs no epoll_ctl. */
+	if (e->armed)
+		epoll_ctl(ep, EPOLL_CTL_DEL, e->fd, NULL);
 	if (abort) {
 		struct linger l = {1, 0};
 		setsockopt(e->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
@@ -283,10 +291,18 @@ static void finish(struct entry *e, enum lg_outcome o, const char *err, int abor
 
 /* The thread. */
 
-static void drain_one(struct entry *e, int64_t now)
+/* drain_one reads e after an event: EPOLLRDHUP in events says the
+ * peer's FIN had arrived when epoll_wait looked. A connection registered
+ * one-shot (lg_loop_add) and not ended by its first event is registered
+ * again, level-triggered: one epoll_ctl for a connection that drains,
+ * rather than one per event. */
+static void drain_one(struct entry *e, uint32_t events, int64_t now)
 {
 	struct lg_drain r = {0};
-	lg_drain_up_to(e->fd, lg_cfg.max_discard - e->discarded + 1, DRAIN_LIMIT, DRAIN_READS, &r);
+	if (e->oneshot)
+		e->oneshot = e->armed = 0;
+	lg_drain_up_to(e->fd, lg_cfg.max_discard - e->discarded + 1, DRAIN_LIMIT, DRAIN_READS,
+	               (events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) == EPOLLRDHUP, &r);
 	e->discarded += r.n;
 	if (r.done) {
 		finish(e, r.end, r.err, 0);
@@ -294,6 +310,17 @@ static void drain_one(struct entry *e, int64_t now)
 	}
 	if (r.n > 0)
 		e->last_active = now;
+	if (!e->armed) {
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = e};
+		if (epoll_ctl(ep, EPOLL_CTL_MOD, e->fd, &ev) != 0) {
+			/* Not expected (the set and the socket are ours);
+			 * without events the connection could only wait for
+			 * its timers. */
+			finish(e, LG_PLAIN, "epoll_ctl failed", 0);
+			return;
+		}
+		e->armed = 1;
+	}
 }
 
 /* expire handles every timer due at now: past MaxHold the connection ends;
@@ -390,7 +417,7 @@ static void *run(void *arg)
 			pthread_mutex_lock(&mu);
 			struct entry *e = evs[i].data.ptr;
 			if (!e->released)
-				drain_one(e, lg_now());
+				drain_one(e, evs[i].events, lg_now());
 			pthread_mutex_unlock(&mu);
 		}
 		/* After a batch, a pause, so that a busy server's closes are
@@ -489,7 +516,11 @@ void lg_loop_add(int fd, const struct lg_handoff *h, int64_t queued)
 	e->addr = h->peer;
 	int64_t d = now + lg_cfg.idle_ns, hard = e->start + lg_cfg.max_hold_ns;
 	e->deadline = d < hard ? d : hard;
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = e};
+	/* One-shot, so that the event that ends most connections, the peer's
+	 * FIN, also disarms them (see finish); level-triggered either way, so
+	 * that bytes already queued are reported at once. */
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = e};
+	e->armed = e->oneshot = 1;
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0 || heap_push(e) != 0) {
 		epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
 		pthread_mutex_unlock(&mu);
