@@ -191,7 +191,7 @@ func TestHandoffSyscalls(t *testing.T) {
 	fixed := 0.0
 	for call, v := range per["preloaded"] {
 		d := v - per["stock"][call]
-		if d >= 0.5 && call != "total" {
+		if d >= 0.05 && call != "total" {
 			rows = append(rows, fmt.Sprintf("%s %+.2f", call, d))
 		}
 		if call != "total" && !drain[call] {
@@ -199,13 +199,27 @@ func TestHandoffSyscalls(t *testing.T) {
 		}
 	}
 	sort.Strings(rows)
-	added := per["preloaded"]["total"] - per["stock"]["total"]
 	t.Logf("system calls per connection: stock %.1f, preloaded %.1f: %+.1f, of which %.1f are the hand-off's own and the rest draining (%s)",
-		per["stock"]["total"], per["preloaded"]["total"], added, fixed, strings.Join(rows, ", "))
-	// 8.6 here: close, fcntl, getsockopt, shutdown, epoll_ctl ADD, MOD
-	// and DEL, and getpeername for 2 accepts in 3. A getpid, a SIOCOUTQ
-	// or a recv more per connection fails.
-	if fixed > 9.2 {
-		t.Errorf("a hand-off adds %.1f system calls besides draining, want at most 9.2", fixed)
+		per["stock"]["total"], per["preloaded"]["total"], per["preloaded"]["total"]-per["stock"]["total"], fixed, strings.Join(rows, ", "))
+	// close, fcntl, getsockopt, shutdown, epoll_ctl ADD, MOD and DEL, and
+	// getpeername for the 2 accepts in 3 that give no usable address: 7.7;
+	// with the loop's pauses between batches (clock_nanosleep) and its
+	// start (mmap, rt_sigprocmask) shared among the connections, 8.1-8.3.
+	// The SIOCOUTQ readings (ioctl) are apart: none when the client has
+	// acknowledged the answer by the close, two (the hand-off's and the
+	// log's) when it has not, which depends on timing. No getpid: the test
+	// server never vforks.
+	added := func(call string) float64 { return per["preloaded"][call] - per["stock"][call] }
+	if f := fixed - added("ioctl"); f > 8.6 {
+		t.Errorf("a hand-off adds %.1f system calls besides draining and SIOCOUTQ, want at most 8.6", f)
+	}
+	if q := added("ioctl"); q > 2.05 {
+		t.Errorf("%.2f SIOCOUTQ a connection, want at most 2", q)
+	}
+	if g := added("getpid"); g > 0.1 {
+		t.Errorf("%.2f getpid a connection in a process that never vforked, want none", g)
+	}
+	if p := added("getpeername"); p > 0.7 {
+		t.Errorf("%.2f getpeername a connection, want one only for the 2 accepts in 3 without a usable address", p)
 	}
 }

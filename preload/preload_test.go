@@ -245,6 +245,9 @@ const (
 	// and reads: at the server's close, the peer has closed with nothing
 	// unread, so there is nothing to linger for.
 	halfClose
+	// slowRead uploads as cooperative does but reads nothing for 300 ms:
+	// the server closes with most of its answer still queued on its side.
+	slowRead
 )
 
 // A result is what one client saw.
@@ -309,6 +312,9 @@ func talk(conn net.Conn, c client) result {
 			}
 		}
 	}()
+	if c == slowRead {
+		time.Sleep(300 * time.Millisecond)
+	}
 	n, err := io.Copy(io.Discard, conn)
 	r.got, r.err = int(n), err
 	// The whole upload goes out before the close (trickle: until the
@@ -415,6 +421,17 @@ var cases = []struct {
 		env: []string{"LINGER_MAX_HOLD=300ms"}, cut: true, outcome: "hard_cap"},
 	{name: "max_conns", mode: "close", threads: 4, conns: 8, client: holdOpen,
 		env: []string{"LINGER_MAX_CONNS=1", "LINGER_IDLE_TIMEOUT=5s"}, cut: true, mixed: true, released: 4},
+	// Each answer is mostly still queued at the close (TCP_INFO sees it, so
+	// SIOCOUTQ counts it): the next hand-off takes the queue over
+	// LINGER_MAX_QUEUED and aborts the oldest.
+	{name: "max_queued", mode: "close", threads: 1, conns: 4, client: slowRead,
+		env: []string{"LINGER_MAX_QUEUED=32KiB"}, cut: true, mixed: true, released: 2},
+	// The loop's registration outlives its duplicate while the program's
+	// unseen one holds the socket: ended by its hard cap, it must be
+	// taken out of the set, or the trickle's next bytes report a freed
+	// entry (ASan: heap-use-after-free).
+	{name: "raw-dup", mode: "rawdup", threads: 1, conns: 2, client: trickle,
+		env: []string{"LINGER_MAX_HOLD=200ms"}, cut: true, outcome: "hard_cap"},
 	{name: "max_conns_per_ip", mode: "close", threads: 4, conns: 8, client: holdOpen,
 		env: []string{"LINGER_MAX_CONNS_PER_IP=1", "LINGER_IDLE_TIMEOUT=5s"}, cut: true, mixed: true, released: 4},
 }

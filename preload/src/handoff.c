@@ -107,28 +107,37 @@ void lg_drain_up_to(int fd, int64_t budget, int64_t limit, int reads, int fin, s
 	}
 }
 
-/* ask_peer is getpeername, for a socket whose accept gave no address. */
-static void ask_peer(int fd, struct lg_addr *a)
+/* lg_addr_from fills a from the first len bytes of sa, if they hold a whole
+ * IPv4 or IPv6 address, and zeroes it (family 0: unknown) otherwise. */
+void lg_addr_from(const struct sockaddr *sa, socklen_t len, struct lg_addr *a)
 {
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof ss;
 	memset(a, 0, sizeof *a);
-	if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
-		return;
-	if (ss.ss_family == AF_INET) {
-		struct sockaddr_in *s = (struct sockaddr_in *)&ss;
+	if (sa != NULL && sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)sa;
 		a->family = AF_INET;
 		a->port = ntohs(s->sin_port);
 		memcpy(a->ip, &s->sin_addr, 4);
-	} else if (ss.ss_family == AF_INET6) {
-		struct sockaddr_in6 *s = (struct sockaddr_in6 *)&ss;
+	} else if (sa != NULL && sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)sa;
 		a->family = AF_INET6;
 		a->port = ntohs(s->sin6_port);
 		memcpy(a->ip, &s->sin6_addr, 16);
 	}
 }
 
-static int64_t outq(int fd)
+/* ask_peer is getpeername, for a socket whose accept gave no address. */
+static void ask_peer(int fd, struct lg_addr *a)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+		len = 0;
+	lg_addr_from((struct sockaddr *)&ss, len, a);
+}
+
+/* lg_outq is SIOCOUTQ: our bytes not yet acknowledged (the FIN counts
+ * one), or -1. */
+int64_t lg_outq(int fd)
 {
 	int q;
 	return ioctl(fd, SIOCOUTQ, &q) == 0 ? q : -1;
@@ -197,7 +206,7 @@ void lg_prepare(int fd, uint8_t mark, struct lg_handoff *h)
 		 * unread bytes make the close send is the budget's end. */
 		h->outcome = r.end;
 		h->err = r.err;
-		h->unacked = h->idle_out ? 0 : outq(fd);
+		h->unacked = h->idle_out ? 0 : lg_outq(fd);
 		return;
 	}
 	int d = lg_dup_own(fd);
@@ -265,7 +274,7 @@ void lg_complete(struct lg_handoff *h)
 	}
 	/* Without anything of ours queued before, the shutdown left only the
 	 * FIN, which counts as nothing (lg_unsent). */
-	lg_loop_add(d, h, h->idle_out ? 0 : outq(d));
+	lg_loop_add(d, h, h->idle_out ? 0 : lg_outq(d));
 out:
 	errno = saved;
 }

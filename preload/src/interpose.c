@@ -21,7 +21,6 @@
 #define _GNU_SOURCE
 #include "linger.h"
 
-#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -232,19 +231,7 @@ int lg_real_close(int fd) { return REAL(close)(fd); }
  * whole IPv4 or IPv6 one, and forgets any earlier one otherwise. */
 static void set_peer(int fd, const struct sockaddr *sa, socklen_t len)
 {
-	struct lg_addr a = {0};
-	if (sa != NULL && sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
-		const struct sockaddr_in *s = (const struct sockaddr_in *)sa;
-		a.family = AF_INET;
-		a.port = ntohs(s->sin_port);
-		__builtin_memcpy(a.ip, &s->sin_addr, 4);
-	} else if (sa != NULL && sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
-		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)sa;
-		a.family = AF_INET6;
-		a.port = ntohs(s->sin6_port);
-		__builtin_memcpy(a.ip, &s->sin6_addr, 16);
-	}
-	peer_of[fd] = a;
+	lg_addr_from(sa, len, &peer_of[fd]);
 }
 
 int lg_peer_get(int fd, struct lg_addr *a)

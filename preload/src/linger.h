@@ -79,6 +79,7 @@ int lg_dup_own(int fd); /* F_DUPFD_CLOEXEC into the library's range, marked ours
 int lg_epoll_forget(int fd, uint8_t mark); /* 0, or -1 if the socket cannot be taken */
 struct lg_addr;
 int lg_peer_get(int fd, struct lg_addr *a); /* 1 if accept or connect gave fd's peer */
+void lg_addr_from(const struct sockaddr *sa, socklen_t len, struct lg_addr *a);
 
 /* Clock: CLOCK_MONOTONIC in nanoseconds. */
 int64_t lg_now(void);
@@ -119,6 +120,7 @@ struct lg_drain {
 };
 void lg_drain_up_to(int fd, int64_t budget, int64_t limit, int reads, int fin, struct lg_drain *r);
 int64_t lg_unsent(int64_t q);
+int64_t lg_outq(int fd); /* SIOCOUTQ, or -1 */
 
 /* The loop (loop.c). */
 void lg_loop_add(int fd, const struct lg_handoff *h, int64_t queued);

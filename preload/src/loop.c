@@ -25,14 +25,12 @@
 #include "linger.h"
 
 #include <errno.h>
-#include <linux/sockios.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,8 +45,11 @@ struct entry {
 	int fd;
 	int heap_idx;
 	int released;
-	int armed;   /* in the epoll set and able to report */
-	int oneshot; /* registered with EPOLLONESHOT, not yet reported */
+	enum {
+		REG_ONESHOT, /* registered with EPOLLONESHOT, not yet reported */
+		REG_FIRED,   /* its one-shot event fetched: disarmed */
+		REG_LEVEL,   /* registered again, level-triggered */
+	} reg;
 	int64_t start, last_active, deadline;
 	int64_t discarded;
 	int64_t queued; /* SIOCOUTQ at the last look */
@@ -237,12 +238,6 @@ static void all_unlink(struct entry *e)
 	__atomic_store_n(&nall, nall - 1, __ATOMIC_RELAXED);
 }
 
-static int64_t outq(int fd)
-{
-	int q;
-	return ioctl(fd, SIOCOUTQ, &q) == 0 ? q : -1;
-}
-
 /* finish ends e: it reads what of ours is still unacknowledged, closes
  * the duplicate, and reports; mu is held. abort, for MaxQueued, makes the
  * close send RST and free the send queue at once (SO_LINGER 0) instead of
@@ -257,7 +252,7 @@ static void finish(struct entry *e, enum lg_outcome o, const char *err, int abor
 	 * unacknowledged needs no new one. */
 	int64_t unacked = 0;
 	if (e->outq_unknown || lg_unsent(e->queued) > 0) {
-		int64_t q = outq(e->fd);
+		int64_t q = lg_outq(e->fd);
 		unacked = q < 0 ? -1 : lg_unsent(q);
 	}
 	/* Deregister explicitly: epoll forgets a socket only when its last
@@ -267,7 +262,7 @@ static void finish(struct entry *e, enum lg_outcome o, const char *err, int abor
 	 * EPOLLONESHOT whose event was fetched is disarmed: it reports
 	 * nothing more until re-armed, so the common ending, the peer's FIN,
 	 * needs no epoll_ctl. */
-	if (e->armed)
+	if (e->reg != REG_FIRED)
 		epoll_ctl(ep, EPOLL_CTL_DEL, e->fd, NULL);
 	if (abort) {
 		struct linger l = {1, 0};
@@ -299,8 +294,8 @@ static void finish(struct entry *e, enum lg_outcome o, const char *err, int abor
 static void drain_one(struct entry *e, uint32_t events, int64_t now)
 {
 	struct lg_drain r = {0};
-	if (e->oneshot)
-		e->oneshot = e->armed = 0;
+	if (e->reg == REG_ONESHOT)
+		e->reg = REG_FIRED;
 	lg_drain_up_to(e->fd, lg_cfg.max_discard - e->discarded + 1, DRAIN_LIMIT, DRAIN_READS,
 	               (events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) == EPOLLRDHUP, &r);
 	e->discarded += r.n;
@@ -310,7 +305,7 @@ static void drain_one(struct entry *e, uint32_t events, int64_t now)
 	}
 	if (r.n > 0)
 		e->last_active = now;
-	if (!e->armed) {
+	if (e->reg == REG_FIRED) {
 		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = e};
 		if (epoll_ctl(ep, EPOLL_CTL_MOD, e->fd, &ev) != 0) {
 			/* Not expected (the set and the socket are ours);
@@ -319,7 +314,7 @@ static void drain_one(struct entry *e, uint32_t events, int64_t now)
 			finish(e, LG_PLAIN, "epoll_ctl failed", 0);
 			return;
 		}
-		e->armed = 1;
+		e->reg = REG_LEVEL;
 	}
 }
 
@@ -339,7 +334,7 @@ static void expire(int64_t now)
 			continue;
 		}
 		if (e->last_active + lg_cfg.idle_ns <= now) {
-			int64_t q = outq(e->fd);
+			int64_t q = lg_outq(e->fd);
 			if (q < 0) {
 				finish(e, LG_IDLE, NULL, 0);
 				continue;
@@ -520,7 +515,7 @@ void lg_loop_add(int fd, const struct lg_handoff *h, int64_t queued)
 	 * FIN, also disarms them (see finish); level-triggered either way, so
 	 * that bytes already queued are reported at once. */
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = e};
-	e->armed = e->oneshot = 1;
+	e->reg = REG_ONESHOT;
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0 || heap_push(e) != 0) {
 		epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
 		pthread_mutex_unlock(&mu);

@@ -27,6 +27,10 @@
  *                the library's duplicate fails (EMFILE)
  *   shared       dup(2) the socket, close both (a shared socket: plain)
  *   syscall      syscall(SYS_close, fd), as libuv (Node.js) closes
+ *   rawdup       duplicates the socket with syscall(SYS_dup), which the
+ *                library does not see, closes the socket, and holds the
+ *                duplicate 600 ms more: the library's epoll set must not
+ *                report the socket once its own duplicate is gone
  *   epoll        the socket in an epoll set, closed without EPOLL_CTL_DEL (as
  *                nginx does); the set must then report nothing for it:
  *                "stale epoll events N" on stderr
@@ -176,6 +180,11 @@ static void serve(int fd)
 		r = close(fd);
 	} else if (strcmp(mode, "syscall") == 0) {
 		r = (int)syscall(SYS_close, fd);
+	} else if (strcmp(mode, "rawdup") == 0) {
+		int d = (int)syscall(SYS_dup, fd);
+		r = close(fd);
+		usleep(600 * 1000);
+		close(d);
 	} else if (strcmp(mode, "shared") == 0) {
 		int d = dup(fd);
 		close(fd);
