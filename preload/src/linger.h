@@ -55,6 +55,11 @@ struct lg_config {
 extern struct lg_config lg_cfg;
 void lg_config_load(void);
 
+/* lg_wants_unacked says whether anything reads what of ours a released
+ * connection left unacknowledged: the log's line or its summary. Without
+ * either (the default) the SIOCOUTQ that would tell is not made. */
+static inline int lg_wants_unacked(void) { return lg_cfg.log_path != NULL || lg_cfg.summary_ns > 0; }
+
 /*
  * The mark of each descriptor number, one byte each (interpose.c). A close
  * of a number whose byte is 0 costs that one load and nothing else.

@@ -35,7 +35,9 @@
 #include <unistd.h>
 
 #define DRAIN_READS 4
+#ifndef COALESCE_NS /* settable at build time, to measure the pause's effect */
 #define COALESCE_NS (2 * 1000 * 1000)
+#endif
 #define DRAIN_LIMIT (256 << 10)
 #define NBUCKETS 1024
 
@@ -249,9 +251,9 @@ static void finish(struct entry *e, enum lg_outcome o, const char *err, int abor
 {
 	/* Since the shutdown nothing more is queued, so SIOCOUTQ only falls:
 	 * a socket whose last reading left nothing of ours but the FIN
-	 * unacknowledged needs no new one. */
+	 * unacknowledged needs no new one, and only the log reads it. */
 	int64_t unacked = 0;
-	if (e->outq_unknown || lg_unsent(e->queued) > 0) {
+	if (lg_wants_unacked() && (e->outq_unknown || lg_unsent(e->queued) > 0)) {
 		int64_t q = lg_outq(e->fd);
 		unacked = q < 0 ? -1 : lg_unsent(q);
 	}
