@@ -4,11 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"os/exec"
 	"sort"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -46,7 +44,7 @@ const (
 // pair's ratios are its preloaded run's requests/s and p99 over its stock
 // run's.
 //
-// Each run also reads the server's CPU time (testbed.CPUTime, the
+// Each run also reads the server's CPU time (testbed.Threads, the
 // library's thread included) and divides it by the run's requests: with
 // the server's CPU saturated that is the inverse of its rate, without the
 // time the VM's host took the CPU away, and so a steadier reading of the
@@ -57,6 +55,10 @@ const (
 // close, on the server's CPU. So the test also adds wrk's CPU time (user
 // and system, from its rusage) to the server's: the whole exchange's CPU a
 // request on this host.
+//
+// Per thread, the same readings give the library's thread's CPU time and
+// wake-ups a request, and how often nginx's own thread was preempted (for
+// the library's, on the CPU they share): where the excess goes.
 //
 // Many short pairs rather than a few long rounds, because this VM's speed
 // drifts by tens of percent from one run to the next, more than the
@@ -103,13 +105,17 @@ func TestOverhead(t *testing.T) {
 		name string
 		args []string
 	}{{"wrk keep-alive", nil}, {"wrk Connection: close", []string{"-H", "Connection: close"}}}
-	// wrk returns its result, the server's CPU time per request, and the
-	// server's and wrk's together.
-	wrk := func(server string, args []string) (bench.HappyResult, float64, float64) {
-		cpu0, err := testbed.CPUTime(servers[server].PID)
+	// wrk returns its result, what the server's threads did meanwhile, and
+	// wrk's own CPU time.
+	usage := func(server string) use {
+		ts, err := testbed.Threads(servers[server].PID)
 		if err != nil {
 			t.Fatal(err)
 		}
+		return useOf(ts)
+	}
+	wrk := func(server string, args []string) (bench.HappyResult, use, time.Duration) {
+		u0 := usage(server)
 		cmd := testbed.Taskset(client, "wrk", append(append([]string{"-t1", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(secs) + "s", "--latency"}, args...),
 			"https://"+servers[server].Addr+"/")...)
 		ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
@@ -126,19 +132,14 @@ func TestOverhead(t *testing.T) {
 		if r.Errors > 0 || r.Requests == 0 {
 			t.Errorf("against %s nginx: %d requests, %d errors", server, r.Requests, r.Errors)
 		}
-		cpu1, err := testbed.CPUTime(servers[server].PID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := float64(max(r.Requests, 1))
-		client := c.ProcessState.UserTime() + c.ProcessState.SystemTime()
-		return r, float64(cpu1-cpu0) / n, float64(cpu1-cpu0+client) / n
+		return r, usage(server).minus(u0), c.ProcessState.UserTime() + c.ProcessState.SystemTime()
 	}
 	fmt.Printf("\n%s, stock vs under liblinger.so, loopback HTTPS, wrk -t1 -c%d -d%ds (servers and wrk pinned apart: %v), %d pairs of runs per load\n\n",
 		servers["stock"].Version, conns, secs, client >= 0, pairs)
 	var rows []string
 	for _, cl := range clients {
 		var rate, p99, cpu, both, stockRate, preRate, stockCPU, preCPU []float64
+		var libCPU, libWakes, stockPreempted, prePreempted []float64
 		for pair := range pairs {
 			order := []string{"stock", "preloaded"}
 			if pair%2 == 1 {
@@ -147,7 +148,15 @@ func TestOverhead(t *testing.T) {
 			got := map[string]bench.HappyResult{}
 			perReq, bothReq := map[string]float64{}, map[string]float64{}
 			for _, server := range order {
-				got[server], perReq[server], bothReq[server] = wrk(server, cl.args)
+				r, u, wrkCPU := wrk(server, cl.args)
+				n := float64(max(r.Requests, 1))
+				got[server], perReq[server], bothReq[server] = r, float64(u.cpu)/n, float64(u.cpu+wrkCPU)/n
+				if server == "stock" {
+					stockPreempted = append(stockPreempted, float64(u.preempted)/n)
+				} else {
+					prePreempted = append(prePreempted, float64(u.preempted)/n)
+					libCPU, libWakes = append(libCPU, float64(u.lib)/n), append(libWakes, float64(u.libWakes)/n)
+				}
 			}
 			st, pre := got["stock"], got["preloaded"]
 			stockCPU, preCPU = append(stockCPU, perReq["stock"]), append(preCPU, perReq["preloaded"])
@@ -162,6 +171,8 @@ func TestOverhead(t *testing.T) {
 		fmt.Printf("%s: p99 ratios: %s\n", cl.name, fmtRatios(p99))
 		fmt.Printf("%s: server CPU per request ratios: %s\n", cl.name, fmtRatios(cpu))
 		fmt.Printf("%s: server and wrk CPU per request ratios: %s\n", cl.name, fmtRatios(both))
+		fmt.Printf("%s: per request, medians: the library's thread %.1f µs and %.3f wake-ups; nginx preempted %.3f times stock, %.3f preloaded\n",
+			cl.name, median(libCPU)/1e3, median(libWakes), median(stockPreempted), median(prePreempted))
 		mr, mp, mc := median(rate), median(p99), median(cpu)
 		ar, hr := testbed.MeanInterval(rate)
 		ap, hp := testbed.MeanInterval(p99)
@@ -183,28 +194,44 @@ func TestOverhead(t *testing.T) {
 	if *overheadLog == "summary" {
 		fmt.Printf("\nliblinger.so's log (the preloaded nginx): %s\n", testbed.CountsText(testbed.PreloadOutcomes(libDir)))
 	}
-	// nginx's processes are single-threaded; a second thread is the
-	// library's, started by the first close it took over.
-	if stock, pre := threads(servers["stock"].PID), threads(servers["preloaded"].PID); pre <= stock {
+	// A thread beyond nginx's own is the library's, started by the first
+	// close it took over.
+	if stock, pre := usage("stock").threads, usage("preloaded").threads; pre <= stock {
 		t.Errorf("the preloaded nginx runs %d threads, the stock one %d: the library took no close over", pre, stock)
 	} else {
 		fmt.Printf("threads: stock nginx %d, preloaded %d (the library's among them)\n", stock, pre)
 	}
 }
 
-// threads counts the threads of process pid and of its descendants.
-func threads(pid int) int {
-	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	n := len(tasks)
-	for _, task := range tasks {
-		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
-		for _, f := range strings.Fields(string(kids)) {
-			if kid, err := strconv.Atoi(f); err == nil {
-				n += threads(kid)
-			}
+// A use is what a server's threads did: the CPU time of all of them and
+// of the library's (every thread but a process's first: nginx's processes
+// are single-threaded), the library's wake-ups, and the times nginx's own
+// threads were preempted (on the CPU they share with the library's).
+type use struct {
+	cpu, lib            time.Duration
+	libWakes, preempted int64
+	threads             int
+}
+
+func useOf(ts []testbed.Thread) use {
+	u := use{threads: len(ts)}
+	for _, th := range ts {
+		u.cpu += th.CPU
+		if th.TID != th.PID {
+			u.lib += th.CPU
+			u.libWakes += th.Voluntary
+		} else {
+			u.preempted += th.Involuntary
 		}
 	}
-	return n
+	return u
+}
+
+// minus is what happened between an earlier reading and u: a thread that
+// started meanwhile counts from zero.
+func (u use) minus(earlier use) use {
+	return use{cpu: u.cpu - earlier.cpu, lib: u.lib - earlier.lib, libWakes: u.libWakes - earlier.libWakes,
+		preempted: u.preempted - earlier.preempted, threads: u.threads}
 }
 
 func median(v []float64) float64 {

@@ -579,38 +579,65 @@ func NginxRequests(client *http.Client, addr string) (uint64, error) {
 
 var stubRequests = regexp.MustCompile(`server accepts handled requests\s+\d+\s+\d+\s+(\d+)`)
 
-// CPUTime is the time the threads of process pid and of its descendants
-// have spent running, from each thread's /proc schedstat (nanoseconds,
-// from the scheduler's clock). Unlike a run's requests a second, it leaves
-// out the time the virtual machine's host took the CPU away (steal), so
-// the CPU a request costs varies less from run to run than its rate; a
-// thread or process that ended is not counted, so compare readings of
-// processes that live across them.
-func CPUTime(pid int) (time.Duration, error) {
-	var total time.Duration
+// A Thread is one thread of a process, as /proc tells it.
+type Thread struct {
+	PID, TID int
+	// CPU is the time it has spent running (schedstat: nanoseconds from
+	// the scheduler's clock). Unlike a run's requests a second, it leaves
+	// out the time the virtual machine's host took the CPU away (steal),
+	// so the CPU a request costs varies less from run to run than its
+	// rate; a thread that ended is not listed, so compare readings of
+	// threads that live across them.
+	CPU time.Duration
+	// Voluntary counts the times it gave the CPU up to wait (one a
+	// wake-up), Involuntary the times it was preempted.
+	Voluntary, Involuntary int64
+}
+
+// Threads lists the threads of process pid and of its descendants; a
+// thread that ends while they are read is left out.
+func Threads(pid int) ([]Thread, error) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
-		return 0, fmt.Errorf("testbed: CPU time of process %d: %w", pid, err)
+		return nil, fmt.Errorf("testbed: threads of process %d: %w", pid, err)
 	}
+	var out []Thread
 	for _, task := range tasks {
-		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, task.Name())
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			continue
+		}
+		dir := fmt.Sprintf("/proc/%d/task/%d/", pid, tid)
 		b, err := os.ReadFile(dir + "schedstat")
 		if err != nil {
 			continue // the thread ended meanwhile
 		}
+		th := Thread{PID: pid, TID: tid}
 		var ns int64
 		if _, err := fmt.Sscan(string(b), &ns); err != nil {
-			return 0, fmt.Errorf("testbed: %sschedstat: %q: %w", dir, b, err)
+			return nil, fmt.Errorf("testbed: %sschedstat: %q: %w", dir, b, err)
 		}
-		total += time.Duration(ns)
+		th.CPU = time.Duration(ns)
+		status, _ := os.ReadFile(dir + "status")
+		for _, l := range strings.Split(string(status), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			switch k {
+			case "voluntary_ctxt_switches":
+				th.Voluntary = n
+			case "nonvoluntary_ctxt_switches":
+				th.Involuntary = n
+			}
+		}
+		out = append(out, th)
 		kids, _ := os.ReadFile(dir + "children")
 		for _, f := range strings.Fields(string(kids)) {
 			if kid, err := strconv.Atoi(f); err == nil {
-				if d, err := CPUTime(kid); err == nil {
-					total += d
+				if ts, err := Threads(kid); err == nil {
+					out = append(out, ts...)
 				}
 			}
 		}
 	}
-	return total, nil
+	return out, nil
 }

@@ -206,7 +206,7 @@ void lg_prepare(int fd, uint8_t mark, struct lg_handoff *h)
 		 * unread bytes make the close send is the budget's end. */
 		h->outcome = r.end;
 		h->err = r.err;
-		h->unacked = h->idle_out || !lg_wants_unacked() ? 0 : lg_outq(fd);
+		h->unacked = h->idle_out || !lg_log_wants_unacked() ? 0 : lg_outq(fd);
 		return;
 	}
 	int d = lg_dup_own(fd);

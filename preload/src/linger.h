@@ -55,11 +55,6 @@ struct lg_config {
 extern struct lg_config lg_cfg;
 void lg_config_load(void);
 
-/* lg_wants_unacked says whether anything reads what of ours a released
- * connection left unacknowledged: the log's line or its summary. Without
- * either (the default) the SIOCOUTQ that would tell is not made. */
-static inline int lg_wants_unacked(void) { return lg_cfg.log_path != NULL || lg_cfg.summary_ns > 0; }
-
 /*
  * The mark of each descriptor number, one byte each (interpose.c). A close
  * of a number whose byte is 0 costs that one load and nothing else.
@@ -142,6 +137,11 @@ void lg_log_report(enum lg_outcome o, const struct lg_addr *peer, int64_t held_n
 void lg_log_summary(void);
 void lg_log_after_fork_child(void);
 int lg_log_is_fd(int fd);
+/* lg_log_wants_unacked says whether anything reads what of ours a
+ * released connection left unacknowledged: a log line, or the summary.
+ * Without either (the default, or a LINGER_LOG that could not be opened)
+ * the SIOCOUTQ that would tell is not made. */
+int lg_log_wants_unacked(void);
 void lg_log_move_fd(void);
 void lg_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -70,6 +70,8 @@ void lg_log_open(void)
 
 int lg_log_is_fd(int fd) { return fd >= 0 && fd == log_fd; }
 
+int lg_log_wants_unacked(void) { return log_fd >= 0 || lg_cfg.summary_ns > 0; }
+
 void lg_log_move_fd(void)
 {
 	int n = lg_dup_own(log_fd);

@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +36,13 @@
 #include <unistd.h>
 
 #define DRAIN_READS 4
-#ifndef COALESCE_NS /* settable at build time, to measure the pause's effect */
+/* COALESCE_NS and LG_SCHED_BATCH can be set at build time (-D) to repeat
+ * the measurements that chose the pause and the thread's policy
+ * (docs/preload-servers.md). */
+#ifndef COALESCE_NS
 #define COALESCE_NS (2 * 1000 * 1000)
 #endif
+_Static_assert(COALESCE_NS > 0 && COALESCE_NS < 1000 * 1000 * 1000, "COALESCE_NS: a pause in nanoseconds, under a second (nanosleep's tv_nsec)");
 #define DRAIN_LIMIT (256 << 10)
 #define NBUCKETS 1024
 
@@ -253,7 +258,7 @@ static void finish(struct entry *e, enum lg_outcome o, const char *err, int abor
 	 * a socket whose last reading left nothing of ours but the FIN
 	 * unacknowledged needs no new one, and only the log reads it. */
 	int64_t unacked = 0;
-	if (lg_wants_unacked() && (e->outq_unknown || lg_unsent(e->queued) > 0)) {
+	if (lg_log_wants_unacked() && (e->outq_unknown || lg_unsent(e->queued) > 0)) {
 		int64_t q = lg_outq(e->fd);
 		unacked = q < 0 ? -1 : lg_unsent(q);
 	}
@@ -380,6 +385,17 @@ static void free_zombies(void)
 static void *run(void *arg)
 {
 	(void)arg;
+#ifdef LG_SCHED_BATCH
+	/* Not the default: a woken SCHED_BATCH thread does not preempt the
+	 * server's, so it wakes less often, but its batches then run longer
+	 * at once, and nginx's p99 rose with them. */
+	int policy;
+	struct sched_param sp;
+	if (pthread_getschedparam(pthread_self(), &policy, &sp) == 0 && policy == SCHED_OTHER) {
+		sp.sched_priority = 0;
+		pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+	}
+#endif
 	struct epoll_event evs[128];
 	for (;;) {
 		pthread_mutex_lock(&mu);
